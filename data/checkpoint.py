@@ -1,0 +1,50 @@
+"""Atomic, self-contained checkpoints that load with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain Python values (no pickled classes):
+``{"format_version": 1, "kind": "align"|"generate", "config": {...}, "vocab": {...}, "model": state_dict, ...}``.
+Extra keys (optimizer state, epoch, step, RNG states, metrics) are allowed as long as they are plain values.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically: a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location="cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only=True); check its format version and, if given, its kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated or foreign file
+        raise ValueError(f"{path}: not a readable dvsa checkpoint ({e})") from e
+    if not isinstance(ck, dict) or ck.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: not a dvsa checkpoint of format {FORMAT_VERSION}")
+    if kind is not None and ck.get("kind") != kind:
+        raise ValueError(f"{path}: a {ck.get('kind')!r} checkpoint, expected {kind!r}")
+    return ck
