@@ -1,0 +1,179 @@
+"""Stage-1 alignment model: regions projected into a multimodal space (eq. 1), words embedded by a
+bidirectional ReLU RNN (eqs. 2-6); image-sentence scores live in `align.scores`, the loss in `align.loss`.
+
+Dimension glossary:
+    B  images (or image-sentence pairs) in a batch      S  sentences
+    R  regions of one image (row 0 = whole image)       T  words of one (padded) sentence
+    D  region feature size (1280 EfficientNet-Lite0, 2048 ResNet-50, 4096 VGG fc7)
+    E  word vector size (300 word2vec)                   K  BRNN hidden size (300..600 in the paper)
+    H  multimodal embedding size h (1000..1600)          V  vocabulary size (PAD 0, START 1, END 2, UNK 3)
+
+`AlignConfig` is the only home of stage-1 defaults: the model, the objective and the training recipe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class AlignConfig:
+    # --- model (eqs. 1-6) ---
+    embed_dim: int = 1000  # H: multimodal embedding size h (paper: 1000..1600)
+    hidden_dim: int = 500  # K: BRNN hidden size (paper: 300..600)
+    word_dim: int = 300  # E: word vector size (word2vec: 300)
+    train_words: str = "auto"  # "auto": fixed when pretrained vectors are given, trained when random; "yes" | "no"
+    dropout: float = 0.5  # on the non-recurrent layers: region features, word vectors, BRNN output (eq. 6 input)
+    max_words: int = 40  # longer sentences are cut (keeps the recurrence short; Flickr/COCO sentences are < 40)
+    # --- score and objective (eqs. 7-9) ---
+    score: str = "max"  # "max": eq. 8 (each word takes its best region) | "defrag": eq. 7
+    loss: str = "sum"  # "sum": eq. 9 over all negatives | "hardest": VSE++ hardest negative per row/column
+    margin: float = 1.0  # the 1 of eq. 9
+    # --- training recipe ---
+    optimizer: str = "sgd"  # "sgd" (paper: momentum 0.9) | "adam"
+    lr: float = 0.01  # the loss is averaged over the batch (see align.loss), so lr does not scale with batch size
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # L2 on all weights (paper: cross-validated)
+    grad_clip: float = 5.0  # elementwise clipping of every gradient entry at +-5 (paper: "important"); 0 = off
+    batch_size: int = 100  # image-sentence pairs per (global) batch
+    epochs: int = 15
+    lr_schedule: str = "step"  # "step" | "cosine" | "none"
+    lr_step: int = 5  # step schedule: multiply lr by lr_gamma every lr_step epochs
+    lr_gamma: float = 0.1
+    patience: int = 5  # early stopping: epochs without a better validation R@K sum (0 = never stop early)
+    val_images: int = 1000  # validation uses the first this many val images (the 1K protocol)
+    amp: bool = True  # bf16 autocast when training on CUDA (ignored on the CPU)
+    seed: int = 0
+    workers: int = 0  # reserved for data loading threads (batches are read from the memory-mapped store)
+
+    def __post_init__(self):
+        if self.score not in ("max", "defrag"):
+            raise ValueError(f"AlignConfig.score must be 'max' or 'defrag', got {self.score!r}")
+        if self.loss not in ("sum", "hardest"):
+            raise ValueError(f"AlignConfig.loss must be 'sum' or 'hardest', got {self.loss!r}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"AlignConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.lr_schedule not in ("step", "cosine", "none"):
+            raise ValueError(f"AlignConfig.lr_schedule must be 'step', 'cosine' or 'none', got {self.lr_schedule!r}")
+        if self.train_words not in ("auto", "yes", "no"):
+            raise ValueError(f"AlignConfig.train_words must be 'auto', 'yes' or 'no', got {self.train_words!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AlignConfig":
+        """Rebuild from `dataclasses.asdict` output; unknown keys are an error (a config from another version)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown AlignConfig fields {unknown}")
+        return cls(**d)
+
+
+def lengths_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    """bool [S, T]: True at the first lengths[s] positions of each row."""
+    return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of x [S, T, ...] within its own length; padding stays at the end.
+
+    Applying it twice gives x back. Used so the backward recurrence starts at each sentence's true last word.
+    """
+    s, t = x.shape[:2]
+    pos = torch.arange(t, device=x.device)[None, :].expand(s, t)  # [S, T]
+    rev = lengths[:, None] - 1 - pos  # [S, T]
+    idx = torch.where(rev >= 0, rev, pos)  # padded positions map to themselves
+    idx = idx.reshape(s, t, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, idx)
+
+
+class AlignmentModel(nn.Module):
+    """Region projection (eq. 1) and bidirectional ReLU RNN over words (eqs. 2-6).
+
+    `embed_regions` and `embed_words` give the embeddings; `forward` gives both for a batch of pairs;
+    `word_region_scores` gives v_i . s_t for aligned pairs (the MRF's unary terms).
+    In train mode dropout is applied to the region features, the word vectors and the BRNN output.
+    """
+
+    def __init__(self, cfg: AlignConfig, vocab_size: int, feat_dim: int, word_vectors=None):
+        """word_vectors: optional float array [V, E] (e.g. word2vec rows for the vocabulary) to initialise W_w."""
+        super().__init__()
+        self.cfg, self.vocab_size, self.feat_dim = cfg, vocab_size, feat_dim
+        self.region_proj = nn.Linear(feat_dim, cfg.embed_dim)  # W_m, b_m (eq. 1)
+        self.words = nn.Embedding(vocab_size, cfg.word_dim, padding_idx=0)  # W_w (eq. 2)
+        self.word_in = nn.Linear(cfg.word_dim, cfg.hidden_dim)  # W_e, b_e (eq. 3)
+        self.fwd = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)  # W_f, b_f (eq. 4)
+        self.bwd = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)  # W_b, b_b (eq. 5)
+        self.word_out = nn.Linear(cfg.hidden_dim, cfg.embed_dim)  # W_d, b_d (eq. 6)
+        self.drop = nn.Dropout(cfg.dropout)
+        # ReLU recurrences explode when W_f starts with a large spectral radius: start near the identity scale.
+        for lin in (self.fwd, self.bwd):
+            nn.init.normal_(lin.weight, std=0.5 / cfg.hidden_dim**0.5)
+            nn.init.zeros_(lin.bias)
+        pretrained = word_vectors is not None
+        if pretrained:
+            self.set_word_vectors(word_vectors)
+        trained = cfg.train_words == "yes" or (cfg.train_words == "auto" and not pretrained)
+        self.words.weight.requires_grad_(trained)
+
+    def set_word_vectors(self, vectors) -> None:
+        """Copy float [V, E] vectors into W_w (row 0, padding, is kept at zero)."""
+        w = torch.as_tensor(vectors, dtype=self.words.weight.dtype)
+        if tuple(w.shape) != tuple(self.words.weight.shape):
+            raise ValueError(f"word vectors have shape {list(w.shape)}, expected {list(self.words.weight.shape)}")
+        with torch.no_grad():
+            self.words.weight.copy_(w)
+            self.words.weight[0].zero_()
+
+    def embed_regions(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats float [B, R, D] -> v float [B, R, H] (eq. 1). Padded regions are masked by the caller."""
+        if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
+            raise ValueError(f"feats must be [B, R, {self.feat_dim}], got {list(feats.shape)}")
+        return self.region_proj(self.drop(feats))
+
+    def embed_words(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens long [S, T] (PAD 0 after each sentence), lengths long [S] >= 1 -> s float [S, T, H], 0 at padding.
+
+        The backward recurrence (eq. 5) runs over each sentence reversed within its own length, so it starts at
+        the true last word whatever the padding.
+        """
+        if tokens.dim() != 2 or lengths.shape != tokens.shape[:1]:
+            raise ValueError(f"tokens must be [S, T] and lengths [S], got {list(tokens.shape)}, {list(lengths.shape)}")
+        lengths = lengths.to(tokens.device)
+        s, t = tokens.shape
+        mask = lengths_mask(lengths, t)  # [S, T]
+        x = self.drop(self.words(tokens))  # [S, T, E]                              eq. 2
+        e = F.relu(self.word_in(x)) * mask[..., None]  # [S, T, K]                      eq. 3
+        hf = self._recur(e, self.fwd)  # [S, T, K]                                     eq. 4
+        hb = reverse_padded(self._recur(reverse_padded(e, lengths), self.bwd), lengths)  # eq. 5
+        out = F.relu(self.word_out(self.drop(hf + hb)))  # [S, T, H]                    eq. 6
+        return out * mask[..., None].to(out.dtype)
+
+    @staticmethod
+    def _recur(e: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+        """h_t = relu(e_t + W h_{t-1} + b), h_0 = 0, over e [S, T, K] -> [S, T, K]."""
+        h = torch.zeros_like(e[:, 0])
+        out = []
+        for t in range(e.shape[1]):
+            h = F.relu(e[:, t] + lin(h))
+            out.append(h)
+        return torch.stack(out, 1)
+
+    def forward(self, feats, tokens, lengths):
+        """(feats [B, R, D], tokens [B, T], lengths [B]) -> (v [B, R, H], s [B, T, H])."""
+        return self.embed_regions(feats), self.embed_words(tokens, lengths)
+
+    def word_region_scores(self, feats, region_mask, tokens, lengths) -> torch.Tensor:
+        """For B aligned pairs (image b, sentence b): float [B, T, R] of v_i . s_t.
+
+        feats float [B, R, D], region_mask bool [B, R] (True = real region), tokens long [B, T], lengths [B].
+        Padded regions are -inf (for real words), padded words are 0 on the whole row.
+        """
+        v = self.embed_regions(feats)  # [B, R, H]
+        s = self.embed_words(tokens, lengths)  # [B, T, H]
+        dots = torch.einsum("bth,brh->btr", s, v)  # [B, T, R]
+        wmask = lengths_mask(lengths.to(tokens.device), tokens.shape[1])  # [B, T]
+        dots = dots.masked_fill(~region_mask.to(dots.device)[:, None, :], float("-inf"))
+        return dots.masked_fill(~wmask[..., None], 0.0)

@@ -1,0 +1,167 @@
+"""Alignment model, scores and loss against slow twins on random inputs."""
+import pytest
+import torch
+
+from align.loss import max_margin_loss, max_margin_loss_slow
+from align.model import AlignConfig, AlignmentModel, reverse_padded
+from align.scores import image_sentence_scores, image_sentence_scores_slow
+
+
+def tiny_cfg(**kw):
+    base = dict(embed_dim=12, hidden_dim=8, word_dim=6, dropout=0.0)
+    base.update(kw)
+    return AlignConfig(**base)
+
+
+def random_sentences(g, n, t, vocab=20):
+    lengths = torch.randint(1, t + 1, (n,), generator=g)
+    tokens = torch.randint(4, vocab, (n, t), generator=g)
+    tokens[torch.arange(t)[None, :] >= lengths[:, None]] = 0
+    return tokens, lengths
+
+
+def test_reverse_padded_is_its_own_inverse_and_keeps_padding():
+    x = torch.arange(12.0).view(3, 4)
+    lengths = torch.tensor([4, 2, 1])
+    r = reverse_padded(x, lengths)
+    assert r.tolist() == [[3, 2, 1, 0], [5, 4, 6, 7], [8, 9, 10, 11]]
+    assert torch.equal(reverse_padded(r, lengths), x)
+
+
+def brnn_slow(model, tokens, length):
+    """One sentence, no padding, eqs. 2-6 word by word."""
+    relu = torch.relu
+    x = [model.words.weight[int(w)] for w in tokens[:length]]
+    e = [relu(model.word_in(xi)) for xi in x]
+    hf, h = [], torch.zeros(model.cfg.hidden_dim)
+    for et in e:
+        h = relu(et + model.fwd(h))
+        hf.append(h)
+    hb, h = [None] * length, torch.zeros(model.cfg.hidden_dim)
+    for t in reversed(range(length)):
+        h = relu(e[t] + model.bwd(h))
+        hb[t] = h
+    return torch.stack([relu(model.word_out(hf[t] + hb[t])) for t in range(length)])
+
+
+def test_embed_words_matches_word_by_word_twin_with_padding():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = AlignmentModel(tiny_cfg(), vocab_size=20, feat_dim=5).eval()
+    tokens, lengths = random_sentences(g, 7, 9)
+    lengths[0] = 9  # one full-length sentence
+    s = model.embed_words(tokens, lengths)
+    assert s.shape == (7, 9, 12)
+    for i in range(7):
+        n = int(lengths[i])
+        torch.testing.assert_close(s[i, :n], brnn_slow(model, tokens[i], n), atol=1e-5, rtol=1e-5)
+        assert torch.all(s[i, n:] == 0)
+    # Extra padding must not change anything.
+    s2 = model.embed_words(torch.cat([tokens, torch.zeros(7, 3, dtype=torch.long)], 1), lengths)
+    torch.testing.assert_close(s2[:, :9], s)
+
+
+def test_pretrained_word_vectors_fixed_or_trained():
+    vec = torch.randn(20, 6)
+    fixed = AlignmentModel(tiny_cfg(), 20, 5, word_vectors=vec)
+    assert not fixed.words.weight.requires_grad
+    assert torch.equal(fixed.words.weight[1:], vec[1:]) and torch.all(fixed.words.weight[0] == 0)
+    assert AlignmentModel(tiny_cfg(train_words="yes"), 20, 5, word_vectors=vec).words.weight.requires_grad
+    assert AlignmentModel(tiny_cfg(), 20, 5).words.weight.requires_grad  # random init: trained
+    with pytest.raises(ValueError):
+        AlignmentModel(tiny_cfg(), 20, 5, word_vectors=torch.randn(19, 6))
+
+
+def test_every_parameter_gets_a_gradient():
+    g = torch.Generator().manual_seed(1)
+    model = AlignmentModel(tiny_cfg(dropout=0.3), 20, 5)
+    tokens, lengths = random_sentences(g, 4, 6)
+    v, s = model(torch.randn(4, 3, 5), tokens, lengths)
+    sc = image_sentence_scores(v, torch.ones(4, 3, dtype=torch.bool), s, tokens > 0)
+    max_margin_loss(sc).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def random_embeddings(g, b, r, n, t, h=7):
+    v = torch.randn(b, r, h, generator=g)
+    rmask = torch.rand(b, r, generator=g) < 0.7
+    rmask[:, 0] = True
+    s = torch.randn(n, t, h, generator=g)
+    lengths = torch.randint(0, t + 1, (n,), generator=g)
+    if n:
+        lengths[0] = t
+    wmask = torch.arange(t)[None, :] < lengths[:, None]
+    return v, rmask, s, wmask
+
+
+@pytest.mark.parametrize("kind", ["max", "defrag"])
+@pytest.mark.parametrize("chunk", [1, 50, 1 << 20])
+def test_scores_match_slow_twin(kind, chunk):
+    g = torch.Generator().manual_seed(2)
+    v, rmask, s, wmask = random_embeddings(g, 6, 4, 9, 5)
+    fast = image_sentence_scores(v, rmask, s, wmask, kind=kind, chunk=chunk)
+    slow = image_sentence_scores_slow(v, rmask, s, wmask, kind=kind)
+    assert fast.shape == (6, 9)
+    torch.testing.assert_close(fast.double(), slow, atol=1e-4, rtol=1e-4)
+
+
+def test_scores_edge_cases_and_errors():
+    g = torch.Generator().manual_seed(3)
+    v, rmask, s, wmask = random_embeddings(g, 3, 2, 0, 4)
+    assert image_sentence_scores(v, rmask, s, wmask).shape == (3, 0)
+    v, rmask, s, wmask = random_embeddings(g, 3, 2, 4, 4)
+    rmask[1] = False
+    with pytest.raises(ValueError, match="real region"):
+        image_sentence_scores(v, rmask, s, wmask)
+    with pytest.raises(ValueError, match="kind"):
+        image_sentence_scores(v, rmask | True, s, wmask, kind="mean")
+
+
+def test_word_region_scores_masks():
+    g = torch.Generator().manual_seed(4)
+    model = AlignmentModel(tiny_cfg(), 20, 5).eval()
+    tokens, lengths = random_sentences(g, 3, 6)
+    lengths[0] = 6
+    lengths[1] = 2
+    tokens[1, 2:] = 0
+    feats = torch.randn(3, 4, 5)
+    rmask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        out = model.word_region_scores(feats, rmask, tokens, lengths)
+    assert out.shape == (3, 6, 4)
+    with torch.no_grad():
+        v, s = model.embed_regions(feats), model.embed_words(tokens, lengths)
+    for b in range(3):
+        for t in range(6):
+            for i in range(4):
+                want = 0.0 if t >= lengths[b] else (float("-inf") if not rmask[b, i] else float(v[b, i] @ s[b, t]))
+                assert out[b, t, i].item() == pytest.approx(want, abs=1e-5)
+    # Eq. 8 for the aligned pair equals the sum over words of the per-word best region.
+    wmask = torch.arange(6)[None, :] < lengths[:, None]
+    full = image_sentence_scores(v, rmask, s, wmask)
+    per_pair = out.amax(2).masked_fill(~wmask, 0).sum(1)
+    torch.testing.assert_close(per_pair, full.diagonal())
+
+
+@pytest.mark.parametrize("hardest", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_loss_matches_slow_twin(hardest, reduction):
+    g = torch.Generator().manual_seed(5)
+    for b in (1, 2, 7):
+        scores = torch.randn(b, b, generator=g) * 2
+        same = torch.zeros(b, b, dtype=torch.bool)
+        if b > 2:
+            same[0, 1] = same[1, 0] = True  # two sentences of one image
+        for sm in (None, same):
+            fast = max_margin_loss(scores, margin=1.0, hardest=hardest, same=sm, reduction=reduction)
+            slow = max_margin_loss_slow(scores, 1.0, hardest, sm, reduction)
+            assert fast.item() == pytest.approx(slow, abs=1e-5)
+
+
+def test_loss_is_zero_when_true_pairs_win_by_the_margin_and_columns_count():
+    scores = torch.full((3, 3), -5.0)
+    scores.fill_diagonal_(0.0)
+    assert max_margin_loss(scores).item() == 0
+    scores[2, 0] = 0.5  # image 2 beats image 0 on sentence 0: a column violation, 1.5; and a row violation of image 2
+    assert max_margin_loss(scores, reduction="sum").item() == pytest.approx(1.5 + 1.5)
