@@ -428,6 +428,9 @@ def write_synthetic(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, 
             "regions": [{"object": o.id, "box": o.box, "text": region_description(v)}
                         for o, v in zip(scene.objects, views)],
         }
+    for stale in (out / IMAGE_DIR).glob("*_[0-9][0-9][0-9][0-9][0-9].png"):  # left by a larger earlier config
+        if stale.stem not in gt_images and stale.stem.split("_")[0] in SPLIT_CODES:
+            stale.unlink()
     _dump(out / DATASET_JSON, {"dataset": "synthetic", "images": images})
     _dump(gt_path, {
         "dataset": "synthetic",

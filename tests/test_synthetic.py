@@ -195,5 +195,7 @@ def test_cli_writes_folder_and_preview(tmp_path, capsys):
     before = (out / "images" / "train_00000.png").stat().st_mtime_ns
     assert main(["--out", str(out), "--train", "4", "--val", "1", "--test", "1", "--size", "96", "--seed", "2"]) == 0
     assert (out / "images" / "train_00000.png").stat().st_mtime_ns == before  # complete folder is kept
+    assert main(["--out", str(out), "--train", "2", "--val", "1", "--test", "0", "--size", "96"]) == 0
+    assert sorted(p.stem for p in (out / "images").glob("*.png")) == ["train_00000", "train_00001", "val_00000"]
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--size", "10"])
