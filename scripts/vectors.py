@@ -1,0 +1,73 @@
+"""``dvsa vectors``: word vectors for a dataset's vocabulary, from a word2vec file or trained here.
+
+    dvsa vectors --dataset flickr8k --root ../shared/datasets/flickr8k --word2vec GoogleNews-vectors-negative300.bin \
+        --out runs/f8k/vectors.npy
+    dvsa vectors --dataset flickr8k --root ../shared/datasets/flickr8k --train --out runs/f8k/vectors.npy
+
+The vocabulary is built from the training split (min count `--min-count`, 5 as in the paper). Writes the
+matrix float32 [V, D] to `--out` and its vocabulary, coverage and resolved config to the same name with .json.
+Prints the coverage (vocabulary words that have a vector).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, fields
+
+from data.catalog import available, load_dataset
+from data.records import DataError, select_split
+from data.text import Vocabulary
+from data.vectors import VectorsConfig, load_word2vec, save_vectors, train_word2vec, vectors_for_vocab
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = VectorsConfig()
+    p = argparse.ArgumentParser(prog="dvsa vectors", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True, help=f"reader name: {', '.join(available())}")
+    p.add_argument("--root", required=True, help="dataset root (file or folder, as the reader takes it)")
+    p.add_argument("--split", default="train", help="split whose sentences build the vocabulary (and train)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--word2vec", help="word2vec file, binary (.bin) or text")
+    src.add_argument("--train", action="store_true", help="train Word2Vec on the split's sentences")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--binary", dest="binary", action="store_true", default=d.binary, help="binary format")
+    fmt.add_argument("--text", dest="binary", action="store_false", help="text format")
+    p.add_argument("--limit", type=int, default=d.limit, help="read only the first N vectors of the file")
+    p.add_argument("--dim", type=int, default=d.dim, help="trained vector size")
+    p.add_argument("--window", type=int, default=d.window)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--std", type=float, default=d.std, help="std of random rows (default: that of found rows)")
+    p.add_argument("--min-count", type=int, default=d.min_count, help="vocabulary threshold")
+    p.add_argument("--out", required=True, help="output .npy (a .json with the vocabulary goes beside it)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    names = {f.name for f in fields(VectorsConfig)}
+    cfg = VectorsConfig(**{k: v for k, v in vars(args).items() if k in names})
+    try:
+        records = select_split(load_dataset(args.dataset, args.root), args.split)
+        sentences = [s.tokens for r in records for s in r.sentences]
+        if not sentences:
+            raise DataError(args.root, f"the {args.split} split has no sentences")
+        vocab = Vocabulary.build(sentences, min_count=cfg.min_count)
+        kv = train_word2vec(sentences, cfg) if cfg.train else load_word2vec(cfg.word2vec, cfg.limit, cfg.binary)
+    except DataError as e:
+        print(f"dvsa vectors: error: {e}", file=sys.stderr)
+        return 1
+    mat, cov = vectors_for_vocab(kv, vocab, seed=cfg.seed, std=cfg.std)
+    info = {"config": asdict(cfg), "dataset": args.dataset, "root": str(args.root), "split": args.split}
+    save_vectors(args.out, mat, vocab, cov, info)
+    print(f"vocabulary: {len(vocab)} words ({len(vocab) - 4} + 4 specials) from {len(sentences)} {args.split} "
+          f"sentences; vectors: {mat.shape[1]}-d")
+    print(f"coverage: {cov['found']}/{cov['total']} words have a vector ({100 * cov['fraction']:.1f}%)")
+    if cov["missing"]:
+        print(f"missing (random rows), e.g.: {' '.join(cov['missing'][:20])}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
