@@ -1,0 +1,218 @@
+"""Dense captioning mAP (DenseCap's protocol) against a slow, loop-by-loop twin, plus hand-made cases."""
+import numpy as np
+import pytest
+
+from generate import densecap_eval as dc
+from generate.densecap_eval import DenseCapEvaluator, exact_match_scorer, meteor_exact
+
+WORDS = ["dog", "cat", "red", "ball", "man", "tree"]
+
+
+# ------------------------------------------------------------------------------------------------ slow twin
+def slow_iou(a, b):
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def slow_merge(boxes, thr):
+    n = len(boxes)
+    alive = [True] * n
+    groups = []
+    while True:
+        best, best_count = None, 0
+        for i in range(n):
+            if not alive[i]:
+                continue
+            count = sum(1 for j in range(n) if alive[j] and (i == j or slow_iou(boxes[i], boxes[j]) >= thr))
+            if count > best_count:
+                best, best_count = i, count
+        if best is None:
+            return groups
+        g = [j for j in range(n) if alive[j] and (j == best or slow_iou(boxes[best], boxes[j]) >= thr)]
+        for j in g:
+            alive[j] = False
+        groups.append(g)
+
+
+def slow_map(images, scorer, ious=dc.IOU_THRESHOLDS, mets=dc.METEOR_THRESHOLDS):
+    records, npos = [], 0
+    for gtb, gtc, pb, ps, pc in images:
+        groups = slow_merge(gtb, 0.7)
+        merged = [[sum(gtb[i][k] for i in g) / len(g) for k in range(4)] for g in groups]
+        refs = [[gtc[i] for i in g] for g in groups]
+        used = [False] * len(merged)
+        for i in sorted(range(len(ps)), key=lambda i: -ps[i]):
+            ovmax, jmax = 0.0, -1
+            for j, m in enumerate(merged):
+                ov = slow_iou(pb[i], m)
+                if ov > ovmax:
+                    ovmax, jmax = ov, j
+            if jmax < 0:
+                records.append((ps[i], False, 0.0, None))
+                continue
+            ok = not used[jmax]
+            used[jmax] = True
+            score = scorer([pc[i]], [refs[jmax]])[0]
+            records.append((ps[i], ok, ovmax, score))
+        npos += len(merged)
+    records.sort(key=lambda r: -r[0])
+    aps = []
+    for t in ious:
+        for m in mets:
+            tp = [r[1] and r[2] >= t and r[3] is not None and r[3] > m for r in records]
+            prec, rec, c = [], [], 0
+            for k, x in enumerate(tp):
+                c += x
+                prec.append(c / (k + 1))
+                rec.append(c / npos)
+            levels = [k / 100 for k in range(101)]
+            aps.append(sum(max([p for p, r in zip(prec, rec) if r >= lv], default=0.0) for lv in levels) / 101)
+    return sum(aps) / len(aps), aps
+
+
+def overlap_scorer(cands, refs):
+    """Graded stub: best word-set Jaccard overlap with a reference (exercises the METEOR thresholds)."""
+    out = []
+    for c, rs in zip(cands, refs):
+        cs = set(c.split())
+        out.append(max(len(cs & set(r.split())) / len(cs | set(r.split())) for r in rs))
+    return out
+
+
+def random_image(rng):
+    g = int(rng.integers(1, 6))
+    boxes = []
+    for _ in range(g):
+        x, y = rng.uniform(0, 80, 2)
+        w, h = rng.uniform(5, 40, 2)
+        boxes.append([x, y, x + w, y + h])
+        if rng.random() < 0.4:  # a near-duplicate, to be merged (or not) with the box
+            boxes.append([v + rng.uniform(-2, 2) for v in boxes[-1]])
+    caps = [" ".join(rng.choice(WORDS, 2)) for _ in boxes]
+    p = int(rng.integers(0, 8))
+    pb, pc = [], []
+    for _ in range(p):
+        if boxes and rng.random() < 0.7:  # jittered copy of a GT box
+            b = boxes[int(rng.integers(len(boxes)))]
+            pb.append([v + rng.uniform(-6, 6) for v in b])
+            pb[-1][2] = max(pb[-1][2], pb[-1][0] + 1)
+            pb[-1][3] = max(pb[-1][3], pb[-1][1] + 1)
+        else:
+            x, y = rng.uniform(0, 100, 2)
+            pb.append([x, y, x + rng.uniform(3, 30), y + rng.uniform(3, 30)])
+        pc.append(caps[int(rng.integers(len(caps)))] if rng.random() < 0.6 else " ".join(rng.choice(WORDS, 2)))
+    ps = rng.random(p).tolist()
+    return boxes, caps, pb, ps, pc
+
+
+@pytest.mark.parametrize("scorer", [exact_match_scorer, overlap_scorer])
+def test_matches_slow_twin_on_random_boxes(scorer):
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        images = [random_image(rng) for _ in range(int(rng.integers(1, 6)))]
+        ev = DenseCapEvaluator(scorer=scorer)
+        ev.process([{"image_id": i, "gt_boxes": b, "gt_captions": c} for i, (b, c, *_) in enumerate(images)],
+                   [{"boxes": pb, "scores": ps, "captions": pc} for _, _, pb, ps, pc in images])
+        out = ev.evaluate()
+        want_map, want_aps = slow_map(images, scorer)
+        assert out["map"] == pytest.approx(want_map, abs=1e-12), trial
+        assert list(out["ap"].values()) == pytest.approx(want_aps, abs=1e-12)
+        assert out["n_pred"] == sum(len(x[3]) for x in images)
+
+
+def test_merge_groups_match_slow_twin():
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        boxes = random_image(rng)[0]
+        assert dc.merge_boxes(np.array(boxes)) == slow_merge(boxes, 0.7)
+
+
+# ------------------------------------------------------------------------------------------------ hand cases
+GT = [[0, 0, 10, 10], [20, 20, 40, 40], [50, 0, 60, 30]]
+CAPS = ["a red ball", "a dog", "a tall tree"]
+
+
+def run(gt, caps, boxes, scores, preds, scorer=exact_match_scorer):
+    ev = DenseCapEvaluator(scorer=scorer)
+    ev.add(gt, caps, boxes, scores, preds)
+    return ev.evaluate()
+
+
+def test_perfect_predictions_score_one():
+    out = run(GT, CAPS, GT, [0.9, 0.8, 0.7], CAPS)
+    assert out["map"] == 1.0 and out["det_map"] == 1.0 and out["n_gt"] == 3
+
+
+def test_wrong_boxes_score_zero():
+    far = [[100, 100, 110, 110], [200, 200, 230, 230], [5, 50, 9, 60]]
+    out = run(GT, CAPS, far, [0.9, 0.8, 0.7], CAPS)
+    assert out["map"] == 0.0 and out["det_map"] == 0.0
+
+
+def test_right_boxes_wrong_captions():
+    out = run(GT, CAPS, GT, [0.9, 0.8, 0.7], ["a cat", "a red ball", "a dog"])
+    assert out["map"] == 0.0 and out["det_map"] == 1.0
+
+
+def test_overlapping_ground_truth_is_merged():
+    gt = [[0, 0, 10, 10], [0, 0, 10, 11], [30, 30, 40, 40]]  # IoU(0, 1) = 10/11 >= 0.7
+    merged, refs = dc.merge_ground_truth(np.array(gt, float), ["a cat", "a kitten", "a dog"])
+    assert refs == [["a cat", "a kitten"], ["a dog"]]
+    assert merged[0] == pytest.approx([0, 0, 10, 10.5])
+    # either reference of the merged box is a correct caption; a second prediction on it is a false positive
+    out = run(gt, ["a cat", "a kitten", "a dog"], [[0, 0, 10, 10.5], [0, 0, 10, 10], [30, 30, 40, 40]],
+              [0.9, 0.8, 0.7], ["a kitten", "a cat", "a dog"])
+    assert out["n_gt"] == 2
+    # ranks: TP, FP, TP over 2 boxes -> precision 1 up to recall .5, 2/3 after
+    assert out["map"] == pytest.approx((51 * 1 + 50 * 2 / 3) / 101)
+
+
+def test_first_prediction_takes_the_box_even_with_a_wrong_caption():
+    out = run(GT[:1], CAPS[:1], [GT[0], GT[0]], [0.9, 0.5], ["a dog", "a red ball"])
+    assert out["map"] == 0.0 and out["det_map"] == 1.0
+
+
+def test_thresholds_follow_iou_and_meteor():
+    # IoU of the prediction with the box is 0.5: counts at t <= 0.5 only (3 of 5 IoU thresholds)
+    out = run([[0, 0, 10, 10]], ["a b c d"], [[0, 0, 10, 5]], [1.0], ["a b x y"], scorer=overlap_scorer)
+    # Jaccard 2/6 = 0.333 > every METEOR threshold
+    assert out["map"] == pytest.approx(3 / 5)
+    assert out["ap"]["iou0.5/meteor0.25"] == 1.0 and out["ap"]["iou0.6/meteor0"] == 0.0
+    out = run([[0, 0, 10, 10]], ["a b c d"], [[0, 0, 10, 10]], [1.0], ["a x y z w v"], scorer=overlap_scorer)
+    # Jaccard 1/9 = 0.111: above METEOR thresholds 0, .05, .1 only
+    assert out["map"] == pytest.approx(3 / 6)
+
+
+def test_average_precision_by_hand():
+    assert dc.average_precision(np.array([True, False, True]), 2) == pytest.approx((51 + 50 * 2 / 3) / 101)
+    assert dc.average_precision(np.array([False, True]), 1) == pytest.approx(0.5)
+    assert dc.average_precision(np.array([], bool), 3) == 0.0
+    with pytest.raises(ValueError):
+        dc.average_precision(np.array([True]), 0)
+
+
+def test_bad_input_is_named():
+    ev = DenseCapEvaluator(scorer=exact_match_scorer)
+    with pytest.raises(ValueError, match="2 boxes, 1 scores"):
+        ev.add(GT, CAPS, GT[:2], [0.5], ["x", "y"])
+    with pytest.raises(ValueError, match="ground-truth"):
+        DenseCapEvaluator(scorer=exact_match_scorer).evaluate()
+
+
+def test_meteor_fallback_without_java(monkeypatch):
+    assert meteor_exact(["a red ball", "a dog"], [["a red ball"], ["the cat sat"]]) == [1.0, 0.0]
+    mid = meteor_exact(["a dog runs on grass"], [["a dog runs fast on the grass"]])[0]
+    assert 0.3 < mid < 1.0
+    import generate.metrics as metrics
+
+    monkeypatch.setattr(metrics, "find_java", lambda: None)
+    ev = DenseCapEvaluator()  # default scorer: METEOR via Java, absent here
+    ev.add(GT, CAPS, GT, [0.9, 0.8, 0.7], CAPS)
+    with pytest.warns(RuntimeWarning, match="java was not found"):
+        out = ev.evaluate()
+    assert out["scorer"] == "meteor_exact" and out["map"] == 1.0

@@ -1,0 +1,130 @@
+"""Caption metrics: hand-checkable cases without Java, one test with the Java tokenizer and METEOR."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import generate.metrics as metrics
+from generate.metrics import caption_metrics, coco_results, format_metrics, simple_ptb_tokenize
+
+UNIQUE = {  # every image's caption shares few n-grams with the others
+    "1": ["a brown dog runs on the grass"],
+    "2": ["two men play soccer in a park"],
+    "3": ["a child eats a slice of cake"],
+}
+
+
+def _java_children() -> int:
+    """Number of live java processes whose parent is this process (Linux /proc)."""
+    n = 0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and "java" in stat.split(")")[0]:
+            n += 1
+    return n
+
+
+def test_identical_candidates_score_perfectly_without_java():
+    res = {k: v[0] for k, v in UNIQUE.items()}
+    m = caption_metrics(UNIQUE, res, use_java=False)
+    for k in ("bleu1", "bleu2", "bleu3", "bleu4"):
+        assert m[k] == pytest.approx(1.0, abs=1e-6)
+    assert m["rouge_l"] == pytest.approx(1.0)
+    # CIDEr-D: cosine 1 for every image, x10; n-grams shared by all images carry no weight ("a")
+    assert m["cider"] == pytest.approx(10.0, rel=1e-6)
+    assert m["meteor"] is None
+
+
+def test_disjoint_candidates_score_zero():
+    res = {"1": "purple elephants sing", "2": "blue whales fly high", "3": "green stones melt slowly"}
+    m = caption_metrics(UNIQUE, res, use_java=False)
+    for k in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider"):
+        assert m[k] < 1e-6, k
+
+
+def test_bleu1_by_hand():
+    # candidate "a dog runs fast" (4 words) vs reference "a dog runs on the grass" (6): 3 of 4 unigrams match,
+    # brevity penalty exp(1 - 6/4)
+    import math
+
+    m = caption_metrics({"x": ["a dog runs on the grass"]}, {"x": "a dog runs fast"}, use_java=False)
+    assert m["bleu1"] == pytest.approx(0.75 * math.exp(1 - 6 / 4), rel=1e-6)
+    # ROUGE-L: LCS 3, P 3/4, R 3/6, beta 1.2
+    p, r, b = 0.75, 0.5, 1.2
+    assert m["rouge_l"] == pytest.approx((1 + b * b) * p * r / (r + b * b * p))
+
+
+def test_python_tokenizer_mimics_ptb():
+    assert simple_ptb_tokenize("A dog's ball, isn't it?") == "a dog 's ball is n't it"
+    assert simple_ptb_tokenize('Two men (in red) play "soccer" -- fast...') == "two men -lrb- in red -rrb- play soccer fast"
+    assert simple_ptb_tokenize("The T-shirt costs $3.50; it's 100% cotton!") == "the t-shirt costs $ 3.50 it 's 100 % cotton"
+
+
+def test_missing_java_warns_and_falls_back(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert metrics.find_java() is None
+    res = {k: v[0] for k, v in UNIQUE.items()}
+    info = {}
+    with pytest.warns(RuntimeWarning, match="java was not found on PATH"):
+        m = caption_metrics(UNIQUE, res, info=info)
+    assert m["meteor"] is None and m["bleu4"] == pytest.approx(1.0, abs=1e-6)
+    assert info["tokenizer"] == "python"
+    with pytest.raises(metrics.JavaMissingError, match="java was not found"):
+        caption_metrics(UNIQUE, res, use_java=True)
+    with pytest.raises(metrics.JavaMissingError):
+        metrics.MeteorScorer()
+
+
+def test_inputs_are_checked():
+    with pytest.raises(ValueError, match="no result caption"):
+        caption_metrics({"1": ["a"], "2": ["b"]}, {"1": "a"}, use_java=False)
+    with pytest.raises(ValueError, match="no references"):
+        caption_metrics({"1": ["a"]}, {"1": "a", "9": "b"}, use_java=False)
+    with pytest.raises(ValueError, match="non-empty lists"):
+        caption_metrics({"1": "a dog"}, {"1": "a"}, use_java=False)
+
+
+def test_coco_results_format(tmp_path):
+    assert coco_results({"42": "a dog", "img_7": "a cat"}) == [
+        {"image_id": 42, "caption": "a dog"}, {"image_id": "img_7", "caption": "a cat"}]
+    p = metrics.write_coco_results(tmp_path / "r.json", {"1": "x"})
+    assert json.loads(p.read_text()) == [{"image_id": 1, "caption": "x"}]
+    line = format_metrics({"bleu1": 0.5791, "bleu2": 0.1, "bleu3": 0.1, "bleu4": 0.1, "meteor": None,
+                           "rouge_l": 0.2, "cider": 0.66})
+    assert "B1 57.9" in line and "METEOR n/a" in line and "CIDEr 66.0" in line
+
+
+@pytest.mark.skipif(metrics.find_java() is None, reason="java is not installed")
+def test_java_tokenizer_and_meteor():
+    """The one test that starts JVMs (PTB tokenizer once, METEOR once)."""
+    sents = ["A dog's ball, isn't it?", "Two men (in red) play \"soccer\" -- fast...", "A man riding a horse.",
+             "The woman's dog isn't happy.", "A black-and-white dog runs through the grass..."]
+    java_tok = metrics.ptb_tokenize({i: [s] for i, s in enumerate(sents)}, java=True)
+    assert [java_tok[i][0] for i in range(len(sents))] == [simple_ptb_tokenize(s) for s in sents]
+
+    gts = {"1": ["A dog runs on the grass.", "A brown dog is running."], "2": ["Two men play soccer."],
+           "3": ["A child eats cake!"]}
+    res = {"1": "a dog running on grass", "2": "two men playing soccer", "3": "a child eats cake"}
+    before = _java_children()
+    with metrics.MeteorScorer() as m:
+        info = {}
+        with_java = caption_metrics(gts, res, meteor=m, info=info)
+        assert info == {"tokenizer": "ptb", "meteor": "meteor-1.5", "n": 3}
+        pairs = m.score_pairs(["a dog", "a cat on a mat", "purple"], [["a dog"], ["the cat sat on the mat"], ["x y"]])
+        proc = m.proc
+        assert proc.poll() is None
+    assert proc.poll() is not None  # closed with the context
+    assert _java_children() == before  # nothing left running
+    assert pairs[0] == pytest.approx(1.0) and 0.1 < pairs[1] < 0.9 and pairs[2] == 0.0
+    assert 0.2 < with_java["meteor"] < 1.0
+    # the Python tokenizer gives the same tokens here, so the Java-free metrics agree exactly
+    without = caption_metrics(gts, res, use_java=False)
+    for k in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider"):
+        assert with_java[k] == pytest.approx(without[k]), k
