@@ -1,0 +1,190 @@
+"""How well words land on the right regions: alignment evaluation against ground-truth phrases.
+
+Works on any records whose `phrases` link token spans to `regions` with boxes: the synthetic scenes (one object
+per phrase) and Flickr30k Entities (an entity may have several boxes).
+
+- **Word-to-region accuracy**: over the content words of every phrase that has at least one ground-truth box,
+  the fraction whose assigned region's box has IoU >= `iou` (0.5) with a ground-truth box of the phrase.
+  Content words are the phrase's words that are not in `STOPWORDS` (determiners, possessives, a few
+  prepositions and conjunctions): for the synthetic scenes that leaves exactly the size, colour and shape words
+  (`data.synthetic_text.CONTENT_WORDS`).
+- **Phrase-to-box accuracy** (the standard phrase grounding measure): a phrase's predicted box is the region
+  that MOST of its content words were assigned to (all its words if none is a content word); ties go to the
+  region with the highest summed word-region score over those words, then the lowest row. It is right when
+  its IoU with ANY ground-truth box of the phrase's entity is >= `iou`. Phrases without a box are excluded
+  (counted in `n_phrases_no_box`). The vote (rather than the best summed score, which does not depend on beta)
+  makes the measure see the MRF's assignment.
+- `phrase_upper_bound`: fraction of phrases for which SOME region of the store reaches the IoU (the best any
+  aligner could do with these boxes).
+
+`AlignmentEvaluator` has detectron2's ``reset / process / evaluate``; `evaluate_alignment` runs the model and
+evaluates the MRF at a given beta next to the paper's per-word argmax (beta = 0). All accuracies are
+fractions in 0..1.
+
+Dimensions: B pairs, T words, R regions.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import torch
+
+from align.mrf import chain_mrf, snippet_counts
+from align.snippets import PairBatch, score_pairs, sentence_pairs
+from data.records import ImageRecord, Phrase
+
+STOPWORDS = frozenset(
+    "a an the this that these those some one his her their its my your our of and or with in on at to".split()
+)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of boxes a [N, 4] and b [K, 4] ([x1, y1, x2, y2], continuous pixel coordinates) -> [N, K]."""
+    a, b = a.double().reshape(-1, 4), b.double().reshape(-1, 4)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp_min(0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp_min(0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp_min(0).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
+
+
+def phrase_boxes(record: ImageRecord, phrase: Phrase) -> list[list[float]]:
+    """Ground-truth boxes of a phrase: every region of the record whose id is one of the phrase's region ids."""
+    ids = set(phrase.region_ids)
+    return [r.box for r in record.regions if r.id is not None and r.id in ids]
+
+
+def vote(regions: list[int], word_scores: torch.Tensor) -> int:
+    """The region most of the words are on; ties -> highest summed score word_scores [n, R] over them, then lowest row."""
+    counts = Counter(regions)
+    top = max(counts.values())
+    tied = sorted(r for r, c in counts.items() if c == top)
+    if len(tied) == 1:
+        return tied[0]
+    sums = word_scores[:, tied].sum(0)
+    return tied[int(torch.argmax(sums))]  # argmax returns the first maximum: lowest row among equals
+
+
+class AlignmentEvaluator:
+    """Accumulates word and phrase grounding over batches of scored pairs and their assignments."""
+
+    def __init__(self, iou: float = 0.5, stopwords: frozenset[str] = STOPWORDS):
+        self.iou, self.stopwords = iou, frozenset(stopwords)
+        self.reset()
+
+    def reset(self) -> None:
+        self.words_right = self.words = 0
+        self.phrases_right = self.phrases = self.phrases_no_box = self.phrases_reachable = 0
+        self.snippet_words = self.snippets = self.sentences = 0
+        self.by_label: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.images: set[str] = set()
+
+    def process(self, batch: PairBatch, assign: torch.Tensor) -> None:
+        """batch: scored pairs (`align.snippets.PairBatch`); assign long [B, T] (region row per word, -1 padding)."""
+        w, s = snippet_counts(assign, batch.lengths)
+        self.snippet_words, self.snippets = self.snippet_words + w, self.snippets + s
+        for k, (rec, sent) in enumerate(zip(batch.records, batch.sentences)):
+            self.sentences += 1
+            self.images.add(rec.id)
+            n = int(batch.lengths[k])
+            real = batch.region_mask[k]
+            boxes = batch.boxes[k]  # [R, 4]
+            for p in rec.phrases:
+                if p.sentence_id != sent.id:
+                    continue
+                gt = phrase_boxes(rec, p)
+                if not gt:
+                    self.phrases_no_box += 1
+                    continue
+                end = min(p.end, n)
+                if end <= p.start:
+                    continue
+                ious = box_iou(boxes, torch.tensor(gt)).amax(1)  # [R] best IoU of each region with the truth
+                hit = (ious >= self.iou) & real  # [R]
+                span = list(range(p.start, end))
+                content = [t for t in span if sent.tokens[t] not in self.stopwords]
+                for t in content:
+                    self.words += 1
+                    self.words_right += int(hit[int(assign[k, t])])
+                voters = content or span
+                pred = vote([int(assign[k, t]) for t in voters], batch.unary[k, voters])
+                right = int(hit[pred])
+                self.phrases += 1
+                self.phrases_right += right
+                self.phrases_reachable += int(hit.any())
+                label = next((r.label for r in rec.regions if r.id in set(p.region_ids) and r.label), None)
+                if label:
+                    entry = self.by_label[label]
+                    entry[0] += right
+                    entry[1] += 1
+
+    def evaluate(self) -> dict:
+        """word_accuracy, phrase_accuracy, phrase_upper_bound (fractions 0..1), counts, mean_snippet_len and
+        phrase_accuracy_by_label ({label: fraction})."""
+        if self.phrases == 0:
+            raise ValueError("no phrase with a ground-truth box was evaluated (do the records carry phrases and "
+                             "regions, and are their images in the feature store?)")
+        return {
+            "word_accuracy": self.words_right / self.words if self.words else 0.0,
+            "phrase_accuracy": self.phrases_right / self.phrases,
+            "phrase_upper_bound": self.phrases_reachable / self.phrases,
+            "mean_snippet_len": self.snippet_words / self.snippets if self.snippets else 0.0,
+            "n_words": self.words,
+            "n_phrases": self.phrases,
+            "n_phrases_no_box": self.phrases_no_box,
+            "n_sentences": self.sentences,
+            "n_images": len(self.images),
+            "iou": self.iou,
+            "phrase_accuracy_by_label": {k: v[0] / v[1] for k, v in sorted(self.by_label.items())},
+        }
+
+
+def grounded_records(records: list[ImageRecord]) -> list[ImageRecord]:
+    """Records with at least one phrase (phrases without a box are counted as excluded)."""
+    return [r for r in records if r.phrases]
+
+
+def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: float, *, iou: float = 0.5,
+                       stopwords: frozenset[str] = STOPWORDS, batch_size: int = 256, device: str = "cpu") -> dict:
+    """Word and phrase grounding of the MRF at `beta` and of the per-word argmax (beta = 0) on `records`.
+
+    Every sentence of every record that has a phrase (and whose image is in `store`) is aligned.
+    Returns {word_accuracy, phrase_accuracy, word_accuracy_argmax, phrase_accuracy_argmax, phrase_upper_bound,
+    beta, mean_snippet_len, mean_snippet_len_argmax, n_words, n_phrases, n_phrases_no_box, n_sentences,
+    n_images, n_missing_images, iou, phrase_accuracy_by_label, phrase_accuracy_by_label_argmax}.
+    """
+    grounded = grounded_records(records)
+    if not any(phrase_boxes(r, p) for r in grounded for p in r.phrases):
+        raise ValueError("none of the records has a phrase linked to a ground-truth box: nothing to evaluate")
+    missing: list[str] = []
+    pairs = sentence_pairs(grounded, store, missing)
+    mrf, arg = AlignmentEvaluator(iou, stopwords), AlignmentEvaluator(iou, stopwords)
+    for batch in score_pairs(model, vocab, store, pairs, batch_size, device):
+        mrf.process(batch, chain_mrf(batch.unary, batch.lengths, batch.region_mask, beta).assign)
+        arg.process(batch, chain_mrf(batch.unary, batch.lengths, batch.region_mask, 0.0).assign)
+    out = mrf.evaluate()
+    base = arg.evaluate()
+    out.update(
+        beta=float(beta),
+        word_accuracy_argmax=base["word_accuracy"],
+        phrase_accuracy_argmax=base["phrase_accuracy"],
+        mean_snippet_len_argmax=base["mean_snippet_len"],
+        phrase_accuracy_by_label_argmax=base["phrase_accuracy_by_label"],
+        n_missing_images=len(missing),
+    )
+    return out
+
+
+def format_table(res: dict) -> str:
+    """The MRF next to the per-word argmax as a small text table (percent)."""
+    rows = [("per-word argmax (beta 0)", res["word_accuracy_argmax"], res["phrase_accuracy_argmax"],
+             res["mean_snippet_len_argmax"]),
+            (f"MRF (beta {res['beta']:.3g})", res["word_accuracy"], res["phrase_accuracy"], res["mean_snippet_len"])]
+    lines = [f"{'aligner':<26} {'word acc':>9} {'phrase acc':>11} {'snippet len':>12}"]
+    lines += [f"{name:<26} {100 * w:>8.1f}% {100 * p:>10.1f}% {n:>12.2f}" for name, w, p, n in rows]
+    lines.append(f"{res['n_words']} content words, {res['n_phrases']} phrases with a box ({res['n_phrases_no_box']} "
+                 f"without, excluded), {res['n_images']} images; IoU >= {res['iou']}; boxes reachable for "
+                 f"{100 * res['phrase_upper_bound']:.1f}% of phrases")
+    return "\n".join(lines)
