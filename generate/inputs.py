@@ -1,0 +1,55 @@
+"""The generator's input vectors, built from region features and the whole-image feature.
+
+Modes (`GenConfig.input`):
+    "image"         the whole-image feature                        [D]
+    "region"        the region's feature (row 0 = whole image)     [D]
+    "region+image"  the region's feature, then the whole image's   [2 D]   (paper: better region captions)
+
+Dimensions: n regions asked for, R regions of the image, D feature size, Din = D or 2 D.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from generate.model import INPUTS
+
+
+def combine(regions: np.ndarray, image: np.ndarray, mode: str) -> np.ndarray:
+    """regions float [n, D] and image float [D] -> float32 [n, Din] in `mode`."""
+    if mode not in INPUTS:
+        raise ValueError(f"input mode must be one of {INPUTS}, got {mode!r}")
+    regions = np.asarray(regions, np.float32)
+    image = np.asarray(image, np.float32).reshape(-1)
+    if regions.ndim != 2 or regions.shape[1] != image.shape[0]:
+        raise ValueError(f"regions must be [n, {image.shape[0]}], got {list(regions.shape)}")
+    if mode == "image":
+        return np.repeat(image[None], len(regions), axis=0)
+    if mode == "region":
+        return regions.copy()
+    return np.concatenate([regions, np.repeat(image[None], len(regions), axis=0)], axis=1)
+
+
+def input_features(store, image_id: str, region_rows: Sequence[int] | None = None, mode: str = "image") -> np.ndarray:
+    """Input vectors of some regions of one image in a `data.features.FeatureStore`.
+
+    region_rows: rows of the image's regions in the store (row 0 is the whole image); None means [0], the
+    whole frame. Returns float32 [n, Din] (n = len(region_rows)); in mode "image" every row is the same
+    whole-image feature.
+    """
+    rows = [0] if region_rows is None else [int(r) for r in region_rows]
+    _, feats = store.regions(image_id)  # [R, D]
+    bad = [r for r in rows if not 0 <= r < len(feats)]
+    if bad:
+        raise IndexError(f"{store.path}: image {image_id!r} has {len(feats)} regions, asked for rows {bad}")
+    return combine(feats[rows], store.image_feature(image_id), mode)
+
+
+def full_frame_features(store, image_ids: Sequence[str], mode: str = "image") -> np.ndarray:
+    """float32 [N, Din]: the whole-frame input of each image (region row 0 for the region modes)."""
+    dim = store.dim * (2 if mode == "region+image" else 1)
+    out = np.zeros((len(image_ids), dim), np.float32)
+    for n, image_id in enumerate(image_ids):
+        out[n] = input_features(store, image_id, None, mode)[0]
+    return out

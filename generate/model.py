@@ -1,0 +1,250 @@
+"""The multimodal RNN of stage 2 (paper eqs. 13-15): a word-level language model whose first step is biased by
+an image (or region) feature.
+
+    b_v = W_hi x_img                                                        (13)
+    h_t = f(W_hx x_t + W_hh h_{t-1} + b_h + 1(t = 1) b_v)      f = ReLU      (14)
+    y_t = softmax(W_oh h_t + b_o)                                            (15)
+
+h_0 = 0, x_1 is the embedding of START, the targets are the next words and the last target is END. The output
+biases b_o start at the log frequency of each word (`frequency_bias`). An LSTM can replace the plain RNN
+(`cell="lstm"`); `image_at` chooses how the image enters either cell:
+
+* ``"bias"`` (the paper): W_hi x_img is added to the pre-activation (all four gates for the LSTM) at the first
+  step only.
+* ``"input"`` (neuraltalk's LSTM, Show and Tell): the image, embedded to the word size, is fed as an input step
+  before START; that step's output is not a prediction.
+
+Dimension glossary:
+    B  batch (images, regions, or live beams)         T  words of a padded sentence (incl. START as input)
+    D  per-region CNN feature size (FeatureStore.dim)  Din  model input size: D, or 2 D for "region+image"
+    E  word embedding size                             H  hidden size
+    G  pre-activation size: H (rnn) or 4 H (lstm)      V  vocabulary size (ids: PAD 0, START 1, END 2, UNK 3)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from data.text import END_ID, PAD_ID, Vocabulary
+
+CELLS = ("rnn", "lstm")
+INPUTS = ("image", "region", "region+image")
+IMAGE_AT = ("bias", "input")
+
+
+@dataclass
+class GenConfig:
+    """Every default of stage 2 (model, training, decoding). CLI flags and JSON override these fields."""
+
+    # --- model
+    cell: str = "rnn"  # "rnn" (paper, ReLU) | "lstm" (supplementary material: better)
+    hidden: int = 512  # H (paper: 512)
+    embed: int = 512  # E, word embedding size (learned from scratch)
+    input: str = "image"  # "image" whole-image feature | "region" region feature | "region+image" concatenation
+    image_at: str = "bias"  # "bias" (paper eq. 14) | "input" (the image as a first input step)
+    dropout: float = 0.5  # on the image feature, the word embeddings and the output layer's input
+    # --- vocabulary
+    min_count: int = 5  # words seen fewer times in the training sentences become UNK (paper: 5)
+    bias_floor: float = 0.5  # count given to never-seen targets (PAD, START, words without a count) for b_o
+    # --- training
+    optimizer: str = "rmsprop"  # "rmsprop" (paper) | "adam" | "sgd"
+    lr: float = 1e-3
+    rmsprop_alpha: float = 0.99  # RMSprop's smoothing constant (the decay of the squared-gradient average)
+    momentum: float = 0.0  # sgd only
+    weight_decay: float = 0.0
+    clip: float = 5.0  # gradient clipping threshold; 0 disables
+    clip_mode: str = "value"  # "value" (elementwise, as the paper's stage 1) | "norm" (global L2 norm)
+    schedule: str = "none"  # "none" | "step" (x lr_gamma every lr_step epochs) | "cosine" (to 0 over `epochs`)
+    lr_step: int = 10
+    lr_gamma: float = 0.5
+    batch_size: int = 100  # (feature, sentence) pairs per optimiser step, over all processes together
+    epochs: int = 30
+    patience: int = 5  # early stopping: epochs without a better validation CIDEr; 0 disables
+    val_images: int = 500  # validation images (or regions) decoded per epoch (greedy); 0 skips validation
+    seed: int = 0
+    amp: bool = True  # bfloat16 autocast on a GPU (ignored on the CPU)
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    # --- decoding
+    beam: int = 7  # beam size for captions (paper: 7); 1 = greedy
+    max_len: int = 20  # most decoding steps (END counts as one); longer captions are cut
+    length_norm: float = 0.0  # beam ranking: logprob / length**length_norm; 0 = raw sum of log-probs
+
+    def validate(self) -> "GenConfig":
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
+        if self.image_at not in IMAGE_AT:
+            raise ValueError(f"image_at must be one of {IMAGE_AT}, got {self.image_at!r}")
+        if self.clip_mode not in ("value", "norm"):
+            raise ValueError(f"clip_mode must be 'value' or 'norm', got {self.clip_mode!r}")
+        if self.schedule not in ("none", "step", "cosine"):
+            raise ValueError(f"schedule must be none|step|cosine, got {self.schedule!r}")
+        if self.optimizer not in ("rmsprop", "adam", "sgd"):
+            raise ValueError(f"optimizer must be rmsprop|adam|sgd, got {self.optimizer!r}")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GenConfig":
+        """Build from a (possibly older) config dict; unknown keys raise, missing keys take the defaults."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown GenConfig fields: {sorted(unknown)}")
+        return cls(**d).validate()
+
+
+def input_dim(feat_dim: int, mode: str) -> int:
+    """Din for a per-region feature size D: 2 D when the region is concatenated with the whole image."""
+    return 2 * feat_dim if mode == "region+image" else feat_dim
+
+
+def frequency_bias(vocab: Vocabulary, n_sentences: int, extra_counts: dict[str, int] | None = None,
+                   floor: float = 0.5) -> torch.Tensor:
+    """float32 [V]: log relative frequency of every word as a *target*, the paper's initial b_o.
+
+    Counts come from `vocab.counts`; END occurs once per sentence (`n_sentences`); `extra_counts` may add
+    counts the vocabulary does not keep (e.g. UNK = tokens of rare words). Words without a count (PAD, START,
+    UNK unless given) get `floor`.
+    """
+    counts = torch.full((len(vocab),), float(floor))
+    for w, n in {**vocab.counts, **(extra_counts or {})}.items():
+        if w in vocab.stoi and n > 0:
+            counts[vocab.stoi[w]] = float(n)
+    counts[END_ID] = float(max(n_sentences, floor))
+    return torch.log(counts / counts.sum())
+
+
+class CaptionModel(nn.Module):
+    """Multimodal RNN / LSTM. `feat_dim` is the per-region feature size D; the input is Din = input_dim(D, mode).
+
+    forward (teacher forcing, for training):
+        feats  float [B, Din]   image / region input vectors
+        tokens long  [B, T]     START w1 .. wn, then PAD (0)
+        ->     float [B, T, V]  logits; position t predicts tokens[t + 1] (the last real one predicts END)
+    decoding:
+        state = model.init_state(feats [B, Din])
+        logprobs [B, V], state = model.step(prev_tokens [B] long, state)     # first call: prev = START
+    A state is a dict of tensors with leading dim B (or None), so `reorder_state` can follow beams.
+    In train mode dropout applies to the image feature, word embeddings and the output layer's input.
+    """
+
+    def __init__(self, cfg: GenConfig, vocab_size: int, feat_dim: int):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.vocab_size, self.feat_dim = vocab_size, feat_dim
+        self.input_dim = input_dim(feat_dim, cfg.input)
+        H, E = cfg.hidden, cfg.embed
+        self.gate = 4 * H if cfg.cell == "lstm" else H  # G
+        self.embed = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)  # x_t = W_e I_t
+        self.w_x = nn.Linear(E, self.gate)  # W_hx (its bias is b_h)
+        self.w_h = nn.Linear(H, self.gate, bias=False)  # W_hh
+        if cfg.image_at == "bias":
+            self.w_img = nn.Linear(self.input_dim, self.gate, bias=False)  # W_hi, eq. 13
+        else:
+            self.w_img = nn.Linear(self.input_dim, E)  # image embedded as a word-sized input
+        self.out = nn.Linear(H, vocab_size)  # W_oh, b_o
+        self.drop = nn.Dropout(cfg.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        H = self.cfg.hidden
+        nn.init.normal_(self.embed.weight, std=0.1)
+        with torch.no_grad():
+            self.embed.weight[PAD_ID].zero_()
+        for lin in (self.w_x, self.w_img, self.out):
+            nn.init.xavier_uniform_(lin.weight)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+        if self.cfg.cell == "rnn":
+            # A ReLU recurrence stays stable when W_hh starts near a scaled identity (Le et al. 2015 "IRNN").
+            nn.init.eye_(self.w_h.weight)
+            self.w_h.weight.data.mul_(0.5)
+        else:
+            nn.init.orthogonal_(self.w_h.weight.data.view(4, H, H)[0])
+            for k in range(1, 4):
+                nn.init.orthogonal_(self.w_h.weight.data.view(4, H, H)[k])
+            with torch.no_grad():
+                self.w_x.bias[H : 2 * H].fill_(1.0)  # forget gate bias 1
+
+    def set_output_bias(self, bias: torch.Tensor) -> None:
+        """Initialise b_o (float [V]), e.g. with `frequency_bias`."""
+        if bias.shape != (self.vocab_size,):
+            raise ValueError(f"output bias must be [{self.vocab_size}], got {list(bias.shape)}")
+        with torch.no_grad():
+            self.out.bias.copy_(bias)
+
+    # --- one recurrence step, shared by training and decoding
+    def _cell(self, pre: torch.Tensor, state: dict) -> dict:
+        """pre [B, G] = W_hx x_t + b_h (+ b_v at t = 1) -> new state (without the pending image bias)."""
+        pre = pre + self.w_h(state["h"])  # [B, G]
+        if self.cfg.cell == "rnn":
+            return {"h": F.relu(pre), "c": None, "bias": None}
+        i, f, g, o = pre.chunk(4, dim=-1)  # each [B, H]
+        c = torch.sigmoid(f) * state["c"] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return {"h": h, "c": c, "bias": None}
+
+    def _check_feats(self, feats: torch.Tensor) -> None:
+        if feats.dim() != 2 or feats.shape[1] != self.input_dim:
+            raise ValueError(f"feats must be [B, {self.input_dim}] (input={self.cfg.input!r}), got {list(feats.shape)}")
+
+    def init_state(self, feats: torch.Tensor) -> dict:
+        """feats float [B, Din] -> state before START: h_0 = 0 (c_0 = 0) and the image bias b_v [B, G] pending
+        for the first step; with image_at="input" the image step has already been run (no pending bias)."""
+        self._check_feats(feats)
+        B, H = feats.shape[0], self.cfg.hidden
+        zeros = feats.new_zeros(B, H)
+        state = {"h": zeros, "c": zeros if self.cfg.cell == "lstm" else None, "bias": None}
+        img = self.w_img(self.drop(feats))  # [B, G] (bias) or [B, E] (input)
+        if self.cfg.image_at == "bias":
+            state["bias"] = img
+            return state
+        return self._cell(self.w_x(img), state)
+
+    def step(self, prev_tokens: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """prev_tokens long [B] -> (logprobs float32 [B, V] of the next word, new state)."""
+        pre = self.w_x(self.drop(self.embed(prev_tokens)))  # [B, G]
+        if state["bias"] is not None:
+            pre = pre + state["bias"]
+        state = self._cell(pre, state)
+        logits = self.out(self.drop(state["h"]))  # [B, V]
+        return F.log_softmax(logits.float(), dim=-1), state
+
+    def forward(self, feats: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: feats float [B, Din], tokens long [B, T] (START first, PAD 0) -> logits [B, T, V]."""
+        if tokens.dim() != 2 or tokens.shape[0] != feats.shape[0]:
+            raise ValueError(f"tokens must be [B={feats.shape[0]}, T], got {list(tokens.shape)}")
+        state = self.init_state(feats)
+        pre = self.w_x(self.drop(self.embed(tokens)))  # [B, T, G], all steps at once
+        hs = []
+        for t in range(tokens.shape[1]):
+            p = pre[:, t]
+            if state["bias"] is not None:
+                p = p + state["bias"]  # b_v only at t = 1
+            state = self._cell(p, state)
+            hs.append(state["h"])
+        h = torch.stack(hs, dim=1)  # [B, T, H]
+        return self.out(self.drop(h))  # [B, T, V]
+
+
+def reorder_state(state: dict, index: torch.Tensor) -> dict:
+    """Select rows of every tensor of a state (beam bookkeeping): index long [B'] -> state with leading dim B'."""
+    return {k: (v.index_select(0, index) if v is not None else None) for k, v in state.items()}
+
+
+def caption_loss(logits: torch.Tensor, targets: torch.Tensor, normalizer: float | None = None) -> torch.Tensor:
+    """Cross-entropy of logits [B, T, V] against targets long [B, T] (PAD 0 ignored).
+
+    Summed over real target tokens and divided by `normalizer` (default: their number). Training with several
+    processes passes the global token count of the whole batch, so that gradients averaged by DDP equal
+    single-process gradients exactly.
+    """
+    total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=PAD_ID, reduction="sum")
+    n = normalizer if normalizer is not None else max(1, int((targets != PAD_ID).sum()))
+    return total / n
+

@@ -1,0 +1,114 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data.text import END_ID, START_ID
+from generate.decode import beam_search, beam_search_single, decode, greedy, sample
+from generate.model import CaptionModel, GenConfig
+
+torch.set_num_threads(1)
+V, D = 13, 6
+
+
+def _random_model(seed, cell="rnn", image_at="bias"):
+    """An untrained model whose captions end at varied lengths (END's bias drawn per seed)."""
+    torch.manual_seed(seed)
+    m = CaptionModel(GenConfig(cell=cell, image_at=image_at, hidden=16, embed=8, dropout=0.0), V, D)
+    with torch.no_grad():
+        m.out.weight.mul_(3.0)
+        m.out.bias[END_ID] = float(torch.empty(()).uniform_(-2.0, 2.5))
+    return m
+
+
+def _sequence_logprob(m, feat, toks, ended):
+    """Teacher-forced log-probability of a caption (and of END when it ended)."""
+    inp = torch.tensor([[START_ID] + toks])
+    tgt = toks + [END_ID]
+    with torch.no_grad():
+        logp = F.log_softmax(m.eval()(feat[None], inp)[0], -1)
+    n = len(tgt) if ended else len(toks)
+    return sum(logp[t, tgt[t]].item() for t in range(n))
+
+
+CASES = [(seed, cell) for seed in range(8) for cell in ("rnn", "lstm")] + [(100, "lstm-input")]
+
+
+@pytest.mark.parametrize("seed,cell", CASES)
+def test_batched_beam_equals_one_image_beam(seed, cell):
+    m = _random_model(seed, *(("lstm", "input") if cell == "lstm-input" else (cell, "bias")))
+    feats = torch.randn(5, D) * 2
+    for K in (1, 3, 7):
+        for ln in (0.0, 1.0):
+            batched = beam_search(m, feats, K, 9, ln)
+            for i in range(len(feats)):
+                one = beam_search_single(m, feats[i], K, 9, ln)
+                assert [h[0] for h in one] == [h[0] for h in batched[i]], (K, ln, i)
+                for (_, a), (_, b) in zip(one, batched[i]):
+                    assert abs(a - b) < 1e-5
+
+
+def test_beam_results_are_consistent_with_the_model():
+    m = _random_model(3)
+    feats = torch.randn(6, D)
+    lengths = set()
+    for ln in (0.0, 1.0):
+        res = beam_search(m, feats, 4, 7, ln)
+        for i, hyps in enumerate(res):
+            assert 1 <= len(hyps) <= 4
+            keys = []
+            for toks, lp in hyps:
+                ended = len(toks) < 7
+                assert lp == pytest.approx(_sequence_logprob(m, feats[i], toks, ended), abs=1e-4)
+                assert START_ID not in toks and END_ID not in toks and 0 not in toks
+                keys.append(lp / (len(toks) + ended) ** ln)
+                lengths.add(len(toks))
+            assert keys == sorted(keys, reverse=True)  # best first
+    assert len(lengths) > 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_is_beam_one(seed):
+    m = _random_model(seed, "lstm" if seed % 2 else "rnn")
+    feats = torch.randn(7, D) * 2
+    g = greedy(m, feats, 10)
+    b = beam_search(m, feats, 1, 10)
+    for (gt, glp), hyps in zip(g, b):
+        assert hyps[0][0] == gt
+        assert hyps[0][1] == pytest.approx(glp, abs=1e-5)
+    assert decode(m, feats, "beam", beam_size=1, max_len=10) == g
+
+
+def test_greedy_logprob_and_cut_at_max_len():
+    m = _random_model(1)
+    with torch.no_grad():
+        m.out.bias[END_ID] = -50.0  # never ends: every caption is cut at max_len
+    feats = torch.randn(3, D)
+    for toks, lp in greedy(m, feats, 5):
+        assert len(toks) == 5
+    m = _random_model(2)
+    feats = torch.randn(4, D)
+    for i, (toks, lp) in enumerate(greedy(m, feats, 8)):
+        assert lp == pytest.approx(_sequence_logprob(m, feats[i], toks, len(toks) < 8), abs=1e-4)
+
+
+def test_sampling():
+    m = _random_model(4)
+    feats = torch.randn(5, D)
+    a = sample(m, feats, 8, temperature=0.7, generator=torch.Generator().manual_seed(1))
+    b = sample(m, feats, 8, temperature=0.7, generator=torch.Generator().manual_seed(1))
+    assert a == b
+    assert sample(m, feats, 8, top_k=1) == greedy(m, feats, 8)  # top-1 sampling is argmax
+    many = {tuple(t) for t, _ in sample(m, feats[:1].repeat(40, 1), 8, temperature=2.0)}
+    assert len(many) > 1
+    for i, (toks, lp) in enumerate(a):
+        assert lp == pytest.approx(_sequence_logprob(m, feats[i], toks, len(toks) < 8), abs=1e-4)
+    with pytest.raises(ValueError):
+        sample(m, feats, 8, temperature=0.0)
+
+
+def test_decoding_restores_training_mode_and_needs_no_grad():
+    m = _random_model(5).train()
+    feats = torch.randn(2, D, requires_grad=True)
+    beam_search(m, feats, 3, 5)
+    greedy(m, feats, 5)
+    assert m.training
