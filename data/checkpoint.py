@@ -17,7 +17,8 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically: a temporary file in the same folder, fsync, then rename."""
+    """Write `payload` to `path` atomically: a temporary file in the same folder, fsync, a check that it loads
+    with weights_only=True (else ValueError, and the old file stays), then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, **payload}
@@ -27,6 +28,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        try:  # a value weights_only loading refuses (numpy scalar, class instance) must not replace a good file
+            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise ValueError(f"{path}: the payload cannot be loaded back with weights_only=True ({e})") from None
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
