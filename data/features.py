@@ -127,9 +127,11 @@ class FeatureStoreWriter:
     def __init__(self, path: str | os.PathLike, meta: dict, part_size: int = 256, tag: str = "0"):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.meta = {"format": FORMAT, **meta}
-        self.dtype = np.dtype(self.meta.get("dtype", "float32"))
-        self.meta["dtype"] = self.dtype.name
+        meta = {"format": FORMAT, **meta}
+        meta["dtype"] = np.dtype(meta.get("dtype", "float32")).name
+        # compared with meta.json, so take the values as JSON gives them back (a tuple reads back as a list)
+        self.meta = json.loads(json.dumps(meta))
+        self.dtype = np.dtype(self.meta["dtype"])
         meta_path = self.path / "meta.json"
         if meta_path.is_file():
             old = json.loads(meta_path.read_text())
@@ -139,7 +141,8 @@ class FeatureStoreWriter:
                 )
         else:
             _write_json_atomic(meta_path, self.meta)
-        for tmp in self.path.glob(".tmp-part-*"):  # leftovers of a killed writer
+        # leftovers of a killed writer with this tag (another tag's may be a live writer's part in progress)
+        for tmp in self.path.glob(f".tmp-part-{tag}-*"):
             shutil.rmtree(tmp, ignore_errors=True)
         self.part_size = part_size
         self.tag = tag
