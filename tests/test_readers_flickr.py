@@ -169,3 +169,15 @@ def test_flickr8k_shared_with_test_split_file(shared_datasets, tmp_path):
     assert all((r.width, r.height) == (224, 224) and len(r.sentences) == 5 for r in recs)
     assert len(select_split(recs, "test")) == 3
     shutil.rmtree(root)
+
+
+def test_flickr30k_split_files(tmp_path):
+    root = tmp_path / "f30k"
+    root.mkdir()
+    lines = [f"{n}.jpg#{j}\t{cap}" for n in ("5", "6", "7") for j, cap in enumerate(CAPTIONS)]
+    (root / "results_20130124.token").write_text("\n".join(lines) + "\n")
+    (root / "train.txt").write_text("5\n6\n")
+    (root / "test.txt").write_text("7\n8\n")  # 8 has no caption
+    with pytest.warns(DataWarning, match=r"1 image\(s\) of the split files have no caption.*8\.jpg"):
+        recs = load_dataset("flickr30k", root)
+    assert [(r.id, r.split) for r in recs] == [("5", "train"), ("6", "train"), ("7", "test")]

@@ -127,9 +127,10 @@ def fill_sizes(records: list[ImageRecord]) -> list[ImageRecord]:
             try:
                 r.width, r.height = image_size(r.path)
             except (OSError, ValueError) as e:
-                bad.append(f"{r.path} ({e})")
+                bad.append((r.path, e))
     if bad:
-        warn(bad[0], f"{len(bad)} image(s) could not be read for their size; first shown; sizes left unset")
+        warn(bad[0][0], f"{len(bad)} image(s) could not be read for their size, sizes left unset "
+                        f"(first: {bad[0][1].__class__.__name__}: {bad[0][1]})")
     return records
 
 

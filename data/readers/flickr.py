@@ -196,7 +196,8 @@ def read_flickr30k(
     elif any((root / f"{s}.txt").is_file() for s in ("train", "val", "test")):
         stem_split = _split_files([(root / f"{s}.txt", s) for s in ("train", "val", "test")],
                                   key=lambda s: Path(s).stem)
-        split_of = {name: stem_split[Path(name).stem] for name in captions if Path(name).stem in stem_split}
+        name_of = {Path(name).stem: name for name in captions}
+        split_of = {name_of.get(stem, f"{stem}.jpg"): split for stem, split in stem_split.items()}
     else:
         split_of = _default_split(captions)
     probe = next(iter(captions), None)
