@@ -183,3 +183,24 @@ def test_flickr30k_entities_fixture(tmp_path):
     assert res["word_accuracy"] == pytest.approx(3 / 4)  # man, two, dogs right; man of image 2 wrong
     assert res["phrase_accuracy_by_label"] == {"animals": 1.0, "people": 0.5}
     assert res["phrase_upper_bound"] == pytest.approx(2 / 3)
+
+
+def test_cli_evaluate(tmp_path, monkeypatch, capsys):
+    import json
+
+    import data.catalog
+    import scripts.align_evaluate as cli
+    import scripts.align_snippets as common
+
+    records, store, model, vocab = grounded_world(tmp_path, n_images=4, seed=1)
+    monkeypatch.setattr(data.catalog, "load_dataset", lambda name, root, **kw: records)
+    monkeypatch.setattr(common, "load_model", lambda path, device="cpu": (model, vocab, None))
+    base = ["--checkpoint", "m.pt", "--store", str(tmp_path / "store"), "--dataset", "synthetic", "--root", "r"]
+    assert cli.main(base + ["--beta", "0.5", "--out", str(tmp_path / "e.json")]) == 0
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["word_accuracy"] == 1.0 and res["beta"] == 0.5 and res["split"] == "test"
+    assert "per-word argmax" in capsys.readouterr().out
+    (tmp_path / "s.json").write_text(json.dumps({"beta": 0.25}))
+    assert cli.main(base + ["--beta-from", str(tmp_path / "s.json")]) == 0
+    assert cli.main(base + ["--target-len", "2"]) == 0  # no train split: calibrated on the test split
+    assert "calibrated on test" in capsys.readouterr().out
