@@ -1,0 +1,305 @@
+"""Training the multimodal RNN (stage 2) on full frames or on region snippets.
+
+    ckpt = train_generator(GenConfig(), store, records, "runs/gen")               # full frames
+    ckpt = train_generator(cfg, store, "snippets.jsonl", "runs/gen_regions", records=records)
+    model, vocab, cfg, ck = load_generator(ckpt)
+
+One epoch visits every (input, sentence) pair once in a seeded order. The loss is the summed cross-entropy of
+the batch's target words divided by the batch's number of target words. Under `torchrun` every process takes a
+slice of each global batch and divides by the *global* token count, so the DDP-averaged gradient equals the
+single-process one. After each epoch the model greedily captions up to `val_images` validation images (or
+regions) and is scored by CIDEr (pycocoevalcap's Cider scorer on our already-tokenised text: no Java needed);
+the best epoch is kept in ``model.pt`` and training stops after `patience` epochs without improvement.
+``last.pt`` (every epoch) resumes exactly: optimizer, epoch, RNG and early-stopping state are in it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from data.checkpoint import load_checkpoint, save_checkpoint
+from data.features import FeatureStore
+from data.records import DataError, ImageRecord, select_split
+from data.text import Vocabulary
+from generate.data import (CaptionData, build_vocab, collate, epoch_batches, full_frame_data, n_targets,
+                           read_snippets, snippet_data)
+from generate.decode import greedy
+from generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias
+
+# fields that may change when a run is resumed (everything else must match the checkpoint)
+RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "beam", "max_len", "length_norm"}
+
+
+# ---------------------------------------------------------------- processes and devices
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- optimisation
+def make_optimizer(cfg: GenConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_at(cfg: GenConfig, epoch: int) -> float:
+    """Learning rate of epoch `epoch` (0-based): a pure function of the config, so resuming needs no state."""
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** (epoch // max(1, cfg.lr_step))
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(epoch, cfg.epochs) / max(1, cfg.epochs)))
+    return cfg.lr
+
+
+def clip_gradients(cfg: GenConfig, params) -> None:
+    if cfg.clip > 0:
+        if cfg.clip_mode == "value":
+            torch.nn.utils.clip_grad_value_(params, cfg.clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+
+
+# ---------------------------------------------------------------- validation
+def validation_cider(model: CaptionModel, data: CaptionData, vocab: Vocabulary, cfg: GenConfig,
+                     limit: int | None = None, batch: int = 256) -> tuple[float, dict[str, str]]:
+    """Greedy captions of the first `limit` feature rows of `data`, scored by CIDEr against `data.refs`.
+
+    Returns (CIDEr as pycocoevalcap computes it, {key: caption}).
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    n = len(data.keys) if not limit else min(limit, len(data.keys))
+    res = {}
+    for s in range(0, n, batch):
+        feats = torch.from_numpy(data.feats[s : s + batch])
+        for key, (toks, _) in zip(data.keys[s : s + batch], greedy(model, feats, cfg.max_len)):
+            res[key] = " ".join(vocab.decode(toks))
+    keys = [k for k in data.keys[:n] if data.refs.get(k)]
+    if not keys:
+        return float("nan"), res
+    # Cider needs a non-empty hypothesis string
+    score, _ = Cider().compute_score({k: data.refs[k] for k in keys}, {k: [res[k] or "<empty>"] for k in keys})
+    return float(score), res
+
+
+# ---------------------------------------------------------------- checkpoints
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(model in eval mode, vocab, cfg, ck) from a generator checkpoint. ck["features"] is the feature-store meta
+    the model was trained on (rebuild its encoder with `RegionEncoder.from_meta`)."""
+    ck = load_checkpoint(path, kind="generate")
+    cfg = GenConfig.from_dict(ck["config"])
+    vocab = Vocabulary.from_dict(ck["vocab"])
+    model = CaptionModel(cfg, len(vocab), int(ck["feat_dim"]))
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), vocab, cfg, ck
+
+
+# ---------------------------------------------------------------- the loop
+def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, data: list[ImageRecord] | str | Path,
+                    out_dir: str | os.PathLike, *, records: list[ImageRecord] | None = None, resume: bool = True,
+                    progress: bool = True, log=print) -> Path:
+    """Train on full frames (`data` = records; train split trains, val split validates) or on region snippets
+    (`data` = a snippets JSON-lines path; `records`, when given, supply the split of each image and the
+    vocabulary's training sentences). Writes ``config.json``, ``history.json``, ``last.pt`` (every epoch) and
+    ``model.pt`` (the best epoch by validation CIDEr) in `out_dir` and returns the path of ``model.pt``. Resumes from ``out_dir/last.pt`` when it exists.
+    """
+    cfg = dataclasses.replace(cfg).validate()
+    rank, world = _distributed()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore(store)
+    device = resolve_device(cfg.device)
+    say = log if rank == 0 else (lambda *a, **k: None)
+
+    last = out / "last.pt"
+    ck = load_checkpoint(last, kind="generate") if resume and last.is_file() else None
+    if ck is not None:
+        old = GenConfig.from_dict(ck["config"])
+        diff = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(old, f.name)}
+        if diff - RESUMABLE_CHANGES:
+            raise ValueError(f"{last}: trained with other settings {sorted(diff - RESUMABLE_CHANGES)}; "
+                             "use another --out or the same settings")
+
+    # --- data and vocabulary
+    snippets = None
+    if isinstance(data, (str, Path)):
+        snippets = read_snippets(data)
+    if ck is not None:
+        vocab = Vocabulary.from_dict(ck["vocab"])
+    elif snippets is None:
+        vocab = build_vocab(data, cfg.min_count)
+    else:
+        vocab = build_vocab(records, cfg.min_count, snippets)
+    if snippets is None:
+        train = full_frame_data(select_split(data, "train"), store, vocab, cfg.input)
+        val = _maybe_split(lambda: full_frame_data(select_split(data, "val"), store, vocab, cfg.input))
+    else:
+        split_of = {r.id: r.split for r in records} if records is not None else None
+        ids = (lambda s: {i for i, sp in split_of.items() if sp in s}) if split_of else (lambda s: None)
+        train = snippet_data(snippets, store, vocab, cfg.input, ids({"train", "restval"}), str(data))
+        val = snippet_data(snippets, store, vocab, cfg.input, ids({"val"}), str(data)) if split_of else None
+        if val is not None and not val.items:
+            val = None
+    if not train.items:
+        raise DataError(str(store.path), "no training pairs: no training image of the data is in the feature store")
+    if train.skipped:
+        say(f"note: {len(train.skipped)} training images are not in the feature store and are skipped "
+            f"(e.g. {train.skipped[:3]})")
+    if val is None or cfg.val_images == 0:
+        say("note: no validation data; no early stopping, model.pt is the last epoch")
+        val = None
+
+    # --- model and optimiser
+    torch.manual_seed(cfg.seed)
+    model = CaptionModel(cfg, len(vocab), store.dim)
+    n_sent = len(train.items)
+    model.set_output_bias(frequency_bias(vocab, n_sent, train.target_counts(vocab), cfg.bias_floor))
+    model.to(device)
+    opt = make_optimizer(cfg, model.parameters())
+    start_epoch, step, best, bad, history = 0, 0, float("-inf"), 0, []
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, step = int(ck["epoch"]), int(ck["step"])
+        best, bad, history = float(ck["best_cider"]), int(ck["bad_epochs"]), list(ck["history"])
+        _set_rng_state(ck["rng"])
+        say(f"resuming {last} after epoch {start_epoch}")
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_amp = cfg.amp and device.type == "cuda"
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    say(f"training on {len(train)} pairs ({len(train.keys)} inputs), vocabulary {len(vocab)}, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, {device}, {world} process(es)")
+
+    def payload(epoch: int) -> dict:
+        return {
+            "kind": "generate", "config": dataclasses.asdict(cfg), "vocab": vocab.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
+            "epoch": epoch, "step": step, "rng": _rng_state(), "features": dict(store.meta),
+            "feat_dim": store.dim, "input_dim": model.input_dim, "best_cider": best, "bad_epochs": bad,
+            "history": history, "data": "snippets" if snippets is not None else "full_frame",
+        }
+
+    stop = start_epoch >= cfg.epochs or (cfg.patience and val is not None and bad >= cfg.patience)
+    epoch = start_epoch
+    while not stop:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, epoch)
+        t0 = time.time()
+        loss, step = _train_epoch(net, model, opt, train, cfg, epoch, step, rank, world, device, use_amp,
+                                  progress and rank == 0)
+        epoch += 1
+        rec = {"epoch": epoch, "loss": loss, "lr": lr_at(cfg, epoch - 1), "seconds": round(time.time() - t0, 2)}
+        improved = True
+        if rank == 0:
+            if val is not None:
+                cider, _ = validation_cider(model, val, vocab, cfg, cfg.val_images)
+                rec["val_cider"] = cider
+                improved = cider > best
+                best, bad = (cider, 0) if improved else (best, bad + 1)
+            history.append(rec)
+            msg = f"epoch {epoch}: loss {loss:.4f}" + (f", val CIDEr {rec['val_cider']:.4f} (best {best:.4f})"
+                                                         if val is not None else "") + f", {rec['seconds']} s"
+            say(msg)
+            ckpt = payload(epoch)
+            save_checkpoint(last, ckpt)
+            if improved:
+                save_checkpoint(out / "model.pt", ckpt)
+            (out / "history.json").write_text(json.dumps(history, indent=2))
+        stop = epoch >= cfg.epochs or bool(cfg.patience and val is not None and bad >= cfg.patience)
+        if world > 1:
+            flag = torch.tensor([float(stop)], device=device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+    if rank == 0 and not last.is_file():  # epochs=0: keep the initial model (a baseline, benchmarks)
+        save_checkpoint(last, payload(epoch))
+        save_checkpoint(out / "model.pt", payload(epoch))
+    if val is not None and rank == 0 and history and cfg.patience and bad >= cfg.patience:
+        say(f"early stop: no better validation CIDEr for {bad} epochs (best {best:.4f})")
+    if world > 1:
+        dist.barrier()
+    return out / "model.pt"
+
+
+def _maybe_split(fn):
+    try:
+        d = fn()
+    except DataError:  # no such split
+        return None
+    return d if d.items else None
+
+
+def _train_epoch(net, model, opt, data: CaptionData, cfg: GenConfig, epoch: int, step: int, rank: int,
+                 world: int, device: torch.device, use_amp: bool, show: bool) -> tuple[float, int]:
+    """One pass over `data`; returns (mean loss per target word over the epoch, global step)."""
+    # Dropout draws from a stream fixed by (seed, epoch, rank): a resumed run continues exactly.
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
+    model.train()
+    batches = epoch_batches(len(data), cfg.batch_size, cfg.seed, epoch, world)
+    total_loss, total_tok, t0 = 0.0, 0, time.time()
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}", disable=not show, leave=False, dynamic_ncols=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for gb in bar:
+        ntok = n_targets(data, gb)  # global target words of this batch
+        mine = gb[rank::world]
+        feats, inp, tgt = (x.to(device, non_blocking=True) for x in collate(data, mine))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = net(feats, inp)  # [b, T, V]
+        loss = caption_loss(logits, tgt, normalizer=ntok / world)  # DDP averages over processes
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(cfg, params)
+        opt.step()
+        step += 1
+        lv = float(loss.detach()) / world  # this process's share of the batch loss
+        if world > 1:
+            t = torch.tensor([lv], device=device)
+            dist.all_reduce(t)
+            lv = float(t.item())
+        if not math.isfinite(lv):
+            raise FloatingPointError(f"loss is {lv} at epoch {epoch + 1}, step {step}; lower the learning rate")
+        total_loss += lv * ntok
+        total_tok += ntok
+        bar.set_postfix(loss=f"{lv:.3f}", tok_s=f"{total_tok / max(1e-9, time.time() - t0):.0f}")
+    bar.close()
+    return total_loss / max(1, total_tok), step
+
