@@ -26,7 +26,7 @@ warning, and `evaluate()` says which scorer ran.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -280,3 +280,36 @@ class DenseCapEvaluator:
             "n_pred": int(len(scores)),
             "scorer": scorer_name,
         }
+
+
+# ------------------------------------------------------------------------------------------------ convenience
+def densecap_inputs(predictions, records) -> tuple[list[dict], list[dict]]:
+    """(inputs, outputs) for `DenseCapEvaluator.process` from dense captioning results (`generate.dense`:
+    a list of per-image results, or {image_id: result}) and ImageRecords whose regions carry text (the ground
+    truth). Images without a result or without described regions are left out."""
+    if isinstance(predictions, dict):
+        by_id = {str(k): v for k, v in predictions.items()}
+    else:
+        by_id = {str(r["image_id"]): r for r in predictions}
+    inputs, outputs = [], []
+    for rec in records:
+        gt = [g for g in rec.regions if g.text]
+        if not gt or rec.id not in by_id or by_id[rec.id] is None:
+            continue
+        res = by_id[rec.id]["regions"]
+        inputs.append({"image_id": rec.id, "gt_boxes": [g.box for g in gt], "gt_captions": [g.text for g in gt]})
+        outputs.append({"boxes": [d["box"] for d in res], "scores": [d["score"] for d in res],
+                        "captions": [d["caption"] for d in res]})
+    return inputs, outputs
+
+
+def densecap_evaluate(predictions, records: Iterable, scorer: Scorer | None = None, **kw) -> dict:
+    """`DenseCapEvaluator.evaluate()` of dense results against the described regions of `records`."""
+    ev = DenseCapEvaluator(scorer=scorer, **kw)
+    ev.process(*densecap_inputs(predictions, list(records)))
+    return ev.evaluate()
+
+
+def densecap_map(predictions, records: Iterable, scorer: Scorer | None = None, **kw) -> float:
+    """DenseCap mAP (0..1) of dense results against the described regions of `records`."""
+    return densecap_evaluate(predictions, records, scorer, **kw)["map"]

@@ -1,0 +1,92 @@
+"""``dvsa dense``: dense region captions for images, as JSON (and an HTML page).
+
+    dvsa dense --checkpoint runs/gen_region/best.pt --images photos/ --out dense.json --html dense.html
+
+Boxes come from the encoder that made the generator's training features (rebuilt from the checkpoint's
+feature meta); a store of given boxes has no detector for new images, so its encoder runs with
+``--backend`` (default rcnn) instead. Corrupt images are reported and skipped. Writes `--out` (results and the
+resolved config) and, with ``--html``, a self-contained page.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from generate.dense import FULL_FRAME_INPUTS, DenseConfig
+
+
+def parse_args(argv):
+    d = DenseConfig()
+    p = argparse.ArgumentParser(prog="dvsa dense", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="generator checkpoint (a region model, ideally)")
+    p.add_argument("--images", nargs="+", required=True, help="image files and/or folders")
+    p.add_argument("--out", required=True, help="output JSON")
+    p.add_argument("--html", help="also write a self-contained HTML page here")
+    p.add_argument("--beam", type=int, default=d.beam)
+    p.add_argument("--top", type=int, default=d.top, help="regions kept per image (0 = all)")
+    p.add_argument("--max-len", type=int, default=d.max_len, help="default: the generator's")
+    p.add_argument("--length-norm", type=float, default=d.length_norm, help="default: the generator's")
+    p.add_argument("--whole-image", action="store_true", default=d.whole_image, help="also caption row 0")
+    p.add_argument("--full-frame-input", choices=FULL_FRAME_INPUTS, default=d.full_frame_input)
+    p.add_argument("--backend", default=None,
+                   help="box backend for the images (default: the checkpoint's; rcnn when that was 'given')")
+    p.add_argument("--device", default="cpu")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from align.regions.encoder import RegionEncoder
+    from generate.dense import dense_captions, image_files, resolve_config
+    from generate.dense_html import write_dense_html
+    from generate.train import load_generator
+
+    cfg = DenseConfig(beam=args.beam, top=args.top, max_len=args.max_len, length_norm=args.length_norm,
+                      whole_image=args.whole_image, full_frame_input=args.full_frame_input)
+    model, vocab, gen_cfg, ck = load_generator(args.checkpoint, device=args.device)
+    meta = ck.get("features") or {}
+    backend = args.backend
+    if backend is None and meta.get("region_config", {}).get("backend") == "given":
+        backend = "rcnn"
+        print("note: the generator's features used given boxes; detecting boxes with backend rcnn", file=sys.stderr)
+    overrides = {"device": args.device, "progress": False}
+    if backend:
+        overrides["backend"] = backend
+    try:
+        encoder = RegionEncoder.from_meta(meta, **overrides)
+    except ValueError as e:
+        print(f"dvsa dense: {args.checkpoint}: {e}", file=sys.stderr)
+        return 2
+    paths = image_files(args.images)
+    if not paths:
+        print(f"dvsa dense: no images in {args.images}", file=sys.stderr)
+        return 2
+    failed: list[dict] = []
+    t0 = time.time()
+    results = dense_captions(model, vocab, gen_cfg, encoder, [str(p) for p in paths], cfg, failed=failed)
+    dt = time.time() - t0
+    resolved = dataclasses.asdict(resolve_config(cfg, gen_cfg))
+    out = {"checkpoint": str(args.checkpoint), "config": resolved, "backend": encoder.cfg.backend,
+           "score": "mean log-probability per word (END included) of the region's caption",
+           "images": results, "failed": failed}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(args.out) + ".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, args.out)
+    for r in results:
+        best = "; ".join(f"{d['caption']} ({d['score']:.2f})" for d in r["regions"][:3])
+        print(f"{r['image_id']}: {len(r['regions'])} regions: {best}")
+    print(f"{len(results)} images captioned, {len(failed)} skipped, {dt:.1f} s -> {args.out}")
+    if args.html:
+        write_dense_html(results, args.html, failed=failed)
+        print(f"html -> {args.html}")
+    return 0 if results or not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

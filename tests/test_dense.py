@@ -1,0 +1,126 @@
+"""Dense captioning: captions per region from a store or an encoder, scores, order, bad images, HTML, CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dense_fakes import WORDS, FakeEncoder, Gen, OneWordModel, expected, make_store, vocab
+from data.records import ImageRecord, Region
+from generate.dense import DenseConfig, dense_captions, image_files, region_inputs
+from generate.dense_html import dense_html, write_dense_html
+from generate.densecap_eval import densecap_evaluate, exact_match_scorer
+
+torch.set_num_threads(1)
+
+
+def test_region_inputs_by_mode():
+    regions = np.arange(6, dtype=np.float32).reshape(2, 3)
+    image = np.array([9, 9, 9], np.float32)
+    assert np.array_equal(region_inputs(regions, image, "region"), regions)
+    assert np.array_equal(region_inputs(regions, image, "image"), regions)  # full frame model: region as image
+    assert np.array_equal(region_inputs(regions, image, "image", "image"), np.stack([image, image]))
+    assert np.array_equal(region_inputs(regions, image, "region+image"),
+                          np.concatenate([regions, np.stack([image, image])], 1))
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(0)
+    images = {}
+    for n, image_id in enumerate(["a", "b"]):
+        r = 6 + n
+        boxes = np.concatenate([[[0, 0, 100, 80]], rng.uniform(0, 40, (r - 1, 2)).repeat(2, 1)
+                                + [0, 0, 30, 20]]).astype(np.float32)
+        feats = rng.normal(0, 1, (r, 8)).astype(np.float32)
+        images[image_id] = (boxes, feats, (100, 80))
+    return make_store(tmp_path / "store", images), images
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_dense_from_store(store, beam):
+    st, images = store
+    model = OneWordModel(8)
+    out = dense_captions(model, vocab(), Gen(), st, ["a", "b"], DenseConfig(beam=beam, top=0))
+    assert [r["image_id"] for r in out] == ["a", "b"]
+    for res in out:
+        boxes, feats, _ = images[res["image_id"]]
+        assert sorted(d["row"] for d in res["regions"]) == list(range(1, len(boxes)))  # row 0 left out
+        scores = [d["score"] for d in res["regions"]]
+        assert scores == sorted(scores, reverse=True)
+        for d in res["regions"]:
+            cap, lp = expected(feats[d["row"]])
+            assert d["caption"] == cap
+            assert d["logprob"] == pytest.approx(lp, abs=1e-4)
+            assert d["score"] == pytest.approx(lp / 2, abs=1e-4)  # one word + END
+            assert d["box"] == pytest.approx(boxes[d["row"]].tolist())
+    # top N, whole image, and the single-image form the pipeline uses
+    one = dense_captions(model, vocab(), Gen(), st, "a", top=2, whole_image=True)
+    assert isinstance(one, dict) and len(one["regions"]) == 2
+    every = dense_captions(model, vocab(), Gen(), st, ["a"], top=0, whole_image=True)[0]
+    assert 0 in [d["row"] for d in every["regions"]]
+    assert one["regions"] == every["regions"][:2]
+
+
+def test_missing_store_image_is_reported(store):
+    st, _ = store
+    failed, msgs = [], []
+    out = dense_captions(OneWordModel(8), vocab(), Gen(), st, ["a", "zzz"], failed=failed, log=msgs.append)
+    assert [r["image_id"] for r in out] == ["a"]
+    assert failed[0]["image_id"] == "zzz" and "not in the feature store" in failed[0]["reason"]
+    assert "zzz" in msgs[0]
+
+
+def _png(path, colour, size=(40, 30)):
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def test_dense_from_encoder_skips_corrupt_images(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "red.png", (250, 10, 10))
+    _png(d / "blue.png", (10, 10, 250), size=(30, 50))
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (d / "notes.txt").write_text("not an image and not listed")
+    paths = image_files([str(d), str(tmp_path / "missing.png")])
+    assert [p.name for p in paths] == ["blue.png", "broken.jpg", "red.png", "missing.png"]
+    failed, msgs = [], []
+    out = dense_captions(OneWordModel(8), vocab(), Gen(), FakeEncoder(), [str(p) for p in paths],
+                         failed=failed, log=msgs.append)
+    assert [r["image_id"] for r in out] == ["blue", "red"]
+    assert {f["image_id"] for f in failed} == {"broken", "missing"} and len(msgs) == 2
+    assert "broken.jpg" in msgs[0] or "broken.jpg" in msgs[1]
+    red = out[1]
+    assert (red["width"], red["height"]) == (40, 30)
+    # red pixels: feature [r, g, b, 1-r, 1-g, 1-b] peaks at index 1 or 2 (1 - g, 1 - b), never a colour word 0
+    assert all(d["caption"] in WORDS for d in red["regions"])
+
+
+def test_html_is_self_contained(tmp_path):
+    img = _png(tmp_path / "x.png", (0, 200, 0), size=(64, 48))
+    res = [{"image_id": "x", "path": str(img), "width": 64, "height": 48,
+            "regions": [{"box": [1, 2, 30, 40], "caption": "a <b>green</b> & box", "score": -0.5},
+                        {"box": [10, 10, 60, 45], "caption": "another", "score": -1.25}]},
+           {"image_id": "gone", "path": str(tmp_path / "gone.png"), "width": 10, "height": 10, "regions": []}]
+    page = dense_html(res, failed=[{"path": "bad.jpg", "reason": "corrupt"}])
+    assert page.count("data:image/jpeg;base64,") == 1
+    assert "a &lt;b&gt;green&lt;/b&gt; &amp; box" in page and "<b>green" not in page
+    assert page.count('fill="none"') == 2 and "-1.25" in page
+    assert "image not readable" in page and "bad.jpg: corrupt" in page
+    p = write_dense_html(res, tmp_path / "out" / "d.html")
+    assert p.read_text() .startswith("<!doctype html>")
+    assert "src=\"http" not in page and "href=\"http" not in page
+
+
+def test_densecap_on_dense_results():
+    recs = [ImageRecord("a", "a.png", 100, 80, "test", regions=[
+        Region([0, 0, 20, 20], "w1", id="0"), Region([50, 50, 90, 70], "w2", id="1"), Region([5, 5, 9, 9], None)])]
+    good = [{"image_id": "a", "regions": [{"box": [0, 0, 20, 20], "caption": "w1", "score": -0.1},
+                                          {"box": [50, 50, 90, 70], "caption": "w2", "score": -0.2}]}]
+    out = densecap_evaluate(good, recs, scorer=exact_match_scorer)
+    assert out["map"] == 1.0 and out["n_gt"] == 2  # the region without text is not ground truth
+    swapped = [{"image_id": "a", "regions": [dict(good[0]["regions"][0], caption="w2"),
+                                             dict(good[0]["regions"][1], caption="w1")]}]
+    assert densecap_evaluate({"a": swapped[0]}, recs, scorer=exact_match_scorer)["map"] == 0.0
