@@ -33,7 +33,7 @@ class Vocabulary:
         """Build from tokenised *training* sentences; words seen >= min_count times, most frequent first."""
         c = Counter(w for toks in sentences for w in toks)
         words = sorted((w for w, n in c.items() if n >= min_count), key=lambda w: (-c[w], w))
-        # END's count is the number of sentences (every sentence ends once): used for log-frequency biases.
+        # Counts of kept words only; consumers that need END's frequency use the number of sentences.
         counts = {w: c[w] for w in words}
         return cls(words, counts, min_count)
 
