@@ -175,3 +175,30 @@ def test_learning_rate_schedules():
     assert lr_at(GenConfig(lr=1.0, schedule="step", lr_step=2, lr_gamma=0.5), 5) == 0.25
     cos = GenConfig(lr=1.0, schedule="cosine", epochs=10)
     assert lr_at(cos, 0) == 1.0 and lr_at(cos, 5) == pytest.approx(0.5) and lr_at(cos, 10) == pytest.approx(0.0)
+
+
+def test_generate_train_command(tmp_path):
+    from data.catalog import load_dataset
+    from data.synthetic import write_synthetic
+    from scripts.generate_train import main
+
+    root = write_synthetic(tmp_path / "syn", n_train=12, n_val=4, n_test=2, seed=0)
+    recs = load_dataset("synthetic", str(root))
+    rng = np.random.default_rng(0)
+    with FeatureStoreWriter(tmp_path / "store", {"dim": D, "producer": "test"}) as w:
+        for r in recs:
+            f = rng.random((2, D), dtype=np.float32)
+            w.add(r.id, [[0, 0, 4, 4], [1, 1, 2, 2]], f, f[0], (4, 4))
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"hidden": 24, "embed": 8}))
+    args = ["--store", str(tmp_path / "store"), "--dataset", "synthetic", "--root", str(root), "--out",
+            str(tmp_path / "run"), "--config", str(cfg), "--hidden", "16", "--epochs", "2", "--min-count", "1",
+            "--cell", "lstm", "--no-amp", "--no-progress", "--val-images", "4"]
+    assert main(args) == 0
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (resolved["hidden"], resolved["embed"], resolved["cell"], resolved["amp"]) == (16, 8, "lstm", False)
+    model, vocab, cfg_, ck = load_generator(tmp_path / "run" / "model.pt")
+    assert ck["epoch"] >= 1 and len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+    with pytest.raises(SystemExit):
+        main(args + ["--cell", "gru"])
+    assert main(args[:-2] + ["--hidden", "32"]) == 1  # resuming with other settings is refused, clearly
