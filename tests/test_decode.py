@@ -112,3 +112,12 @@ def test_decoding_restores_training_mode_and_needs_no_grad():
     beam_search(m, feats, 3, 5)
     greedy(m, feats, 5)
     assert m.training
+
+
+def test_bench_decode_prints_a_table(capsys):
+    from scripts.bench_decode import main
+
+    assert main(["--images", "3", "--vocab", "20", "--feat-dim", "8", "--hidden", "16", "--embed", "8",
+                 "--max-len", "5", "--beams", "1", "3", "--repeat", "1", "--single-images", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "batched img/s" in out and len([ln for ln in out.splitlines() if ln.strip().startswith(("1 |", "3 |"))]) == 2
