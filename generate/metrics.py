@@ -48,6 +48,7 @@ def find_java() -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ tokenizers
+_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 _ABBREVIATIONS = frozenset("mr mrs ms dr jr sr st vs etc inc co ltd mt ft prof gen sgt".split())
 _CLITICS = frozenset(["'s", "'re", "'ve", "'ll", "'d", "'m", "n't"])
@@ -123,9 +124,14 @@ def ptb_tokenize(captions: dict, java: bool = True) -> dict:
         return {k: [simple_ptb_tokenize(c) for c in v] for k, v in captions.items()}
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    keyed = {i: [{"caption": c.replace("\n", " ")} for c in v] for i, v in enumerate(captions.values())}
+    # one caption per line: any line break inside a caption would shift every later caption
+    keyed = {i: [{"caption": _LINE_BREAKS.sub(" ", c)} for c in v] for i, v in enumerate(captions.values())}
     out = PTBTokenizer().tokenize(keyed)
-    return {k: out.get(i, []) for i, k in enumerate(captions)}
+    result = {k: out.get(i, []) for i, k in enumerate(captions)}
+    bad = [k for k, v in captions.items() if len(result[k]) != len(v)]
+    if bad:
+        raise RuntimeError(f"the PTB tokenizer (java) returned a different number of captions for {bad[:3]}")
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ METEOR
@@ -160,7 +166,14 @@ class MeteorScorer:
             return 0.0, []
         gts = {k: [self._clean(r) for r in v] for k, v in gts.items()}
         res = {k: [self._clean(v[0])] for k, v in res.items()}
-        score, scores = self._meteor.compute_score(gts, res)
+        try:
+            score, scores = self._meteor.compute_score(gts, res)
+        except (ValueError, OSError) as e:  # the JVM died or answered garbage (e.g. out of memory)
+            p, self._meteor = self.proc, None  # its lock is left held by compute_score: do not take it again
+            p.kill()
+            p.wait()
+            err = p.stderr.read().decode(errors="replace").strip()[-2000:] if p.stderr else ""
+            raise RuntimeError(f"METEOR (java) failed: {type(e).__name__}: {e}\n{err}") from None
         return float(score), [float(s) for s in scores]
 
     def score_pairs(self, candidates: list[str], references: list[list[str]]) -> list[float]:

@@ -94,3 +94,16 @@ def make_store(path, images: dict) -> FeatureStore:
         for image_id, (boxes, feats, size) in images.items():
             w.add(image_id, boxes, feats, feats[0], size)
     return FeatureStore(path)
+
+
+def tiny_checkpoint(path, vocab_, feat_dim, features_meta, input_mode="region"):
+    """A real (untrained) CaptionModel checkpoint that `generate.train.load_generator` reads."""
+    from data.checkpoint import save_checkpoint
+    from generate.model import CaptionModel, GenConfig
+
+    cfg = GenConfig(hidden=8, embed=8, input=input_mode, max_len=6, beam=2, dropout=0.0)
+    torch.manual_seed(0)
+    m = CaptionModel(cfg, len(vocab_), feat_dim)
+    save_checkpoint(path, {"kind": "generate", "config": dataclasses.asdict(cfg), "vocab": vocab_.to_dict(),
+                           "model": m.state_dict(), "feat_dim": feat_dim, "features": features_meta})
+    return path

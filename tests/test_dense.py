@@ -124,3 +124,45 @@ def test_densecap_on_dense_results():
     swapped = [{"image_id": "a", "regions": [dict(good[0]["regions"][0], caption="w2"),
                                              dict(good[0]["regions"][1], caption="w1")]}]
     assert densecap_evaluate({"a": swapped[0]}, recs, scorer=exact_match_scorer)["map"] == 0.0
+
+
+def test_cli_dense_end_to_end(tmp_path, capsys):
+    """`dvsa dense` with a real (untrained) region encoder rebuilt from the checkpoint's feature meta."""
+    from align.regions.config import RegionConfig
+    from align.regions.encoder import RegionEncoder
+    from dense_fakes import tiny_checkpoint
+    from scripts.dense import main
+
+    enc = RegionEncoder.from_config(RegionConfig(pretrained=False, max_boxes=4, progress=False))
+    ck = tiny_checkpoint(tmp_path / "gen.pt", vocab(), enc.dim, enc.meta)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (w, h) in {"one": (72, 64), "two": (64, 80)}.items():
+        a = np.zeros((h, w, 3), np.uint8) + 200
+        a[10:40, 8:30] = rng.integers(0, 255, 3)  # two blocks to detect
+        a[35:60, 40:60] = rng.integers(0, 255, 3)
+        Image.fromarray(a).save(d / f"{name}.png")
+    (d / "zbad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out, page = tmp_path / "dense.json", tmp_path / "dense.html"
+    rc = main(["--checkpoint", str(ck), "--images", str(d), "--out", str(out), "--html", str(page), "--beam", "2",
+               "--top", "3"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert [r["image_id"] for r in res["images"]] == ["one", "two"]
+    assert [f["image_id"] for f in res["failed"]] == ["zbad"] and "zbad.png" in capsys.readouterr().err
+    assert res["config"]["beam"] == 2 and res["config"]["max_len"] == 6  # the generator's max_len
+    for r in res["images"]:
+        assert 1 <= len(r["regions"]) <= 3
+        scores = [x["score"] for x in r["regions"]]
+        assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)
+        for x in r["regions"]:
+            x1, y1, x2, y2 = x["box"]
+            assert 0 <= x1 < x2 <= r["width"] and 0 <= y1 < y2 <= r["height"]
+            assert all(w in vocab().itos for w in x["caption"].split())
+    html = page.read_text()
+    assert html.count("data:image/jpeg;base64,") == 2 and "zbad.png" in html
+    # a checkpoint whose features were not made by the region encoder cannot featurise new images
+    bad = tiny_checkpoint(tmp_path / "bad.pt", vocab(), enc.dim, {"dim": enc.dim, "producer": "elsewhere"})
+    assert main(["--checkpoint", str(bad), "--images", str(d), "--out", str(out)]) == 2
+    assert "cannot be rebuilt" in capsys.readouterr().err

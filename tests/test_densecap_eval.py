@@ -216,3 +216,23 @@ def test_meteor_fallback_without_java(monkeypatch):
     with pytest.warns(RuntimeWarning, match="java was not found"):
         out = ev.evaluate()
     assert out["scorer"] == "meteor_exact" and out["map"] == 1.0
+
+
+def test_synthetic_scenes_ground_truth_scores_one(tmp_path):
+    from data.catalog import load_dataset
+    from data.synthetic import write_synthetic
+    from generate.densecap_eval import densecap_evaluate
+
+    root = write_synthetic(tmp_path / "synth", n_train=0, n_val=12, n_test=0, size=64, seed=2)
+    records = load_dataset("synthetic", str(root))
+    truth = {r.id: {"regions": [{"box": g.box, "caption": g.text, "score": 1.0 - 0.1 * k}
+                                for k, g in enumerate(r.regions)]} for r in records}
+    out = densecap_evaluate(truth, records, scorer=exact_match_scorer)
+    assert out["map"] == 1.0 and out["n_gt"] == sum(len(r.regions) for r in records)
+    # the same boxes with the captions rotated by one over the whole set: only coincidences count
+    flat = [d for r in records for d in truth[r.id]["regions"]]
+    caps = [d["caption"] for d in flat]
+    for d, c in zip(flat, caps[1:] + caps[:1]):
+        d["caption"] = c
+    shuffled = densecap_evaluate(truth, records, scorer=exact_match_scorer)
+    assert shuffled["det_map"] == 1.0 and shuffled["map"] < 0.5

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dense_fakes import FakeEncoder, Gen, OneWordModel, expected, make_store, vocab
+from dense_fakes import FakeEncoder, Gen, OneWordModel, expected, make_store, tiny_checkpoint, vocab
 from data.records import DataError, ImageRecord, Region, Sentence
 from generate import caption_eval as ce
 from generate.dense import region_inputs
@@ -113,18 +113,6 @@ def test_snippet_references(store, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def _tiny_checkpoint(path, vocab_, feat_dim, features_meta, input_mode="region"):
-    from data.checkpoint import save_checkpoint
-    from generate.model import CaptionModel, GenConfig
-
-    cfg = GenConfig(hidden=8, embed=8, input=input_mode, max_len=6, beam=2, dropout=0.0)
-    torch.manual_seed(0)
-    m = CaptionModel(cfg, len(vocab_), feat_dim)
-    save_checkpoint(path, {"kind": "generate", "config": dataclasses.asdict(cfg), "vocab": vocab_.to_dict(),
-                           "model": m.state_dict(), "feat_dim": feat_dim, "features": features_meta})
-    return path
-
-
 def test_cli_end_to_end_on_synthetic_scenes(tmp_path, capsys):
     from data.catalog import load_dataset
     from data.features import FeatureStoreWriter
@@ -140,7 +128,7 @@ def test_cli_end_to_end_on_synthetic_scenes(tmp_path, capsys):
             boxes, feats, image = enc.encode(Image.open(rec.path), boxes=[g.box for g in rec.regions])
             w.add(rec.id, boxes, feats, image, (rec.width, rec.height))
     voc = Vocabulary.build([s.tokens for r in records for s in r.sentences], min_count=1)
-    ck = _tiny_checkpoint(tmp_path / "gen.pt", voc, enc.dim, {"dim": enc.dim})
+    ck = tiny_checkpoint(tmp_path / "gen.pt", voc, enc.dim, {"dim": enc.dim})
     out = tmp_path / "eval" / "metrics.json"
     rc = main(["--checkpoint", str(ck), "--store", str(tmp_path / "store"), "--dataset", "synthetic", "--root",
                str(root), "--split", "val", "--beam", "1,2", "--regions", "--no-java", "--out", str(out)])
@@ -160,7 +148,26 @@ def test_cli_end_to_end_on_synthetic_scenes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "full frame, beam 2 (3 images): B1" in printed and "regions (" in printed
     # bad input: a store of other features is refused with a clear message
-    bad = _tiny_checkpoint(tmp_path / "gen16.pt", voc, 16, {"dim": 16})
+    bad = tiny_checkpoint(tmp_path / "gen16.pt", voc, 16, {"dim": 16})
     assert main(["--checkpoint", str(bad), "--store", str(tmp_path / "store"), "--dataset", "synthetic",
                  "--root", str(root), "--split", "val", "--no-java", "--out", str(out)]) == 2
     assert "features of size 8, the generator wants 16" in capsys.readouterr().err
+
+
+def test_region_items_encode_with_the_real_encoder(tmp_path):
+    """Ground-truth boxes featurised in chunks of max_boxes equal boxes featurised one at a time; a degenerate
+    box (dropped by the encoder) is counted as unmatched, not shifted onto its neighbour's features."""
+    from align.regions.config import RegionConfig
+    from align.regions.encoder import RegionEncoder
+
+    enc = RegionEncoder.from_config(RegionConfig(pretrained=False, max_boxes=2, progress=False))
+    a = (np.random.default_rng(0).random((60, 70, 3)) * 255).astype(np.uint8)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    boxes = [[0, 0, 30, 30], [10, 5, 60, 50], [20, 20, 20.5, 40], [35, 30, 70, 60], [5, 40, 25, 58]]
+    rec = ImageRecord("x", "x.png", 70, 60, "test", regions=[Region(b, f"r{k}") for k, b in enumerate(boxes)])
+    items = ce.region_items([rec], None, "encode", enc, root=str(tmp_path))
+    assert items["keys"] == ["x#0", "x#1", "x#3", "x#4"] and items["n_unmatched"] == 1
+    pil = Image.open(tmp_path / "x.png").convert("RGB")
+    for key, feat in zip(items["keys"], items["regions"]):
+        one = enc.encode(pil, boxes=[boxes[int(key.split("#")[1])]])[1][1]
+        assert np.allclose(feat, one, atol=1e-4), key

@@ -128,3 +128,20 @@ def test_java_tokenizer_and_meteor():
     without = caption_metrics(gts, res, use_java=False)
     for k in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider"):
         assert with_java[k] == pytest.approx(without[k]), k
+
+
+def test_meteor_failure_is_reported_and_the_process_ended():
+    """A JVM that dies or answers garbage: a RuntimeError saying so, and no process left behind."""
+    import subprocess
+
+    class Broken:
+        def compute_score(self, gts, res):
+            raise ValueError("could not convert string to float: ''")
+
+    m = metrics.MeteorScorer.__new__(metrics.MeteorScorer)
+    m._meteor = Broken()
+    m.proc = subprocess.Popen(["sleep", "30"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with pytest.raises(RuntimeError, match="METEOR \\(java\\) failed"):
+        m.score_pairs(["a dog"], [["a dog"]])
+    assert m.proc.poll() is not None
+    m.close()  # idempotent after a failure
