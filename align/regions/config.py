@@ -1,0 +1,81 @@
+"""`RegionConfig`: the one home of the region encoder's defaults (CLI flags override it).
+
+Fields split in two groups: those that define the features (written into the feature store's meta, so a store
+is only ever resumed or reproduced with the same recipe) and run-time ones (device, workers, batch size ...)
+that change speed but not the numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+BACKENDS = ("rcnn", "frcnn", "given", "detectron2")
+BACKBONES = ("efficientnet_lite0", "resnet50", "vgg16")
+POOLINGS = ("warp", "roialign")
+
+# Run-time fields: they do not change the features and stay out of the store's meta.
+RUNTIME_FIELDS = ("device", "workers", "batch_size", "part_size", "channels_last", "amp", "max_pixels", "progress")
+
+
+@dataclass
+class RegionConfig:
+    # --- boxes -------------------------------------------------------------------------------------------
+    backend: str = "rcnn"  # rcnn (selective search + CNN objectness + NMS) | frcnn | given | detectron2
+    max_boxes: int = 19  # detections kept per image; the whole image is added as row 0 (so R <= max_boxes + 1)
+    min_box_px: float = 8.0  # a box is kept when both sides >= max(min_box_px, min_box_frac * shorter image side)
+    min_box_frac: float = 0.05
+    max_whole_iou: float = 0.85  # proposals this close to the whole image duplicate row 0 and are dropped
+    nms_iou: float = 0.5  # class-agnostic NMS among proposals, after sorting by objectness
+    # selective search (rcnn backend)
+    ss_size: int = 128  # selective search runs on the image scaled so that its longer side is ss_size px
+    ss_mode: str = "fast"  # fast (OpenCV's fast mode) | single (one strategy, ~3x faster, fewer proposals)
+    max_proposals: int = 1000  # proposals scored per image (after de-duplication and the size filter)
+    objectness: str = "maxprob"  # maxprob: max softmax probability of the ImageNet head | entropy: 1 - H(p)/log(C)
+    # frcnn backend
+    frcnn_model: str = "fasterrcnn_resnet50_fpn_v2"  # or fasterrcnn_resnet50_fpn
+    frcnn_pretrained: bool = True  # COCO weights through torchvision's weights API (needs download or cache)
+    frcnn_min_score: float = 0.05
+    # detectron2 backend
+    detectron2_config: str = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
+    detectron2_weights: str = ""  # a local .pkl/.pth; empty = the model zoo URL of detectron2_config
+    # --- features ----------------------------------------------------------------------------------------
+    backbone: str = "efficientnet_lite0"  # efficientnet_lite0 (offline ImageNet weights) | resnet50 | vgg16
+    pretrained: bool = True  # False = untrained weights (tests); True and unavailable = a clear error
+    pooling: str = "roialign"  # roialign (Fast R-CNN: one CNN pass per image) | warp (R-CNN: one pass per box)
+    image_size: int = 224  # the whole image is warped to image_size x image_size for the per-image pass
+    warp_size: int = 224  # each box is warped to warp_size x warp_size (pooling="warp")
+    max_side: int = 640  # boxes are cropped from a copy of the image no larger than this (pooling="warp")
+    dtype: str = "float32"  # float32 | float16 (storage dtype of the feature store)
+    # --- run time (not part of the features) -------------------------------------------------------------
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    workers: int = 0  # DataLoader worker processes (decode + selective search)
+    batch_size: int = 16  # images per CNN pass
+    part_size: int = 256  # images per committed part of the feature store
+    channels_last: bool = False
+    amp: bool = False  # autocast to float16 on CUDA
+    max_pixels: int = 89_478_485  # larger images (decompression-bomb sized) are reported and skipped
+    progress: bool = True
+
+    def __post_init__(self):
+        for name, allowed in (("backend", BACKENDS), ("backbone", BACKBONES), ("pooling", POOLINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"RegionConfig.{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if self.ss_mode not in ("fast", "single"):
+            raise ValueError(f"RegionConfig.ss_mode={self.ss_mode!r}; choose fast or single")
+        if self.objectness not in ("maxprob", "entropy"):
+            raise ValueError(f"RegionConfig.objectness={self.objectness!r}; choose maxprob or entropy")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"RegionConfig.dtype={self.dtype!r}; choose float32 or float16")
+        if self.max_boxes < 0:
+            raise ValueError("RegionConfig.max_boxes must be >= 0")
+
+    def recipe(self) -> dict:
+        """The fields that define the features (JSON), i.e. everything but the run-time fields."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> "RegionConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown RegionConfig fields {unknown}")
+        return cls(**{**d, **overrides})

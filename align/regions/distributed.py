@@ -1,0 +1,40 @@
+"""Splitting an extraction across processes started by torchrun (or any launcher that sets the env vars).
+
+Each rank takes ``records[rank::world]`` and writes its own parts (tag ``r<rank>``) into the same store; the
+process group (gloo on CPU, nccl on GPU) is only used for barriers.
+"""
+from __future__ import annotations
+
+import os
+
+import torch.distributed as dist
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) from an initialised process group or from RANK / WORLD_SIZE; (0, 1) otherwise."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_if_needed(device: str = "cpu") -> bool:
+    """Initialise the default process group when launched with WORLD_SIZE > 1; True when this call did it."""
+    if not dist.is_available() or dist.is_initialized() or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return False
+    backend = "nccl" if device.startswith("cuda") and dist.is_nccl_available() else "gloo"
+    if backend == "nccl":
+        import torch
+
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shard(items: list, rank: int, world: int) -> list:
+    """The items of one rank: ``items[rank::world]``."""
+    return items[rank::world]

@@ -1,0 +1,244 @@
+"""`RegionEncoder`: an image in, (boxes, region features, whole-image feature) out, the way eq. (1) wants them.
+
+Glossary: B images in a batch, P proposals of one image, K kept boxes (K <= max_boxes), R = K + 1 regions
+(row 0 = the whole image), D feature size, S = cfg.image_size (network input side), W x H original image size.
+
+Recipe for backend "rcnn" (offline R-CNN, the default):
+1. selective search (OpenCV, fast mode) on a copy of the image whose longer side is cfg.ss_size px;
+2. one CNN pass on the whole image warped to S x S; every proposal is RoIAligned on the last feature map and
+   goes through the network's own head and ImageNet classifier (Fast R-CNN style scoring);
+3. objectness = max softmax probability over the 1000 ImageNet classes (cfg.objectness="maxprob"; "entropy"
+   gives 1 - H(p)/log 1000): how much the box looks like *some* ImageNet object;
+4. proposals near-identical to the whole image are dropped, the rest sorted by objectness, class-agnostic NMS
+   at cfg.nms_iou, the best cfg.max_boxes kept;
+5. region features: pooling "roialign" reuses the pooled features of step 2; pooling "warp" crops each kept box
+   from the image, warps it to warp_size x warp_size and runs the CNN on it (R-CNN), features = global pool.
+Row 0 is always the whole image, box [0, 0, W, H], feature = the global pool of step 2 (= the image feature).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.ops import roi_align
+
+from .backbones import Backbone, build_backbone
+from .config import RegionConfig
+from .proposals import (
+    Detectron2Proposer,
+    FasterRCNNProposer,
+    filter_boxes,
+    prepare_given,
+    rcnn_proposals,
+    select_boxes,
+)
+
+PRODUCER = "align.regions"
+Result = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes float32 [R,4], regions float32 [R,D], image [D]
+
+
+def prepare(image: Image.Image, cfg: RegionConfig, boxes: np.ndarray | None = None) -> dict:
+    """The CPU half of encoding (no model needed, so it runs in DataLoader workers).
+
+    image: RGB PIL image (W x H). boxes: optional float [P, 4] given boxes in its pixels. Returns a dict with
+    ``size`` (W, H); ``net`` uint8 [3, S, S] (the image warped to the network input); ``work`` uint8 [3, h, w]
+    (a copy with longer side <= cfg.max_side, for warping boxes and for detectors; None when unused) with
+    ``work_scale`` (h/H, w/W); ``proposals`` float32 [P, 4] original pixels (None = a detector finds them);
+    ``given`` True when the boxes are to be kept as they are (no scoring).
+    """
+    if image.mode != "RGB":
+        raise ValueError(f"prepare() needs an RGB image, got mode {image.mode}")
+    w, h = image.size
+    s = cfg.image_size
+    net = torch.from_numpy(np.asarray(image.resize((s, s), Image.BILINEAR), np.uint8).copy()).permute(2, 0, 1)
+    needs_work = cfg.pooling == "warp" or (boxes is None and cfg.backend in ("frcnn", "detectron2"))
+    work, work_scale = None, (1.0, 1.0)
+    if needs_work:
+        f = min(1.0, cfg.max_side / max(w, h))
+        ww, wh = max(1, round(w * f)), max(1, round(h * f))
+        im = image if (ww, wh) == (w, h) else image.resize((ww, wh), Image.BILINEAR)
+        work = torch.from_numpy(np.asarray(im, np.uint8).copy()).permute(2, 0, 1)
+        work_scale = (wh / h, ww / w)
+    given = boxes is not None or cfg.backend == "given"
+    if boxes is not None:
+        proposals = prepare_given(np.asarray(boxes, np.float32), cfg, w, h)
+    elif cfg.backend == "given":
+        proposals = np.zeros((0, 4), np.float32)  # no boxes given: the whole image only
+    elif cfg.backend == "rcnn":
+        proposals = rcnn_proposals(np.asarray(image, np.uint8), cfg)
+    else:
+        proposals = None
+    return {"size": (w, h), "net": net, "work": work, "work_scale": work_scale, "proposals": proposals, "given": given}
+
+
+def objectness(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """[K, C] logits -> [K] score in 0..1: max softmax probability, or 1 - normalised entropy."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    if kind == "maxprob":
+        return logp.max(dim=1).values.exp()
+    ent = -(logp.exp() * logp).sum(dim=1)
+    return 1.0 - ent / np.log(logits.shape[1])
+
+
+class RegionEncoder:
+    """Boxes and CNN features for images, per a `RegionConfig`; rebuildable from a feature store's `meta`."""
+
+    def __init__(self, cfg: RegionConfig, backbone: Backbone | None = None):
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device cuda asked for, but torch sees no GPU; use --device cpu")
+        self.backbone = (backbone or build_backbone(cfg.backbone, cfg.pretrained)).eval().to(self.device)
+        if cfg.channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        mean = torch.tensor(self.backbone.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.backbone.std).view(1, 3, 1, 1)
+        self._mean, self._std = mean.to(self.device), std.to(self.device)
+        self._detector = None
+
+    # ------------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, cfg: RegionConfig) -> "RegionEncoder":
+        return cls(cfg)
+
+    @classmethod
+    def from_meta(cls, meta: dict, **overrides) -> "RegionEncoder":
+        """The encoder that produced a feature store (its meta.json), e.g. to featurise new images the same way.
+
+        `overrides` set run-time fields (device, batch_size ...) or another box backend for new images (a store
+        of given boxes has none for new images: ``backend="rcnn"``).
+        """
+        if meta.get("producer") != PRODUCER or "region_config" not in meta:
+            raise ValueError(
+                f"this feature store was made by {meta.get('producer', 'an unknown producer')!r}, not by "
+                f"{PRODUCER}; its encoder cannot be rebuilt to featurise new images"
+            )
+        return cls(RegionConfig.from_dict(meta["region_config"], **overrides))
+
+    @property
+    def dim(self) -> int:
+        return int(self.backbone.dim)
+
+    @property
+    def meta(self) -> dict:
+        """JSON dict describing the features (the feature store's meta; also stored in generator checkpoints)."""
+        weights = {"efficientnet_lite0": "efficientnet-lite0-57934424 (ImageNet-1k, offline package)"}.get(
+            self.cfg.backbone, "torchvision IMAGENET1K_V1"
+        )
+        return {
+            "producer": PRODUCER,
+            "dim": self.dim,
+            "dtype": self.cfg.dtype,
+            "whole_image_row": 0,
+            "box_format": "xyxy pixels of the original image",
+            "weights": weights if self.cfg.pretrained else "untrained",
+            "region_config": self.cfg.recipe(),
+        }
+
+    # -------------------------------------------------------------------------------------------- encoding
+    def encode(self, image: Image.Image, boxes=None) -> Result:
+        """One RGB PIL image (optionally with given boxes [P, 4] px) -> (boxes float32 [R, 4] (row 0 = whole image),
+        regions float32 [R, D], image_feature float32 [D])."""
+        return self.encode_batch([prepare(image.convert("RGB"), self.cfg, boxes)])[0]
+
+    def _autocast(self):
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _to_input(self, uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 [B,3,S,S] (or float 0..255) -> normalised float on the device."""
+        x = uint8.to(self.device, non_blocking=True).float().div_(255.0)
+        x = (x - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    def _detect(self, items: list[dict]) -> None:
+        """Fill proposals + scores of items whose boxes come from a detector (frcnn / detectron2)."""
+        todo = [it for it in items if it["proposals"] is None]
+        if not todo:
+            return
+        if self._detector is None:
+            cls = FasterRCNNProposer if self.cfg.backend == "frcnn" else Detectron2Proposer
+            self._detector = cls(self.cfg, self.device)
+        found = self._detector([it["work"].float().div(255.0) for it in todo])
+        for it, (boxes, scores) in zip(todo, found):
+            sy, sx = it["work_scale"]
+            b = boxes / np.array([sx, sy, sx, sy], np.float32)
+            w, h = it["size"]
+            b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+            b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+            keep = filter_boxes(b, self.cfg, w, h)
+            it["proposals"], it["scores"] = b[keep], scores[keep]
+
+    def _warp_features(self, items: list[dict], kept: list[np.ndarray]) -> list[torch.Tensor]:
+        """R-CNN: crop every kept box from its image, warp to warp_size^2, run the CNN. -> per image [K_b, D]."""
+        ws = self.cfg.warp_size
+        crops = []
+        for it, boxes in zip(items, kept):
+            if len(boxes) == 0:
+                crops.append(torch.zeros(0, 3, ws, ws))
+                continue
+            sy, sx = it["work_scale"]
+            b = torch.from_numpy(boxes * np.array([sx, sy, sx, sy], np.float32))
+            img = it["work"].float().unsqueeze(0)  # [1,3,h,w] 0..255
+            crops.append(roi_align(img, [b], ws, spatial_scale=1.0, sampling_ratio=2, aligned=True))  # [K,3,ws,ws]
+        allc = torch.cat(crops)  # [sum K, 3, ws, ws]
+        feats = []
+        chunk = max(1, self.cfg.batch_size * 4)
+        for i in range(0, len(allc), chunk):
+            with self._autocast():
+                feats.append(self.backbone(self._to_input(allc[i : i + chunk])).float().cpu())
+        f = torch.cat(feats) if feats else torch.zeros(0, self.dim)
+        return list(torch.split(f, [len(k) for k in kept]))
+
+    @torch.inference_mode()
+    def encode_batch(self, items: list[dict]) -> list[Result]:
+        """Items from `prepare` -> one `Result` per item (see `encode`)."""
+        if not items:
+            return []
+        cfg = self.cfg
+        s = cfg.image_size
+        self._detect(items)
+        x = self._to_input(torch.stack([it["net"] for it in items]))  # [B,3,S,S]
+        with self._autocast():
+            fmap = self.backbone.fmap(x)  # [B,C,h,w]
+            whole = self.backbone.global_feature(fmap).float()  # [B,D]
+            # boxes of every image in network-input pixels (anisotropic: the image was warped to S x S)
+            net_boxes = []
+            for it in items:
+                w, h = it["size"]
+                f = np.array([s / w, s / h, s / w, s / h], np.float32)
+                net_boxes.append(torch.from_numpy(it["proposals"] * f).to(self.device, fmap.dtype))
+            pooled_feats = (
+                self.backbone.region_features(fmap, net_boxes).float()
+                if sum(len(b) for b in net_boxes)
+                else torch.zeros(0, self.dim, device=self.device)
+            )  # [sum P, D]
+            per_image = list(torch.split(pooled_feats, [len(b) for b in net_boxes]))
+            kept = []
+            for it, feats in zip(items, per_image):
+                p = it["proposals"]
+                if it["given"]:
+                    idx = np.arange(len(p))
+                else:
+                    if "scores" in it:  # detector scores
+                        scores = it["scores"]
+                    else:
+                        scores = objectness(self.backbone.classify(feats), cfg.objectness).cpu().numpy()
+                    idx = select_boxes(p, scores, cfg)
+                kept.append(idx)
+        kept_boxes = [it["proposals"][idx].reshape(-1, 4) for it, idx in zip(items, kept)]
+        if cfg.pooling == "warp":
+            region_feats = self._warp_features(items, kept_boxes)
+        else:
+            region_feats = [f[torch.from_numpy(idx).to(f.device)].cpu() for f, idx in zip(per_image, kept)]
+        out = []
+        whole = whole.cpu()
+        for it, b, f, g in zip(items, kept_boxes, region_feats, whole):
+            w, h = it["size"]
+            boxes = np.concatenate([np.array([[0, 0, w, h]], np.float32), b.astype(np.float32)])
+            regions = torch.cat([g[None], f.float()]).numpy().astype(np.float32)
+            out.append((boxes, regions, g.numpy().astype(np.float32)))
+        return out

@@ -1,0 +1,149 @@
+"""`extract_features`: records in, a resumable feature store out (batched, multi-process, multi-rank).
+
+Images are decoded and proposed (selective search) in DataLoader worker processes; the CNN runs in the main
+process on cfg.device. Results are appended to a `FeatureStoreWriter`, which commits atomically every
+cfg.part_size images: a run killed at any point leaves whole parts only, and running the same command again
+skips the images already stored. Images that cannot be read are listed in failed.jsonl and in a printed report;
+the rest finishes. The resolved config is written next to the store as region_config.json.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.features import FeatureStore, FeatureStoreWriter
+from data.records import ImageRecord
+
+from . import distributed
+from .config import RegionConfig
+from .encoder import RegionEncoder, prepare
+from .images import ImageError, load_rgb
+from .proposals import given_boxes_of
+
+
+class _Images(Dataset):
+    """Decode + prepare one record; returns ("ok", id, path, item) or ("fail", id, path, reason)."""
+
+    def __init__(self, records: list[ImageRecord], cfg: RegionConfig, given: dict[str, np.ndarray] | None):
+        self.records, self.cfg, self.given = records, cfg, given
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, i):
+        r = self.records[i]
+        try:
+            image = load_rgb(r.path, self.cfg.max_pixels)
+        except ImageError as e:
+            return ("fail", r.id, r.path, e.reason)
+        boxes = None
+        if self.given is not None:
+            boxes = self.given.get(r.id, np.zeros((0, 4), np.float32))
+        elif self.cfg.backend == "given":
+            boxes = given_boxes_of(r)
+        try:
+            return ("ok", r.id, r.path, prepare(image, self.cfg, boxes))
+        except Exception as e:  # e.g. selective search failing on a degenerate image: report, keep going
+            return ("fail", r.id, r.path, f"cannot prepare: {type(e).__name__}: {e}")
+
+
+def _worker_init(_):
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def _collate(batch):
+    return batch
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc=desc, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+
+def extract_features(
+    records: list[ImageRecord],
+    out_dir: str | Path,
+    cfg: RegionConfig | None = None,
+    given_boxes: dict[str, np.ndarray] | None = None,
+    encoder: RegionEncoder | None = None,
+) -> FeatureStore:
+    """Encode every record's image into the store at `out_dir` (created or resumed); returns the store.
+
+    records: images to encode (records without a readable image are reported, not fatal). given_boxes: optional
+    ``{image_id: float [P, 4] px}``; with cfg.backend == "given" and no given_boxes, each record's `regions` are
+    used. Under torchrun (WORLD_SIZE > 1) each rank encodes ``records[rank::world]`` into parts tagged
+    ``r<rank>``; all ranks return the complete store after a barrier.
+    """
+    cfg = cfg or RegionConfig()
+    out = Path(out_dir)
+    started = distributed.init_if_needed(cfg.device)
+    rank, world = distributed.rank_world()
+    if encoder is not None and encoder.cfg.recipe() != cfg.recipe():
+        raise ValueError("extract_features: the encoder was built with another recipe than cfg")
+    encoder = encoder or RegionEncoder.from_config(cfg)
+    writer = FeatureStoreWriter(out, encoder.meta, part_size=cfg.part_size, tag=f"r{rank}" if world > 1 else "0")
+    distributed.barrier()  # no rank commits a part before every writer has cleaned up after earlier runs
+    if rank == 0:
+        (out / "region_config.json").write_text(json.dumps(cfg.__dict__, indent=2))
+    mine = distributed.shard(list(records), rank, world)
+    failed_before = {d["id"] for d in FeatureStore(out).failed()}
+    todo = [r for r in mine if not writer.done(r.id) and r.id not in failed_before]
+    skipped = len(mine) - len(todo)
+    loader = DataLoader(
+        _Images(todo, cfg, given_boxes),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if cfg.workers > 0 else None,
+        persistent_workers=False,
+        pin_memory=encoder.device.type == "cuda",
+    )
+    failures: list[tuple[str, str, str]] = []
+    bar = _progress(len(todo), cfg.progress and rank == 0, f"features{f' rank {rank}' if world > 1 else ''}")
+    t0 = time.perf_counter()
+    n_ok = 0
+    try:
+        for batch in loader:
+            good = [b for b in batch if b[0] == "ok"]
+            for _, image_id, path, reason in (b for b in batch if b[0] == "fail"):
+                writer.fail(image_id, path, reason)
+                failures.append((image_id, path, reason))
+            for (_, image_id, _, item), (boxes, regions, image_feature) in zip(
+                good, encoder.encode_batch([g[3] for g in good])
+            ):
+                writer.add(image_id, boxes, regions, image_feature, item["size"])
+                n_ok += 1
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        writer.close()  # commits what is finished, also when interrupted by an exception
+    dt = time.perf_counter() - t0
+    _report(out, rank, n_ok, skipped, failures, dt)
+    distributed.barrier()
+    if started:
+        torch.distributed.destroy_process_group()
+    return FeatureStore(out)
+
+
+def _report(out: Path, rank: int, n_ok: int, skipped: int, failures: list, seconds: float) -> None:
+    who = f"[rank {rank}] " if distributed.rank_world()[1] > 1 else ""
+    rate = n_ok / seconds if seconds > 0 else 0.0
+    print(
+        f"{who}{out}: encoded {n_ok} images in {seconds:.1f} s ({rate:.2f} images/s), "
+        f"{skipped} already done or failed before, {len(failures)} failed now",
+        file=sys.stderr,
+    )
+    for image_id, path, reason in failures:
+        print(f"{who}  skipped {image_id} ({path}): {reason}", file=sys.stderr)
+    if failures:
+        print(f"{who}  (listed in {out / 'failed.jsonl'})", file=sys.stderr)

@@ -1,0 +1,212 @@
+"""Where boxes come from: selective search, torchvision Faster R-CNN, detectron2, or given boxes.
+
+Every box here is float32 ``[x1, y1, x2, y2]`` in pixels of the ORIGINAL image (x2 > x1, y2 > y1). Glossary:
+P proposals of one image, K kept boxes (K <= max_boxes).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou, nms
+
+from data.records import DataError, ImageRecord
+
+from .config import RegionConfig
+
+
+# ----------------------------------------------------------------------------------------------- box utilities
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """[P,4] -> [P,4] clipped to the image."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0, width)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0, height)
+    return b
+
+
+def min_side(cfg: RegionConfig, width: int, height: int) -> float:
+    """Smallest accepted box side in pixels."""
+    return max(cfg.min_box_px, cfg.min_box_frac * min(width, height))
+
+
+def filter_boxes(boxes: np.ndarray, cfg: RegionConfig, width: int, height: int) -> np.ndarray:
+    """Indices [P'] of boxes that are big enough and not a near-copy of the whole image."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    m = min_side(cfg, width, height)
+    ok = ((b[:, 2] - b[:, 0]) >= m) & ((b[:, 3] - b[:, 1]) >= m)
+    if len(b):
+        whole = torch.tensor([[0.0, 0.0, width, height]])
+        ok &= box_iou(torch.from_numpy(b), whole)[:, 0].numpy() <= cfg.max_whole_iou
+    return np.flatnonzero(ok)
+
+
+def select_boxes(boxes: np.ndarray, scores: np.ndarray, cfg: RegionConfig) -> np.ndarray:
+    """Indices [K] into `boxes`: class-agnostic NMS at cfg.nms_iou, best first, at most cfg.max_boxes.
+
+    Ties in score are broken by the box coordinates, so the result does not depend on the proposal order.
+    """
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    s = np.asarray(scores, np.float64).reshape(-1)
+    if len(b) == 0 or cfg.max_boxes == 0:
+        return np.zeros(0, np.int64)
+    order = np.lexsort((b[:, 3], b[:, 2], b[:, 1], b[:, 0], -s))  # score desc, then coordinates
+    # torchvision's nms keeps a stable order for equal scores only by accident; give it strictly ranked scores
+    rank = np.empty(len(b), np.float32)
+    rank[order] = np.arange(len(b), 0, -1, dtype=np.float32)
+    keep = nms(torch.from_numpy(b), torch.from_numpy(rank), cfg.nms_iou).numpy()
+    return keep[: cfg.max_boxes].astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------- selective search
+def selective_search(rgb: np.ndarray, cfg: RegionConfig) -> np.ndarray:
+    """Selective search (OpenCV ximgproc) on a copy scaled to longer side cfg.ss_size.
+
+    rgb: uint8 [H, W, 3]. Returns float32 [P, 4] boxes in pixels of `rgb`, de-duplicated and sorted by
+    coordinates (OpenCV ranks proposals with a random number generator; the set is what matters here).
+    """
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = cfg.ss_size / max(h, w)
+    sw, sh = max(1, round(w * s)), max(1, round(h * s))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    small = cv2.resize(np.ascontiguousarray(rgb[:, :, ::-1]), (sw, sh), interpolation=interp)
+    cv2.setRNGSeed(0)
+    ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    ss.setBaseImage(small)
+    if cfg.ss_mode == "fast":
+        ss.switchToSelectiveSearchFast()
+    else:
+        ss.switchToSingleStrategy()
+    rects = ss.process()  # [P, 4] x, y, w, h in the small image
+    if len(rects) == 0:
+        return np.zeros((0, 4), np.float32)
+    rects = np.unique(np.asarray(rects, np.int64).reshape(-1, 4), axis=0)
+    fx, fy = w / sw, h / sh
+    boxes = np.stack(
+        [rects[:, 0] * fx, rects[:, 1] * fy, (rects[:, 0] + rects[:, 2]) * fx, (rects[:, 1] + rects[:, 3]) * fy], 1
+    ).astype(np.float32)
+    return clip_boxes(boxes, w, h)
+
+
+def rcnn_proposals(rgb: np.ndarray, cfg: RegionConfig) -> np.ndarray:
+    """Selective-search proposals that pass the size filter, at most cfg.max_proposals: float32 [P, 4]."""
+    h, w = rgb.shape[:2]
+    boxes = selective_search(rgb, cfg)
+    boxes = boxes[filter_boxes(boxes, cfg, w, h)]
+    if len(boxes) > cfg.max_proposals:  # keep the larger ones: small fragments are the least object-like
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        boxes = boxes[np.sort(np.argsort(-area, kind="stable")[: cfg.max_proposals])]
+    return boxes
+
+
+# ----------------------------------------------------------------------------------------------- given boxes
+def given_boxes_of(record: ImageRecord) -> np.ndarray:
+    """A record's annotated regions as float32 [P, 4]."""
+    return np.asarray([r.box for r in record.regions], np.float32).reshape(-1, 4)
+
+
+def load_given_boxes(path: str | Path) -> dict[str, np.ndarray]:
+    """Boxes per image id from a JSON file: ``{image_id: [[x1, y1, x2, y2], ...]}``, or a COCO instances file
+    (``{"images": ..., "annotations": [{"image_id", "bbox": [x, y, w, h]}]}``, crowd boxes skipped)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(str(path), f"cannot read boxes JSON: {e}") from None
+    out: dict[str, list] = {}
+    if isinstance(data, dict) and "annotations" in data and "images" in data:
+        for image in data["images"]:
+            out.setdefault(str(image["id"]), [])
+        for n, a in enumerate(data["annotations"]):
+            if a.get("iscrowd", 0):
+                continue
+            try:
+                x, y, w, h = (float(v) for v in a["bbox"])
+            except (KeyError, TypeError, ValueError):
+                raise DataError(str(path), f"annotation #{n} has no valid bbox [x, y, w, h]") from None
+            out.setdefault(str(a["image_id"]), []).append([x, y, x + w, y + h])
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            arr = np.asarray(v, np.float32)
+            if arr.size and (arr.ndim != 2 or arr.shape[1] != 4):
+                raise DataError(str(path), f"image {k!r}: boxes must be a list of [x1, y1, x2, y2]")
+            out[str(k)] = arr.reshape(-1, 4).tolist()
+    else:
+        raise DataError(str(path), "expected {image_id: [[x1, y1, x2, y2], ...]} or a COCO instances file")
+    return {k: np.asarray(v, np.float32).reshape(-1, 4) for k, v in out.items()}
+
+
+def prepare_given(boxes: np.ndarray, cfg: RegionConfig, width: int, height: int) -> np.ndarray:
+    """Given boxes clipped to the image, degenerate ones (< 1 px) dropped, given order kept, at most max_boxes."""
+    b = clip_boxes(boxes, width, height)
+    b = b[((b[:, 2] - b[:, 0]) >= 1) & ((b[:, 3] - b[:, 1]) >= 1)]
+    return b[: cfg.max_boxes]
+
+
+# --------------------------------------------------------------------------------------------- detectors
+class FasterRCNNProposer:
+    """torchvision Faster R-CNN (COCO) as a box source: boxes with scores, class-agnostic."""
+
+    def __init__(self, cfg: RegionConfig, device: torch.device):
+        import torchvision.models.detection as det
+
+        builders = {
+            "fasterrcnn_resnet50_fpn": (det.fasterrcnn_resnet50_fpn, det.FasterRCNN_ResNet50_FPN_Weights),
+            "fasterrcnn_resnet50_fpn_v2": (det.fasterrcnn_resnet50_fpn_v2, det.FasterRCNN_ResNet50_FPN_V2_Weights),
+        }
+        if cfg.frcnn_model not in builders:
+            raise ValueError(f"unknown frcnn_model {cfg.frcnn_model!r}; choose one of {', '.join(builders)}")
+        builder, weights = builders[cfg.frcnn_model]
+        if cfg.frcnn_pretrained:
+            try:
+                model = builder(weights=weights.DEFAULT)
+            except Exception as e:
+                raise RuntimeError(
+                    f"{cfg.frcnn_model}: torchvision could not download or find its COCO weights "
+                    f"({type(e).__name__}: {e}). Put them in {torch.hub.get_dir()}/checkpoints, use backend rcnn "
+                    "(offline), or frcnn_pretrained=False for an untrained detector"
+                ) from e
+        else:
+            model = builder(weights=None, weights_backbone=None)
+        model.roi_heads.score_thresh = cfg.frcnn_min_score
+        self.model = model.eval().to(device)
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, images: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """images: float [3, H, W] in 0..1 -> per image (boxes [P, 4] in those pixels, scores [P])."""
+        out = self.model([im.to(self.device) for im in images])
+        return [(o["boxes"].float().cpu().numpy(), o["scores"].float().cpu().numpy()) for o in out]
+
+
+class Detectron2Proposer:
+    """detectron2 `DefaultPredictor` as a box source (optional: needs `import detectron2`)."""
+
+    def __init__(self, cfg: RegionConfig, device: torch.device):
+        try:
+            from detectron2 import model_zoo
+            from detectron2.config import get_cfg
+            from detectron2.engine import DefaultPredictor
+        except ImportError as e:
+            raise RuntimeError(
+                "backend detectron2 needs detectron2 (build it from source: "
+                "https://detectron2.readthedocs.io/en/latest/tutorials/install.html); "
+                "use backend rcnn (offline) or frcnn instead"
+            ) from e
+        c = get_cfg()
+        c.merge_from_file(model_zoo.get_config_file(cfg.detectron2_config))
+        c.MODEL.WEIGHTS = cfg.detectron2_weights or model_zoo.get_checkpoint_url(cfg.detectron2_config)
+        c.MODEL.DEVICE = str(device)
+        c.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.frcnn_min_score
+        self.predictor = DefaultPredictor(c)
+
+    def __call__(self, images: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for im in images:  # DefaultPredictor takes one BGR uint8 HWC array
+            bgr = (im.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).flip(-1).cpu().numpy()
+            inst = self.predictor(bgr)["instances"].to("cpu")
+            out.append((inst.pred_boxes.tensor.numpy().astype(np.float32), inst.scores.numpy().astype(np.float32)))
+        return out

@@ -1,0 +1,98 @@
+"""RegionEncoder: shapes and conventions, fast pooling vs RoIAlign, NMS selection, meta round trip."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.ops import roi_align
+
+from align.regions import RegionConfig, RegionEncoder
+from align.regions.backbones import box_mean_pool
+from align.regions.proposals import select_boxes
+
+
+def _scene(w=96, h=80, seed=0):
+    rng = np.random.default_rng(seed)
+    a = np.full((h, w, 3), rng.integers(0, 255, 3), np.uint8)
+    a[10:40, 12:50] = (220, 30, 30)
+    a[45:75, 55:90] = (30, 30, 220)
+    return Image.fromarray(a)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return RegionEncoder(RegionConfig(pretrained=False, image_size=64, ss_size=64, max_boxes=5))
+
+
+def test_encode_shapes_and_whole_image_row(encoder):
+    boxes, regions, image = encoder.encode(_scene())
+    assert boxes.dtype == np.float32 and regions.dtype == np.float32 and image.dtype == np.float32
+    assert boxes.shape[1] == 4 and regions.shape == (len(boxes), encoder.dim) and 1 <= len(boxes) <= 6
+    np.testing.assert_array_equal(boxes[0], [0, 0, 96, 80])
+    np.testing.assert_allclose(regions[0], image)
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert (boxes[:, [0, 2]] <= 96).all() and (boxes[:, [1, 3]] <= 80).all() and (boxes >= 0).all()
+
+
+def test_given_boxes_kept_in_order(encoder):
+    given = np.array([[40, 40, 90, 78], [10, 10, 50, 40]], np.float32)
+    boxes, regions, _ = encoder.encode(_scene(), boxes=given)
+    np.testing.assert_allclose(boxes[1:], given)
+    assert len(regions) == 3
+
+
+def test_box_mean_pool_is_the_limit_of_roi_align():
+    torch.manual_seed(0)
+    for h, w, stride in [(7, 7, 32), (5, 9, 16), (1, 1, 32)]:
+        fm = torch.randn(2, 6, h, w, dtype=torch.float64)
+        size = torch.tensor([w * stride, h * stride], dtype=torch.float64)
+        boxes = []
+        for _ in range(2):
+            xy = torch.rand(15, 2, dtype=torch.float64) * size * 0.8
+            b = torch.cat([xy, torch.minimum(xy + torch.rand(15, 2, dtype=torch.float64) * size * 0.5 + 1, size)], 1)
+            b[0] = torch.cat([torch.zeros(2, dtype=torch.float64), size])
+            boxes.append(b)
+        fast = box_mean_pool(fm, boxes, stride)
+        slow = roi_align(fm, boxes, 1, spatial_scale=1 / stride, sampling_ratio=128, aligned=True).flatten(1)
+        np.testing.assert_allclose(fast.numpy(), slow.numpy(), atol=2e-4)
+
+
+def _slow_select(boxes, scores, iou_thr, k):
+    """Greedy NMS, one box at a time."""
+    order = sorted(range(len(boxes)), key=lambda i: (-scores[i], *boxes[i]))
+    keep = []
+    for i in order:
+        ok = True
+        for j in keep:
+            x1, y1 = max(boxes[i][0], boxes[j][0]), max(boxes[i][1], boxes[j][1])
+            x2, y2 = min(boxes[i][2], boxes[j][2]), min(boxes[i][3], boxes[j][3])
+            inter = max(0, x2 - x1) * max(0, y2 - y1)
+            a = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+            if inter / (a(boxes[i]) + a(boxes[j]) - inter) > iou_thr:
+                ok = False
+                break
+        if ok:
+            keep.append(i)
+    return keep[:k]
+
+
+def test_select_boxes_matches_greedy_nms():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        xy = rng.uniform(0, 80, (30, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (30, 2))], 1).astype(np.float32)
+        scores = rng.integers(0, 5, 30).astype(np.float64)  # many ties
+        cfg = RegionConfig(nms_iou=0.4, max_boxes=7)
+        assert select_boxes(boxes, scores, cfg).tolist() == _slow_select(boxes.tolist(), scores, 0.4, 7)
+
+
+def test_meta_round_trip(encoder):
+    meta = encoder.meta
+    again = RegionEncoder.from_meta(meta)
+    assert again.meta == meta and again.dim == encoder.dim == meta["dim"] == 1280
+    again.backbone.load_state_dict(encoder.backbone.state_dict())
+    a, b = encoder.encode(_scene()), again.encode(_scene())
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    with pytest.raises(ValueError, match="bottomup"):
+        RegionEncoder.from_meta({"producer": "bottomup", "dim": 2048})

@@ -1,0 +1,79 @@
+"""extract_features: a store per record, resume after an injected failure equals an uninterrupted run."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from align.regions import RegionConfig, RegionEncoder, extract_features
+from align.regions import encoder as encoder_mod
+from data.features import FeatureStore
+from data.records import ImageRecord
+
+
+def _images(tmp_path, n=6):
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(n):
+        a = rng.integers(0, 255, (48 + 4 * i, 64, 3), np.uint8)
+        a[5:30, 8:40] = rng.integers(0, 255, 3)
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(a).save(p)
+        recs.append(ImageRecord(id=f"im{i}", path=str(p)))
+    return recs
+
+
+CFG = dict(pretrained=False, image_size=64, ss_size=48, max_boxes=4, part_size=2, batch_size=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return RegionEncoder(RegionConfig(**CFG))
+
+
+def _same(a: FeatureStore, b: FeatureStore):
+    assert sorted(a.ids) == sorted(b.ids)
+    for i in a.ids:
+        ba, ra = a.regions(i)
+        bb, rb = b.regions(i)
+        np.testing.assert_allclose(ba, bb)
+        np.testing.assert_allclose(ra, rb, atol=1e-4)
+        np.testing.assert_allclose(a.image_feature(i), b.image_feature(i), atol=1e-4)
+        assert a.image_size(i) == b.image_size(i)
+
+
+def test_extract_and_resume_after_exception(tmp_path, encoder, monkeypatch):
+    recs = _images(tmp_path)
+    cfg = RegionConfig(**CFG)
+    full = extract_features(recs, tmp_path / "full", cfg, encoder=encoder)
+    assert len(full) == 6 and full.meta["dim"] == 1280 and full.meta["region_config"]["backend"] == "rcnn"
+    assert full.image_size("im2") == (64, 56)
+
+    calls = {"n": 0}
+    real = encoder_mod.RegionEncoder.encode_batch
+
+    def flaky(self, items):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after 2 batches = 4 images = 2 parts
+            raise RuntimeError("injected")
+        return real(self, items)
+
+    monkeypatch.setattr(encoder_mod.RegionEncoder, "encode_batch", flaky)
+    with pytest.raises(RuntimeError, match="injected"):
+        extract_features(recs, tmp_path / "resumed", cfg, encoder=encoder)
+    assert len(FeatureStore(tmp_path / "resumed")) == 4
+    monkeypatch.setattr(encoder_mod.RegionEncoder, "encode_batch", real)
+    seen = []
+    monkeypatch.setattr(
+        encoder_mod.RegionEncoder, "encode_batch", lambda self, items: seen.append(len(items)) or real(self, items)
+    )
+    resumed = extract_features(recs, tmp_path / "resumed", cfg, encoder=encoder)
+    assert sum(seen) == 2  # only the two unfinished images were encoded again
+    _same(full, resumed)
+
+
+def test_fp16_store(tmp_path, encoder):
+    recs = _images(tmp_path, 2)
+    st = extract_features(recs, tmp_path / "h", RegionConfig(**{**CFG, "dtype": "float16"}), encoder=None)
+    assert st.meta["dtype"] == "float16"
+    assert st.regions("im0")[1].dtype == np.float32
