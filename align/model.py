@@ -28,13 +28,14 @@ class AlignConfig:
     train_words: str = "auto"  # "auto": fixed when pretrained vectors are given, trained when random; "yes" | "no"
     dropout: float = 0.5  # on the non-recurrent layers: region features, word vectors, BRNN output (eq. 6 input)
     max_words: int = 40  # longer sentences are cut (keeps the recurrence short; Flickr/COCO sentences are < 40)
+    min_count: int = 5  # vocabulary: words seen at least this often in the training sentences (paper: 5)
     # --- score and objective (eqs. 7-9) ---
     score: str = "max"  # "max": eq. 8 (each word takes its best region) | "defrag": eq. 7
     loss: str = "sum"  # "sum": eq. 9 over all negatives | "hardest": VSE++ hardest negative per row/column
     margin: float = 1.0  # the 1 of eq. 9
     # --- training recipe ---
     optimizer: str = "sgd"  # "sgd" (paper: momentum 0.9) | "adam"
-    lr: float = 0.01  # the loss is averaged over the batch (see align.loss), so lr does not scale with batch size
+    lr: float = 0.001  # the loss is averaged over the batch (see align.loss), so lr does not scale with batch size
     momentum: float = 0.9
     weight_decay: float = 1e-4  # L2 on all weights (paper: cross-validated)
     grad_clip: float = 5.0  # elementwise clipping of every gradient entry at +-5 (paper: "important"); 0 = off

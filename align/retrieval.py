@@ -1,0 +1,205 @@
+"""Image-sentence retrieval: R@1, R@5, R@10 and median rank, in both directions, under the paper's protocols.
+
+Image annotation (image -> sentences): the rank of the first correct sentence among all sentences of the
+evaluation set. Image search (sentence -> images): the rank of the sentence's image among all images.
+Ranks are 1-based; a tie with the correct item is counted in its favour (rank = 1 + number strictly better).
+
+Protocols: "1k" the first 1,000 images of the split (Flickr8K/30K: the whole test split), "5k" the first
+5,000 images (COCO 5K), "coco1k" the average over consecutive folds of 1,000 images (COCO 1K: 5 folds),
+"all" every image. Each image keeps its first `sentences_per_image` (5) sentences.
+
+Dimension glossary: N images, S sentences, R regions, T words, H embedding size.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from align.model import lengths_mask
+from align.scores import image_sentence_scores_packed
+
+RECALLS = (1, 5, 10)
+PROTOCOLS = ("1k", "5k", "coco1k", "all")
+
+
+def _ranks_summary(ranks: np.ndarray) -> dict:
+    out = {f"r{k}": float(100.0 * np.mean(ranks <= k)) for k in RECALLS}
+    out["medr"] = float(np.median(ranks))
+    out["meanr"] = float(np.mean(ranks))
+    return out
+
+
+def retrieval_ranks(scores, sentence_image, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """scores float [N, S] (image k vs sentence l), sentence_image long [S] (the image of each sentence).
+
+    Returns (annotation ranks int [N], search ranks int [S]), 1-based. Every image needs a sentence.
+    """
+    scores = torch.as_tensor(scores).float()
+    owner = torch.as_tensor(np.asarray(sentence_image), dtype=torch.long)
+    n, s = scores.shape
+    if owner.shape != (s,) or (s and (owner.min() < 0 or owner.max() >= n)):
+        raise ValueError(f"sentence_image must be [S={s}] indices into {n} images")
+    if s and torch.bincount(owner, minlength=n).min() == 0:
+        raise ValueError("every image needs at least one sentence")
+    pos = scores[owner, torch.arange(s)]  # [S] score of each sentence with its own image
+    best = torch.full((n,), float("-inf")).scatter_reduce(0, owner, pos, "amax")  # [N] best correct sentence
+    ann = torch.empty(n, dtype=torch.long)
+    search = torch.ones(s, dtype=torch.long)
+    for i0 in range(0, n, chunk):
+        block = scores[i0 : i0 + chunk]  # [c, S]
+        ann[i0 : i0 + chunk] = 1 + (block > best[i0 : i0 + chunk, None]).sum(1)
+        search += (block > pos[None, :]).sum(0)
+    return ann.numpy(), search.numpy()
+
+
+def retrieval_metrics(scores, sentence_image) -> dict:
+    """{"annotation": {"r1", "r5", "r10", "medr", "meanr"}, "search": {...}, "rsum"}; recalls in percent."""
+    ann, search = retrieval_ranks(scores, sentence_image)
+    out = {"annotation": _ranks_summary(ann), "search": _ranks_summary(search)}
+    out["rsum"] = sum(out[d][f"r{k}"] for d in ("annotation", "search") for k in RECALLS)
+    return out
+
+
+def retrieval_metrics_slow(scores, sentence_image) -> dict:
+    """The obvious twin: sort every row and column, find the first correct item."""
+    scores = np.asarray(scores, dtype=np.float64)
+    owner = np.asarray(sentence_image)
+    ann = []
+    for i in range(scores.shape[0]):
+        order = np.argsort(-scores[i], kind="stable")
+        ann.append(1 + next(p for p, j in enumerate(order) if owner[j] == i))
+    search = []
+    for j in range(scores.shape[1]):
+        order = np.argsort(-scores[:, j], kind="stable")
+        search.append(1 + list(order).index(owner[j]))
+    out = {"annotation": _ranks_summary(np.array(ann)), "search": _ranks_summary(np.array(search))}
+    out["rsum"] = sum(out[d][f"r{k}"] for d in ("annotation", "search") for k in RECALLS)
+    return out
+
+
+def protocol_folds(n_images: int, protocol: str) -> list[range]:
+    """The image index ranges to evaluate (metrics are averaged over them)."""
+    if protocol == "all":
+        return [range(n_images)]
+    if protocol == "1k":
+        return [range(min(n_images, 1000))]
+    if protocol == "5k":
+        return [range(min(n_images, 5000))]
+    if protocol == "coco1k":
+        if n_images < 1000:
+            raise ValueError(f"protocol coco1k needs at least 1000 images, the split has {n_images}")
+        return [range(f * 1000, (f + 1) * 1000) for f in range(min(5, n_images // 1000))]
+    raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+
+
+def average_metrics(folds: list[dict]) -> dict:
+    out = {d: {k: float(np.mean([f[d][k] for f in folds])) for k in folds[0][d]} for d in ("annotation", "search")}
+    out["rsum"] = float(np.mean([f["rsum"] for f in folds]))
+    return out
+
+
+# --- embedding a collection with a trained model -------------------------------------------------------------
+
+
+def eval_items(records, store, vocab, sentences_per_image: int | None = 5, max_words: int | None = None):
+    """Images of `records` that are in the store, with their sentences.
+
+    Returns (image_ids list[str], token ids list[list[int]], sentence_image int64 [S], sentence ids list[int]).
+    Sentences with no words are left out; images left with no sentence are left out.
+    """
+    ids, tokens, owner, sids = [], [], [], []
+    for rec in records:
+        if rec.id not in store:
+            continue
+        sents = [s for s in rec.sentences if s.tokens][:sentences_per_image]
+        if not sents:
+            continue
+        for s in sents:
+            enc = vocab.encode(s.tokens)
+            tokens.append(enc[:max_words] if max_words else enc)
+            owner.append(len(ids))
+            sids.append(s.id)
+        ids.append(rec.id)
+    return ids, tokens, np.asarray(owner, dtype=np.int64), sids
+
+
+def pad_tokens(token_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """list of id lists -> (tokens long [S, T] padded with 0, lengths long [S])."""
+    lengths = torch.tensor([len(t) for t in token_lists], dtype=torch.long)
+    out = torch.zeros(len(token_lists), max(1, int(lengths.max())) if len(token_lists) else 1, dtype=torch.long)
+    for i, t in enumerate(token_lists):
+        out[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+    return out, lengths
+
+
+@torch.inference_mode()
+def embed_images(model, store, image_ids, batch: int = 256, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (v float [N, R, H], rmask bool [N, R]) for the images, in order (R = the most regions of any)."""
+    model.eval()
+    vs, masks = [], []
+    for i in range(0, len(image_ids), batch):
+        feats, _, mask = store.padded(image_ids[i : i + batch])
+        vs.append(model.embed_regions(torch.from_numpy(feats).to(device)).float())
+        masks.append(torch.from_numpy(mask).to(device))
+    r = max(v.shape[1] for v in vs)
+    v = torch.cat([torch.nn.functional.pad(x, (0, 0, 0, r - x.shape[1])) for x in vs])
+    m = torch.cat([torch.nn.functional.pad(x, (0, r - x.shape[1])) for x in masks])
+    return v, m
+
+
+@torch.inference_mode()
+def embed_sentences(model, token_lists, batch: int = 512, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (words float [W, H] of every real word, sentence by sentence; counts long [S] words per sentence)."""
+    model.eval()
+    words, counts = [], []
+    for i in range(0, len(token_lists), batch):
+        tokens, lengths = pad_tokens(token_lists[i : i + batch])
+        s = model.embed_words(tokens.to(device), lengths.to(device)).float()  # [b, T, H]
+        words.append(s[lengths_mask(lengths.to(device), tokens.shape[1])])
+        counts.append(lengths)
+    return torch.cat(words), torch.cat(counts)
+
+
+@torch.inference_mode()
+def score_collection(model, store, image_ids, token_lists, kind: str | None = None, device="cpu",
+                     sentence_block: int = 2048, chunk: int = 1 << 24) -> torch.Tensor:
+    """Scores of every image against every sentence: float [N, S] on the CPU.
+
+    Sentences are embedded and scored `sentence_block` at a time, so memory holds the image embeddings and
+    one block of words.
+    """
+    kind = kind or model.cfg.score
+    v, rmask = embed_images(model, store, image_ids, device=device)
+    cols = []
+    for j in range(0, len(token_lists), sentence_block):
+        words, counts = embed_sentences(model, token_lists[j : j + sentence_block], device=device)
+        cols.append(image_sentence_scores_packed(v, rmask, words, counts, kind=kind, chunk=chunk).cpu())
+    return torch.cat(cols, 1) if cols else torch.zeros(len(image_ids), 0)
+
+
+def evaluate_retrieval(model, store, records, vocab, protocol: str = "1k", sentences_per_image: int | None = 5,
+                       kind: str | None = None, device="cpu") -> dict:
+    """Retrieval metrics of a model on `records` (one split) whose images are in `store`.
+
+    Returns {"annotation": {...}, "search": {...}, "rsum", "protocol", "folds": [...per fold...],
+    "n_images", "n_sentences", "missing_images"} with recalls in percent.
+    """
+    ids, tokens, owner, _ = eval_items(records, store, vocab, sentences_per_image, model.cfg.max_words)
+    folds = protocol_folds(len(ids), protocol)
+    if not ids:
+        raise ValueError("no evaluation image has features in the store")
+    results = []
+    for fold in folds:
+        keep = np.isin(owner, np.asarray(fold))
+        fold_tokens = [t for t, k in zip(tokens, keep) if k]
+        scores = score_collection(model, store, [ids[i] for i in fold], fold_tokens, kind=kind, device=device)
+        results.append(retrieval_metrics(scores, owner[keep] - fold.start))
+    out = average_metrics(results)
+    n = len(folds[0])
+    out.update(protocol=protocol, folds=results, n_images=n, n_sentences=int(np.isin(owner, np.asarray(folds[0])).sum()),
+               n_folds=len(folds), missing_images=sum(r.id not in store for r in records))
+    if math.isnan(out["rsum"]):
+        raise ValueError("retrieval metrics are not finite")
+    return out

@@ -1,0 +1,271 @@
+"""Training the alignment model (the paper's recipe by default: SGD with momentum 0.9, batches of 100 pairs,
+dropout, elementwise gradient clipping at 5, weight decay), with early stopping on the validation R@K sum,
+exact resume, bf16 autocast on CUDA and torchrun / DDP over several processes.
+
+Outputs in `out_dir`: ``last.pt`` (the state after the latest epoch; training resumes from it), ``model.pt``
+(the epoch with the best validation R@K sum, or the last epoch when there is no validation split),
+``config.json`` (the resolved AlignConfig) and ``history.json`` (loss, pairs/s and validation metrics per epoch).
+Checkpoints are self-contained and load with ``torch.load(weights_only=True)``:
+``{"kind": "align", "config", "vocab", "model", "feat_dim", "features" (the store's meta), "optimizer",
+"epoch" (epochs done), "step", "rng", "best", "bad_epochs", "history"}``.
+
+Dimension glossary: B pairs in a batch (global), b pairs on this rank, R regions, T words, D features, H embed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from align import distributed as dist
+from align.data import PairSet, build_pairs, collate, epoch_batches, rank_slice
+from align.loss import max_margin_loss
+from align.model import AlignConfig, AlignmentModel, lengths_mask
+from align.retrieval import evaluate_retrieval
+from align.scores import image_sentence_scores
+from data.checkpoint import load_checkpoint, save_checkpoint
+from data.features import FeatureStore
+from data.records import select_split
+from data.text import Vocabulary
+
+KIND = "align"
+# Fields that may change when a run is resumed (they do not change what was learnt so far).
+RESUMABLE_CHANGES = {"epochs", "patience", "workers", "val_images"}
+
+
+def resolve_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def learning_rate(cfg: AlignConfig, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based)."""
+    if cfg.lr_schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** (epoch // max(1, cfg.lr_step))
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
+    return cfg.lr
+
+
+def make_optimizer(cfg: AlignConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _rng_state() -> dict:
+    out = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device) -> torch.Tensor:
+    """Eq. 9 on one global batch. Under DDP each rank passes its share; embeddings are gathered (with gradient)
+    so every rank computes the loss of the whole global batch, in the global order."""
+    feats = batch["feats"].to(device, non_blocking=True)
+    tokens, lengths = batch["tokens"].to(device), batch["lengths"].to(device)
+    rmask, image = batch["rmask"].to(device), batch["image"].to(device)
+    v, s = model(feats, tokens, lengths)  # [b, R, H], [b, T, H]
+    wmask = lengths_mask(lengths, tokens.shape[1])  # [b, T]
+    if dist.is_distributed():
+        r, t = dist.max_over_ranks([v.shape[1], s.shape[1]], device)
+        sizes = dist.gather_sizes(v.shape[0], device)
+        pad = torch.nn.functional.pad
+        v = dist.all_gather_grad(pad(v, (0, 0, 0, r - v.shape[1])), sizes)  # [B, R, H]
+        s = dist.all_gather_grad(pad(s, (0, 0, 0, t - s.shape[1])), sizes)  # [B, T, H]
+        rmask = dist.all_gather_grad(pad(rmask.to(torch.uint8), (0, r - rmask.shape[1])), sizes).bool()
+        wmask = dist.all_gather_grad(pad(wmask.to(torch.uint8), (0, t - wmask.shape[1])), sizes).bool()
+        image = dist.all_gather_grad(image, sizes)
+    scores = image_sentence_scores(v, rmask, s, wmask, kind=cfg.score)  # [B, B]
+    same = image[:, None] == image[None, :]  # pairs that share an image are not negatives
+    return max_margin_loss(scores.float(), cfg.margin, hardest=cfg.loss == "hardest", same=same)
+
+
+def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int, device, progress=True) -> dict:
+    """One pass over the pairs; returns {"loss": mean batch loss, "pairs_per_s", "steps"}."""
+    model.train()
+    batches = epoch_batches(len(pairs), cfg.batch_size, epoch, cfg.seed)
+    rank, world = dist.rank(), dist.world_size()
+    use_amp = cfg.amp and device.type == "cuda"
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0,
+               dynamic_ncols=True, leave=False)
+    total, n_pairs, t0 = 0.0, 0, time.perf_counter()
+    for step, idx in enumerate(bar):
+        batch = collate(pairs, rank_slice(idx, rank, world), store)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = batch_loss(model, cfg, batch, device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch + 1} step {step}: the loss is {loss.item()}; lower the lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        total += loss.item()
+        n_pairs += len(idx)
+        rate = n_pairs / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(loss=f"{loss.item():.3f}", pairs_s=f"{rate:.0f}")
+    elapsed = time.perf_counter() - t0
+    return {"loss": total / max(1, len(batches)), "pairs_per_s": n_pairs / max(elapsed, 1e-9),
+            "steps": len(batches), "seconds": elapsed}
+
+
+def _checkpoint(cfg, vocab, model, opt, store, epoch, step, best, bad, history) -> dict:
+    return {
+        "kind": KIND,
+        "config": asdict(cfg),
+        "vocab": vocab.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "feat_dim": int(store.dim),
+        "words_trained": bool(model.words.weight.requires_grad),
+        "features": dict(store.meta),
+        "optimizer": opt.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "rng": _rng_state(),
+        "best": best,
+        "bad_epochs": bad,
+        "history": history,
+    }
+
+
+def _check_resumable(old: dict, cfg: AlignConfig, path: Path) -> None:
+    new = asdict(cfg)
+    diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+    if diff:
+        raise ValueError(f"{path}: cannot resume with a different config ({', '.join(diff)}); use another --out")
+
+
+def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, device=None, log=print,
+                    vocab: Vocabulary | None = None, word_vectors=None, val_records=None, resume: bool = True,
+                    progress: bool = True) -> dict:
+    """Train on the "train" split of `records` (images in `store`, a FeatureStore or its path).
+
+    Validation (early stopping, choice of ``model.pt``): `val_records`, else the "val" split of `records`; the
+    first `cfg.val_images` of them that are in the store. Without validation images every epoch runs and the
+    last one is kept. vocab: built on the train sentences (`cfg.min_count`) unless given. word_vectors: float
+    [V, E] rows for the vocabulary (e.g. `data.vectors.vectors_for_vocab`), else random. A run finds its own
+    ``last.pt`` in `out_dir` and continues from it exactly (same batches, same RNG) when `resume`.
+    Returns a summary dict (pairs, skipped sentences, best epoch and metrics, history).
+    """
+    cfg = cfg or AlignConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    device = resolve_device(device)
+    main = dist.is_main()
+    say = log if main else (lambda *a, **k: None)
+
+    train_recs = select_split(records, "train")
+    last_path = out / "last.pt"
+    ck = load_checkpoint(last_path, kind=KIND) if resume and last_path.is_file() else None
+    if ck is not None:
+        _check_resumable(ck["config"], cfg, last_path)
+        vocab = Vocabulary.from_dict(ck["vocab"])
+    elif vocab is None:
+        vocab = Vocabulary.build([s.tokens for r in train_recs for s in r.sentences], min_count=cfg.min_count)
+    pairs = build_pairs(train_recs, store, vocab, cfg.max_words)
+    say(f"train: {len(pairs)} pairs of {len(pairs.image_ids)} images; vocabulary {len(vocab)} words; "
+        f"{pairs.skipped_sentences} sentences skipped ({pairs.missing_images} images not in the store)")
+    if len(pairs) < 2:
+        raise ValueError("fewer than 2 training pairs with features: nothing to learn")
+    if val_records is None:
+        val_records = [r for r in records if r.split == "val"]
+    val_records = [r for r in val_records if r.id in store][: cfg.val_images]
+    if not val_records:
+        say("no validation images in the store: no early stopping, the last epoch is kept")
+
+    torch.manual_seed(cfg.seed)
+    model = AlignmentModel(cfg, len(vocab), store.dim, word_vectors=word_vectors).to(device)
+    if ck is not None:  # the same parameters as the interrupted run train (word vectors fixed or not)
+        model.words.weight.requires_grad_(bool(ck["words_trained"]))
+    opt = make_optimizer(cfg, model)
+    start, step, best, bad, history = 0, 0, None, 0, []
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start, step, best, bad, history = ck["epoch"], ck["step"], ck["best"], ck["bad_epochs"], list(ck["history"])
+        _set_rng_state(ck["rng"])
+        say(f"resumed from {last_path} after epoch {start}")
+    net = model
+    if dist.is_distributed():
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if main:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    stopped = False
+    for epoch in range(start, cfg.epochs):
+        if cfg.patience and bad >= cfg.patience:
+            stopped = True
+            break
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(cfg, epoch)
+        stats = train_epoch(net, opt, cfg, pairs, store, epoch, device, progress)
+        step += stats["steps"]
+        row = {"epoch": epoch + 1, "lr": learning_rate(cfg, epoch), **stats}
+        improved = True
+        if val_records:
+            m = evaluate_retrieval(model, store, val_records, vocab, protocol="all", device=device)
+            row["val"] = {d: m[d] for d in ("annotation", "search")} | {"rsum": m["rsum"]}
+            improved = best is None or m["rsum"] > best["rsum"]
+            if improved:
+                best = {"epoch": epoch + 1, "rsum": m["rsum"], "annotation": m["annotation"], "search": m["search"]}
+            bad = 0 if improved else bad + 1
+        history.append(row)
+        say(_epoch_line(row))
+        if main:
+            ck_now = _checkpoint(cfg, vocab, model, opt, store, epoch + 1, step, best, bad, history)
+            save_checkpoint(last_path, ck_now)
+            if improved:
+                save_checkpoint(out / "model.pt", ck_now)
+            (out / "history.json").write_text(json.dumps(history, indent=2))
+        dist.barrier()
+    if stopped:
+        say(f"early stop: no better validation R@K sum for {cfg.patience} epochs")
+    return {
+        "pairs": len(pairs),
+        "images": len(pairs.image_ids),
+        "skipped_sentences": pairs.skipped_sentences,
+        "missing_images": pairs.missing_images,
+        "vocab_size": len(vocab),
+        "epochs_run": len(history),
+        "early_stopped": stopped,
+        "best": best,
+        "history": history,
+        "pairs_per_s": float(np.mean([h["pairs_per_s"] for h in history])) if history else 0.0,
+        "checkpoint": str(out / "model.pt"),
+    }
+
+
+def _epoch_line(row: dict) -> str:
+    line = f"epoch {row['epoch']}: loss {row['loss']:.4f}, lr {row['lr']:.3g}, {row['pairs_per_s']:.0f} pairs/s"
+    if "val" in row:
+        a, s = row["val"]["annotation"], row["val"]["search"]
+        line += (f"; val R@1/5/10 annotation {a['r1']:.1f}/{a['r5']:.1f}/{a['r10']:.1f}, "
+                 f"search {s['r1']:.1f}/{s['r5']:.1f}/{s['r10']:.1f}, rsum {row['val']['rsum']:.1f}")
+    return line
+
+
+def load_alignment(path, device="cpu") -> tuple[AlignmentModel, Vocabulary, AlignConfig]:
+    """(model in eval mode, vocabulary, config) from a checkpoint written by `train_alignment`."""
+    ck = load_checkpoint(path, kind=KIND, map_location="cpu")
+    cfg = AlignConfig.from_dict(ck["config"])
+    vocab = Vocabulary.from_dict(ck["vocab"])
+    model = AlignmentModel(cfg, len(vocab), int(ck["feat_dim"]))
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), vocab, cfg
