@@ -80,7 +80,7 @@ def test_untrained_model_does_not_know_the_toy(tmp_path):
 
 
 def test_resume_is_exact(tmp_path):
-    recs, store, _ = make_toy(tmp_path, n=40)
+    recs, store, _ = make_toy(tmp_path)
     cfg = small(dropout=0.3, epochs=3, val_images=8, schedule="step", lr_step=1)
     quiet = dict(progress=False, log=lambda *a: None)
     train_generator(cfg, store, recs, tmp_path / "straight", **quiet)
@@ -89,7 +89,7 @@ def test_resume_is_exact(tmp_path):
     train_generator(cfg, store, recs, tmp_path / "resumed", **quiet)
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 3
+    assert a["epoch"] == b["epoch"] == 3 and "val_cider" in a["history"][-1]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k, st in a["optimizer"]["state"].items():
@@ -202,3 +202,14 @@ def test_generate_train_command(tmp_path):
     with pytest.raises(SystemExit):
         main(args + ["--cell", "gru"])
     assert main(args[:-2] + ["--hidden", "32"]) == 1  # resuming with other settings is refused, clearly
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    recs, store, _ = make_toy(tmp_path)
+    # lr 0: the model never changes, so validation CIDEr never beats epoch 1 and patience 2 stops at epoch 3
+    ckpt = train_generator(small(lr=0.0, epochs=10, patience=2, val_images=8), store, recs, tmp_path / "run",
+                           progress=False, log=lambda *a: None)
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 3
