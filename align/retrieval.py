@@ -203,3 +203,14 @@ def evaluate_retrieval(model, store, records, vocab, protocol: str = "1k", sente
     if math.isnan(out["rsum"]):
         raise ValueError("retrieval metrics are not finite")
     return out
+
+
+def metrics_table(metrics: dict) -> str:
+    """A text table of R@1, R@5, R@10, median rank for both directions."""
+    head = f"{'':<12}{'R@1':>7}{'R@5':>7}{'R@10':>7}{'Med r':>7}"
+    lines = [head]
+    for d, name in (("annotation", "annotation"), ("search", "search")):
+        m = metrics[d]
+        lines.append(f"{name:<12}{m['r1']:>7.1f}{m['r5']:>7.1f}{m['r10']:>7.1f}{m['medr']:>7.1f}")
+    lines.append(f"{'R@K sum':<12}{metrics['rsum']:>7.1f}")
+    return "\n".join(lines)

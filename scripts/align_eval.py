@@ -1,0 +1,62 @@
+"""``dvsa align eval``: image-sentence retrieval metrics of a trained alignment model.
+
+    dvsa align eval --checkpoint runs/align/model.pt --store runs/features --dataset flickr8k \
+        --root ../shared/datasets/flickr8k --split test --protocol 1k --out runs/align/test_metrics.json
+
+Image annotation (image -> its sentences: rank of the first correct among all) and image search (sentence ->
+its image): R@1, R@5, R@10, median rank. Protocols: 1k (first 1000 images: Flickr), 5k (COCO 5K), coco1k
+(average of five 1000-image folds), all. Prints a table and writes the metrics as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from align.retrieval import PROTOCOLS
+
+    p = argparse.ArgumentParser(prog="dvsa align eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="model.pt from dvsa align train")
+    p.add_argument("--store", required=True, help="feature store folder holding the split's images")
+    p.add_argument("--dataset", required=True, help="dataset name in data.catalog")
+    p.add_argument("--root", required=True, help="dataset root")
+    p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE", help="reader keyword")
+    p.add_argument("--split", default="test", help="val | test (default test)")
+    p.add_argument("--protocol", default="1k", choices=PROTOCOLS, help="default 1k")
+    p.add_argument("--sentences-per-image", type=int, default=5, help="first N sentences of each image (5)")
+    p.add_argument("--score", default=None, choices=("max", "defrag"), help="override the checkpoint's score")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="metrics JSON")
+    args = p.parse_args(argv)
+
+    from align.retrieval import evaluate_retrieval, metrics_table
+    from align.train import load_alignment
+    from data.catalog import load_dataset
+    from data.features import FeatureStore
+    from data.records import DataError, select_split
+    from scripts.align_train import dataset_kwargs
+
+    try:
+        model, vocab, cfg = load_alignment(args.checkpoint, device=args.device)
+        records = select_split(load_dataset(args.dataset, args.root, **dataset_kwargs(args.dataset_arg)), args.split)
+        store = FeatureStore(args.store)
+        m = evaluate_retrieval(model, store, records, vocab, protocol=args.protocol,
+                               sentences_per_image=args.sentences_per_image, kind=args.score, device=args.device)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        print(f"dvsa align eval: {e}", file=sys.stderr)
+        return 1
+    m.update(checkpoint=str(args.checkpoint), split=args.split, score=args.score or cfg.score)
+    print(f"{args.dataset} {args.split}, protocol {args.protocol}: {m['n_folds']} fold(s) of {m['n_images']} images, "
+          f"{m['n_sentences']} sentences" + (f"; {m['missing_images']} images not in the store" if m["missing_images"] else ""))
+    print(metrics_table(m))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(m, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

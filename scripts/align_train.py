@@ -1,0 +1,122 @@
+"""``dvsa align train``: train the alignment model (stage 1) on a feature store.
+
+    dvsa align train --store runs/features --dataset flickr8k --root ../shared/datasets/flickr8k --out runs/align
+    dvsa align train --store runs/features --dataset synthetic --root runs/synth --out runs/align \
+        --epochs 20 --optimizer adam --lr 3e-4 --loss hardest
+
+Every `align.model.AlignConfig` field is a flag (``--embed-dim 1000 --no-amp``); ``--config FILE`` reads a JSON
+dict of fields first. The train split trains (vocabulary built on it), the val split validates (R@K sum, early
+stopping). ``--vectors`` gives fixed word vectors: a .npy from ``dvsa vectors`` or a word2vec file.
+Writes OUT/model.pt (best), OUT/last.pt (resume: run the same command again), OUT/config.json, OUT/history.json.
+Several processes or GPUs: ``torchrun --nproc_per_node N -m scripts.align_train ...`` (the global batch is split).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+
+def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
+    """One flag per dataclass field, default None (= the dataclass's default): the dataclass stays the only
+    home of defaults."""
+    g = p.add_argument_group(f"{cls.__name__} fields (defaults in align/model.py)")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"default {f.default}")
+        else:
+            g.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=f"default {f.default}")
+
+
+def config_from_args(args, cls):
+    """Defaults, then --config JSON, then flags."""
+    values = {}
+    if getattr(args, "config", None):
+        with open(args.config) as fh:
+            values.update(json.load(fh))
+    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None})
+    return cls.from_dict(values)
+
+
+def dataset_kwargs(pairs: list[str]) -> dict:
+    """["images_dir=/x", "read_sizes=true"] -> {"images_dir": "/x", "read_sizes": True}."""
+    out = {}
+    for item in pairs or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--dataset-arg expects KEY=VALUE, got {item!r}")
+        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def word_vectors_for(path: str, vocab, log=print):
+    """float [V, E] for `vocab` from a .npy written by `dvsa vectors`, or from a word2vec file."""
+    from data.vectors import load_vectors, load_word2vec, vectors_for_vocab
+
+    if path.endswith(".npy"):
+        mat, cov = load_vectors(path, vocab)
+    else:
+        mat, cov = vectors_for_vocab(load_word2vec(path), vocab)
+    log(f"word vectors {path}: {cov.get('found')} of {cov.get('total')} words found")
+    return mat
+
+
+def main(argv: list[str] | None = None) -> int:
+    from align.model import AlignConfig
+
+    p = argparse.ArgumentParser(prog="dvsa align train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
+    p.add_argument("--dataset", required=True, help="dataset name in data.catalog (flickr8k, synthetic, ...)")
+    p.add_argument("--root", required=True, help="dataset root")
+    p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra keyword for the dataset reader (repeatable), e.g. images_dir=...")
+    p.add_argument("--out", required=True, help="output folder (resumes from OUT/last.pt)")
+    p.add_argument("--config", default=None, help="JSON file of AlignConfig fields")
+    p.add_argument("--vectors", default=None, help="word vectors: .npy from dvsa vectors, or a word2vec file")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--no-resume", action="store_true", help="start again even if OUT/last.pt exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p, AlignConfig)
+    args = p.parse_args(argv)
+
+    from align import distributed as dist
+    from align.train import train_alignment
+    from data.catalog import load_dataset
+    from data.features import FeatureStore
+    from data.records import DataError, select_split
+    from data.text import Vocabulary
+
+    device = dist.init_distributed(None if args.device == "auto" else args.device)
+    main_process = dist.is_main()
+    try:
+        cfg = config_from_args(args, AlignConfig)
+        records = load_dataset(args.dataset, args.root, **dataset_kwargs(args.dataset_arg))
+        store = FeatureStore(args.store)
+        vocab = vectors = None
+        if args.vectors:
+            vocab = Vocabulary.build([s.tokens for r in select_split(records, "train") for s in r.sentences],
+                                     min_count=cfg.min_count)
+            vectors = word_vectors_for(args.vectors, vocab)
+            if vectors.shape[1] != cfg.word_dim:
+                print(f"word_dim set to {vectors.shape[1]} by the vectors", file=sys.stderr)
+                cfg = dataclasses.replace(cfg, word_dim=int(vectors.shape[1]))
+        summary = train_alignment(records, store, args.out, cfg, device=device, vocab=vocab, word_vectors=vectors,
+                                  resume=not args.no_resume, progress=not args.no_progress)
+    except (DataError, FileNotFoundError, ValueError, FloatingPointError) as e:
+        print(f"dvsa align train: {e}", file=sys.stderr)
+        return 1
+    finally:
+        dist.cleanup()
+    if main_process:
+        best = summary["best"]
+        if best:
+            print(f"best epoch {best['epoch']}: val R@K sum {best['rsum']:.1f}")
+        print(f"model: {summary['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""dvsa align train / align eval / retrieve end to end on the toy, through a Karpathy split JSON."""
+import json
+
+import pytest
+import torch
+
+from scripts import align_eval, align_train, retrieve
+from test_align_train import make_toy
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def write_karpathy(records, path):
+    images = [{"filename": f"{r.id}.png", "imgid": k, "split": r.split, "sentids": [s.id for s in r.sentences],
+               "sentences": [{"raw": s.raw, "tokens": s.tokens, "imgid": k, "sentid": s.id} for s in r.sentences]}
+              for k, r in enumerate(records)]
+    path.write_text(json.dumps({"dataset": "toy", "images": images}))
+
+
+def test_train_eval_retrieve(tmp_path, capsys):
+    records, _ = make_toy(tmp_path / "store", n_train=40, n_val=10, n_test=10)
+    write_karpathy(records, tmp_path / "dataset_toy.json")
+    common = ["--store", str(tmp_path / "store"), "--dataset", "karpathy", "--root", str(tmp_path / "dataset_toy.json")]
+    flags = ["--embed-dim", "24", "--hidden-dim", "16", "--word-dim", "12", "--min-count", "1", "--batch-size", "20",
+             "--epochs", "3", "--lr", "0.003", "--no-amp", "--no-progress"]
+    assert align_train.main(common + ["--out", str(tmp_path / "run")] + flags) == 0
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["embed_dim"] == 24 and cfg["epochs"] == 3 and cfg["amp"] is False
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 3
+    ck = str(tmp_path / "run" / "model.pt")
+
+    out = tmp_path / "metrics.json"
+    assert align_eval.main(["--checkpoint", ck, *common, "--split", "test", "--protocol", "1k", "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["n_images"] == 10 and m["n_sentences"] == 50 and 0 <= m["annotation"]["r1"] <= 100
+    assert "R@1" in capsys.readouterr().out
+
+    assert retrieve.main(["--checkpoint", ck, *common, "--sentence", "w1 and w2", "--k", "3",
+                          "--out", str(tmp_path / "s.json")]) == 0
+    res = json.loads((tmp_path / "s.json").read_text())["results"]
+    assert len(res) == 3 and res[0]["score"] >= res[1]["score"] >= res[2]["score"]
+    assert all(r["image_id"].startswith("img") for r in res)
+    assert retrieve.main(["--checkpoint", ck, *common, "--image", "img55", "--k", "4",
+                          "--out", str(tmp_path / "i.json")]) == 0
+    res = json.loads((tmp_path / "i.json").read_text())["results"]
+    assert len(res) == 4 and {"text", "sentence_id", "correct"} <= set(res[0])
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    records, _ = make_toy(tmp_path / "store", n_train=4, n_val=0, n_test=2)
+    write_karpathy(records, tmp_path / "d.json")
+    common = ["--store", str(tmp_path / "store"), "--dataset", "karpathy", "--root", str(tmp_path / "d.json")]
+    assert align_eval.main(["--checkpoint", str(tmp_path / "nope.pt"), *common]) == 1
+    assert "nope.pt" in capsys.readouterr().err
+    assert align_train.main(common + ["--out", str(tmp_path / "r"), "--score", "mean"]) == 1
+    assert "score" in capsys.readouterr().err
