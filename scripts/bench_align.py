@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=100, help="pairs per training batch")
     p.add_argument("--loop-images", type=int, default=20, help="images scored one at a time (extrapolated)")
     p.add_argument("--repeats", type=int, default=1, help="scoring runs (best is kept)")
+    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul that measures GFLOP/s")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--out", default=None, help="results JSON")
     args = p.parse_args(argv)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     load_before = os.getloadavg()
-    gflops = matmul_gflops()
+    gflops = matmul_gflops(args.matmul_size)
 
     # (2) scoring, from embeddings
     v = torch.randn(args.images, args.regions, args.embed, generator=g)
