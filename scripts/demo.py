@@ -22,7 +22,9 @@ class DemoConfig:
     """The demo's sizes: chosen so the whole run takes a few minutes on a 2-core CPU. The only home of them."""
 
     synthetic: dict = field(default_factory=dict)  # overrides of write_synthetic's keyword arguments
-    region: dict = field(default_factory=lambda: {"backend": "rcnn", "backbone": "efficientnet_lite0"})
+    # selective search in its single-strategy mode and 200 proposals: ~4x faster than RegionConfig's defaults
+    region: dict = field(default_factory=lambda: {"backend": "rcnn", "backbone": "efficientnet_lite0",
+                                                  "ss_mode": "single", "max_proposals": 200})
     align: dict = field(default_factory=lambda: {"embed_dim": 256, "hidden_dim": 256, "epochs": 15, "batch_size": 50,
                                                  "lr_step": 10, "patience": 0})
     gen: dict = field(default_factory=lambda: {"hidden": 256, "epochs": 10})

@@ -45,10 +45,15 @@ class PipelineConfig:
     gen: dict = field(default_factory=dict)  # overrides of GenConfig, full-image model
     gen_region: dict = field(default_factory=lambda: {"input": "region+image"})  # region (snippet) model
     snippets: dict = field(default_factory=dict)  # overrides of align.snippets.SnippetConfig (target_len, beta)
+    dense: dict = field(default_factory=dict)  # overrides of generate.dense.DenseConfig (beam, top)
+    word_vectors: str | None = None  # None: learned from random (paper: little change) | "train": word2vec on
+    #                                  the train split | a word2vec file (fixed vectors, eq. 2)
+    holdout_val: int = 500  # with eval split "val", validation (early stopping) uses this many held-out train
+    #                         images instead (at most a tenth of them), so the reported split is never tuned on
     beams: tuple = (1, 7)  # caption evaluation at each of these beam sizes
     report_beam: int = 7  # the beam whose scores go into results["captioning"]
     max_len: int = 20  # longest generated caption (words)
-    fold_size: int = 1000  # retrieval protocol: folds of this many eval images, averaged (1K protocol)
+    retrieval_protocol: str = "1k"  # align.retrieval protocols: "1k" (first 1000 images) | "coco1k" | "5k" | "all"
     dense_images: int = 8  # dense captions are drawn for this many eval images
     dense_eval_images: int = 100  # DenseCap mAP on at most this many eval images (where regions have text)
     show_images: int = 6  # alignment pictures and examples in the report
@@ -68,7 +73,7 @@ def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig
     """``key=value`` (PipelineConfig field) or ``group.key=value`` (group in region/align/gen/gen_region).
     Values parse as JSON when they can (``3``, ``0.5``, ``true``, ``[1,7]``), else as strings."""
     names = {f.name for f in dataclasses.fields(cfg)}
-    groups = {"region", "align", "snippets", "gen", "gen_region"}
+    groups = {"region", "align", "snippets", "gen", "gen_region", "dense"}
     for item in overrides:
         if "=" not in item:
             raise SystemExit(f"--config: expected key=value, got {item!r}")
@@ -133,7 +138,8 @@ class Runner:
 
     def stage_config(self, stage) -> dict:
         c = self.cfg
-        base = {"dataset": c.dataset, "root": str(Path(c.root).resolve()), "limit": c.limit, "seed": c.seed}
+        base = {"dataset": c.dataset, "root": str(Path(c.root).resolve()), "limit": c.limit, "seed": c.seed,
+                "holdout_val": c.holdout_val if c.eval_split == "val" else None}
         own = {k: getattr(c, k) for k in stage.keys}
         return {"data": base, "own": own, "deps": {d: self.fingerprints.get(d) for d in stage.deps}}
 
@@ -220,8 +226,8 @@ def build_parser(prog: str = "dvsa pipeline") -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default=PipelineConfig.device)
     p.add_argument("--limit", type=int, default=None, help="at most N images per split (smoke tests)")
     p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="overrides: PipelineConfig fields (fold_size=1000) or group.field with group in "
-                        "region, align, snippets, gen, gen_region (align.epochs=10, snippets.target_len=3)")
+                   help="overrides: PipelineConfig fields (retrieval_protocol=all) or group.field with group in "
+                        "region, align, snippets, gen, gen_region, dense (align.epochs=10, snippets.target_len=3)")
     return p
 
 

@@ -11,8 +11,6 @@ from dataclasses import asdict, fields
 import numpy as np
 import torch
 
-from data.text import PAD_ID, UNK_ID
-
 
 def _dataclass_with(cls, overrides: dict, **defaults):
     """cls(**defaults, **overrides), naming the bad key when an override is not a field of cls."""
@@ -23,59 +21,83 @@ def _dataclass_with(cls, overrides: dict, **defaults):
     return cls(**{**{k: v for k, v in defaults.items() if k in names}, **overrides})
 
 
-def region_config(run):
-    from align.regions import RegionConfig
-
-    return _dataclass_with(RegionConfig, run.cfg.region, device=run.cfg.device)
+def _plain(obj):
+    """Make a summary JSON-able (numbers from tensors / numpy, dataclasses as dicts)."""
+    if obj is None:
+        return {}
+    if hasattr(obj, "__dataclass_fields__"):
+        obj = asdict(obj)
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
 # ------------------------------------------------------------------------------------------ features
 def features(run) -> dict:
-    """Regions + CNN features of the train and eval images in one store, ``out/features`` (resumable)."""
-    from align.regions.extract import extract_features
+    """Regions + CNN features of the train, validation and eval images in one store, ``out/features``
+    (resumable: the store commits parts atomically and skips the images it holds; more images, e.g. another
+    eval split, are added to it; a store made with another recipe is removed first)."""
+    import shutil
 
-    cfg = region_config(run)
-    records = _unique(run.train + run.eval)
-    store = extract_features(records, run.out / "features", cfg)
+    from align.regions import RegionConfig, RegionEncoder, extract_features
+
+    cfg = _dataclass_with(RegionConfig, run.cfg.region, device=run.cfg.device)
+    encoder = RegionEncoder.from_config(cfg)
+    meta_path = run.out / "features" / "meta.json"
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if {k: v for k, v in old.items() if k != "format"} != json.loads(json.dumps(encoder.meta)):
+            run.log(f"  {meta_path.parent} was made with another recipe: removing it")
+            shutil.rmtree(meta_path.parent)
+            run._stores.pop("features", None)
+    seen, records = set(), []
+    for r in run.train + run.val + run.eval:
+        if r.id not in seen:
+            seen.add(r.id)
+            records.append(r)
+    store = extract_features(records, run.out / "features", cfg, encoder=encoder)
+    run._stores.pop("features", None)
     failed = store.failed()
     for f in failed:
         run.log(f"  skipped image {f['id']} ({f['path']}): {f['reason']}")
-    counts = [len(store.regions(i)[0]) for i in store.ids[:500]]
+    counts = [len(store.regions(i)[0]) for i in store.ids[:1000]]
     return {"config": asdict(cfg), "n_images": len(store), "n_failed": len(failed), "dim": store.dim,
             "mean_regions": float(np.mean(counts)) if counts else 0.0}
 
 
-def region_features(run) -> dict:
-    """Features of the ground-truth region boxes of the eval images (for region captioning), ``out/features_gt``."""
-    from align.regions.extract import extract_features
-
-    cfg = region_config(run)
-    recs = [r for r in run.eval if any(g.text for g in r.regions)]
-    given = {r.id: np.array([g.box for g in r.regions], np.float32) for r in recs}
-    store = extract_features(recs, run.out / "features_gt", cfg, given_boxes=given)
-    return {"n_images": len(store), "n_regions": int(sum(len(v) for v in given.values()))}
-
-
-def _unique(records):
-    seen, out = set(), []
-    for r in records:
-        if r.id not in seen:
-            seen.add(r.id)
-            out.append(r)
-    return out
-
-
 # ------------------------------------------------------------------------------------------ alignment model
 def align_train(run) -> dict:
-    """Train the alignment model on the train split; the val/test split of the store is not touched."""
+    """The alignment model on the train split, early-stopped on the validation images (`run.val`)."""
     from align.model import AlignConfig
     from align.train import train_alignment
 
     cfg = _dataclass_with(AlignConfig, run.cfg.align, seed=run.cfg.seed)
     out = run.out / "align"
-    out.mkdir(parents=True, exist_ok=True)
-    summary = train_alignment(run.usable(run.train), run.store(), out, cfg, device=run.cfg.device, log=run.log)
-    return {"config": asdict(cfg), "checkpoint": str(out / "model.pt"), "train": _plain(summary)}
+    vocab, vectors, coverage = None, None, None
+    if run.cfg.word_vectors:
+        vocab, vectors, coverage = _word_vectors(run, cfg)
+    summary = train_alignment(run.usable(run.train), run.store(), out, cfg, device=run.cfg.device, log=run.log,
+                              vocab=vocab, word_vectors=vectors, val_records=run.usable(run.val) or None,
+                              progress=False)
+    return {"config": asdict(cfg), "checkpoint": str(out / "model.pt"), "word_vectors": coverage,
+            "train": _plain({k: v for k, v in summary.items() if k != "history"})}
+
+
+def _word_vectors(run, cfg):
+    """(vocab, float [V, E] vectors, coverage) for `word_vectors`: "train" = word2vec on the train sentences,
+    else a word2vec file (binary or text)."""
+    from data.text import Vocabulary
+    from data.vectors import VectorsConfig, load_word2vec, train_word2vec, vectors_for_vocab
+
+    sents = [s.tokens for r in run.train for s in r.sentences]
+    vocab = Vocabulary.build(sents, min_count=cfg.min_count)
+    if run.cfg.word_vectors == "train":
+        kv = train_word2vec(sents, VectorsConfig(dim=cfg.word_dim, seed=run.cfg.seed))
+    else:
+        kv = load_word2vec(run.cfg.word_vectors)
+    vectors, coverage = vectors_for_vocab(kv, vocab, seed=run.cfg.seed)
+    if vectors.shape[1] != cfg.word_dim:
+        raise SystemExit(f"word vectors have {vectors.shape[1]} dimensions; set align.word_dim={vectors.shape[1]}")
+    run.log(f"  word vectors ({run.cfg.word_vectors}): {coverage}")
+    return vocab, vectors, _plain(coverage)
 
 
 def load_alignment(run):
@@ -85,67 +107,58 @@ def load_alignment(run):
     return model.eval(), vocab, cfg
 
 
-def encode_sentences(vocab, token_lists, max_words: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
-    """tokens long [S, T] (PAD 0), lengths long [S] >= 1 (an empty sentence becomes one UNK)."""
-    ids = [vocab.encode(t)[:max_words] or [UNK_ID] for t in token_lists]
-    t = max(len(i) for i in ids)
-    tokens = torch.full((len(ids), t), PAD_ID, dtype=torch.long)
-    for n, i in enumerate(ids):
-        tokens[n, : len(i)] = torch.tensor(i)
-    return tokens, torch.tensor([len(i) for i in ids])
-
-
-@torch.inference_mode()
-def score_images_sentences(model, vocab, cfg, store, records) -> tuple[torch.Tensor, list, list]:
-    """S_kl for every image k and sentence l of `records`: (scores float [N_img, N_sent], sentence->image [N_sent],
-    flat list of sentences)."""
-    from align.scores import image_sentence_scores
-
-    feats, _, rmask = store.padded([r.id for r in records])
-    v = model.embed_regions(torch.from_numpy(feats))  # [B, R, H]
-    sents = [(k, s) for k, r in enumerate(records) for s in r.sentences]
-    tokens, lengths = encode_sentences(vocab, [s.tokens for _, s in sents], getattr(cfg, "max_words", 40))
-    s = model.embed_words(tokens, lengths)  # [S, T, H]
-    wmask = torch.arange(tokens.shape[1])[None, :] < lengths[:, None]
-    scores = image_sentence_scores(v, torch.from_numpy(rmask), s, wmask, kind=getattr(cfg, "score", "max"))
-    return scores.float(), torch.tensor([k for k, _ in sents]), [s for _, s in sents]
-
-
 def retrieval(run) -> dict:
-    """Image annotation and image search on the eval split, in folds of `fold_size` images (1K protocol),
-    recalls averaged over folds. Also keeps a few ranked examples for the report."""
-    from align.retrieval import retrieval_metrics
+    """Image annotation and image search on the eval split (`retrieval_protocol`, default the 1K protocol:
+    the first 1000 images, 5 sentences each), plus a few ranked examples of the first fold for the report."""
+    from align.retrieval import eval_items, evaluate_retrieval, protocol_folds, score_collection
 
     model, vocab, cfg = load_alignment(run)
     records = run.usable(run.eval)
-    size = run.cfg.fold_size
-    folds = [records[i : i + size] for i in range(0, len(records), size)]
-    if len(folds) > 1 and len(folds[-1]) < size:  # a short last fold would be an easier protocol
-        folds = folds[:-1]
-    per_fold, examples = [], {}
-    for n, fold in enumerate(folds):
-        scores, sent_img, sents = score_images_sentences(model, vocab, cfg, run.store(), fold)
-        per_fold.append(retrieval_metrics(scores, sent_img))
-        if n == 0:
-            examples = _examples(run, fold, scores, sent_img, sents, run.cfg.show_images)
-    metrics = {d: {k: float(np.mean([m[d][k] for m in per_fold])) for k in per_fold[0][d]}
+    res = evaluate_retrieval(model, run.store(), records, vocab, protocol=run.cfg.retrieval_protocol,
+                             device=run.cfg.device)
+    metrics = {d: {k: float(res[d][k]) for k in ("r1", "r5", "r10", "medr", "meanr") if k in res[d]}
                for d in ("annotation", "search")}
+    ids, tokens, owner, sids = eval_items(records, run.store(), vocab, 5, cfg.max_words)
+    fold = protocol_folds(len(ids), run.cfg.retrieval_protocol)[0]
+    keep = np.isin(owner, np.asarray(fold))
+    scores = score_collection(model, run.store(), [ids[i] for i in fold], [t for t, k in zip(tokens, keep) if k],
+                              device=run.cfg.device)
+    by_id = {r.id: r for r in records}
+    sent = {s.id: s for r in records for s in r.sentences}
+    fold_recs = [by_id[ids[i]] for i in fold]
+    fold_sents = [sent[i] for i, k in zip(sids, keep) if k]
+    examples = _examples(run, fold_recs, scores, torch.as_tensor(owner[keep] - fold.start), fold_sents,
+                         run.cfg.show_images)
     (run.out / "retrieval_examples.json").write_text(json.dumps(examples))
-    return {"metrics": metrics, "n_folds": len(folds), "fold_images": len(folds[0])}
+    # Ties with the true item count in its favour in align.retrieval, so a collapsed model (every score equal)
+    # would look perfect: report how many distinct scores there are, and say so loudly when there are few.
+    distinct = float(torch.unique(scores).numel() / max(1, scores.numel()))
+    if distinct < 0.5:
+        run.log(f"  WARNING: only {100 * distinct:.1f}% of the image-sentence scores are distinct: the model has "
+                "collapsed and the recalls above are not meaningful")
+    return {"metrics": metrics, "distinct_scores": distinct, "rsum": float(res["rsum"]), "protocol": res["protocol"],
+            "n_folds": res["n_folds"], "fold_images": res["n_images"], "fold_sentences": res["n_sentences"]}
 
 
 def _examples(run, records, scores, sent_img, sents, n) -> dict:
+    """Top-5 sentences of the first n images and top-3 images of n sentences (one per image)."""
     ann = []
     for k in range(min(n, len(records))):
         top = torch.argsort(scores[k], descending=True)[:5].tolist()
         ann.append({"image_id": records[k].id, "path": run.image_path(records[k]),
                     "top": [{"text": sents[j].raw, "correct": int(sent_img[j]) == k} for j in top]})
-    search = []
-    for j in range(0, min(len(sents), 5 * n), 5)[:n]:
+    search, seen = [], set()
+    for j in range(len(sents)):
+        k = int(sent_img[j])
+        if k in seen:
+            continue
+        seen.add(k)
         top = torch.argsort(scores[:, j], descending=True)[:3].tolist()
-        search.append({"text": sents[j].raw, "truth": records[int(sent_img[j])].id,
-                       "top": [{"image_id": records[k].id, "path": run.image_path(records[k]),
-                                "correct": k == int(sent_img[j])} for k in top]})
+        search.append({"text": sents[j].raw, "truth": records[k].id,
+                       "top": [{"image_id": records[i].id, "path": run.image_path(records[i]),
+                                "correct": i == k} for i in top]})
+        if len(search) >= n:
+            break
     return {"annotation": ann, "search": search}
 
 
@@ -159,40 +172,36 @@ def snippets(run) -> dict:
     path = run.out / "snippets.jsonl"
     stats = write_snippets(model, vocab, run.store(), run.usable(run.train), path, cfg)
     run.log(f"  beta {stats['beta']:.3g}: {stats['n_snippets']} snippets, mean {stats['mean_snippet_len']:.2f} words")
+    stats = {k: v for k, v in stats.items() if k != "missing_images"}
     return {"config": asdict(cfg), "path": str(path), **_plain(stats)}
 
 
 def align_eval(run) -> dict:
-    """Word-to-region accuracy against the ground-truth phrases of the eval split: MRF (chosen beta) vs argmax."""
-    from align.evaluate import evaluate_alignment
+    """Word-to-region accuracy against the ground-truth phrases of the eval split, MRF (the snippets' beta) vs
+    the per-word argmax; and the alignment pictures of the first `show_images` eval images."""
+    from align.grounding import evaluate_alignment
 
     model, vocab, _ = load_alignment(run)
     beta = run.results["snippets"]["beta"]
-    metrics = evaluate_alignment(model, vocab, run.store(), run.usable(run.eval), beta=beta)
-    pictures = _pictures(run, model, vocab, beta)
-    return {"metrics": _plain(metrics), "pictures": pictures}
+    metrics = evaluate_alignment(model, vocab, run.store(), run.usable(run.eval), beta, device=run.cfg.device)
+    keep = ("word_accuracy", "word_accuracy_argmax", "phrase_accuracy", "phrase_accuracy_argmax",
+            "phrase_upper_bound", "mean_snippet_len", "mean_snippet_len_argmax", "n_words", "n_phrases",
+            "n_sentences", "n_images", "iou")
+    return {"metrics": {k: _plain(metrics[k]) for k in keep if k in metrics}, "details": _plain(metrics),
+            "pictures": _pictures(run, model, vocab, beta)}
 
 
 def _pictures(run, model, vocab, beta) -> list[str]:
-    """Alignment pictures (PNG) of the first few eval images, drawn by align.show when it exists."""
-    try:
-        from align.show import draw_alignment
-    except ImportError:
-        return []
+    """PNG alignment figures (align.show.picture: boxes in colours, snippets below) of a few eval images."""
+    from align.show import picture
+
     out = run.out / "align_eval"
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for rec in run.usable(run.eval)[: run.cfg.show_images]:
-        p = out / f"{rec.id}.png"
-        draw_alignment(model, vocab, run.store(), rec, rec.sentences[0], beta=beta).save(p)
+    for n, rec in enumerate(run.usable(run.eval)[: run.cfg.show_images]):
+        fig, _ = picture(model, vocab, run.store(), rec, rec.sentences[:2], beta, root=run.cfg.root,
+                         device=run.cfg.device)
+        p = out / f"{n:03d}.png"
+        fig.save(p)
         paths.append(str(p.relative_to(run.out)))
     return paths
-
-
-def _plain(obj):
-    """Make a summary JSON-able (numbers from tensors / numpy, dataclasses as dicts)."""
-    if obj is None:
-        return {}
-    if hasattr(obj, "__dataclass_fields__"):
-        obj = asdict(obj)
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -8,133 +8,115 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-import torch
-
 from scripts.pipeline_align import _dataclass_with, _plain
 
 
 def _x100(metrics: dict) -> dict:
-    """pycocoevalcap's 0..1 values -> the paper's tables (x100), rounded for reading."""
-    return {k: round(100.0 * float(v), 2) for k, v in metrics.items()}
+    """pycocoevalcap's 0..1 values -> the paper's tables (x100); a metric that could not run stays None."""
+    return {k: (None if v is None else round(100.0 * float(v), 2)) for k, v in metrics.items()}
 
 
 # ------------------------------------------------------------------------------------------ training
-def _train(run, name: str, overrides: dict, snippets_path=None) -> dict:
+def _train(run, name: str, overrides: dict, data) -> dict:
     from generate.model import GenConfig
     from generate.train import train_generator
 
-    cfg = _dataclass_with(GenConfig, overrides, seed=run.cfg.seed)
+    cfg = _dataclass_with(GenConfig, overrides, seed=run.cfg.seed, device=run.cfg.device)
     out = run.out / name
-    out.mkdir(parents=True, exist_ok=True)
-    summary = train_generator(run.usable(run.train), run.store(), out, cfg, snippets=snippets_path,
-                              device=run.cfg.device, log=run.log)
-    return {"config": asdict(cfg), "checkpoint": str(out / "model.pt"), "train": _plain(summary)}
+    records = run.usable(run.train) + run.usable(run.val)
+    path = train_generator(cfg, run.store(), records if data is None else data, out,
+                           records=None if data is None else records, progress=False, log=run.log)
+    history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
+    return {"config": asdict(cfg), "checkpoint": str(path), "epochs": len(history),
+            "last": history[-1] if history else None,
+            "best_val_cider": max((h["val_cider"] for h in history if "val_cider" in h), default=None)}
 
 
 def gen_full(run) -> dict:
-    """The multimodal RNN on (whole image, sentence) pairs of the train split."""
-    return _train(run, "gen_full", run.cfg.gen)
+    """The multimodal RNN on (whole image, sentence) pairs of the train split (validation CIDEr on `run.val`)."""
+    return _train(run, "gen_full", run.cfg.gen, None)
 
 
 def gen_region(run) -> dict:
-    """The same model trained on the MRF's (region, snippet) pairs."""
-    return _train(run, "gen_region", run.cfg.gen_region, snippets_path=run.results["snippets"]["path"])
+    """The same model trained on the MRF's (region, snippet) pairs of the train split."""
+    return _train(run, "gen_region", run.cfg.gen_region, run.results["snippets"]["path"])
 
 
 def load_generator(run, name: str):
     from generate.train import load_generator as load
 
-    model, vocab, cfg, ck = load(run.out / name / "model.pt")
+    model, vocab, cfg, _ = load(run.out / name / "model.pt", device="cuda" if run.cfg.device == "cuda" else "cpu")
     return model.eval(), vocab, cfg
 
 
-# ------------------------------------------------------------------------------------------ decoding
-@torch.inference_mode()
-def caption_rows(model, vocab, cfg, store, items, beam: int, max_len: int, batch: int = 64) -> list[str]:
-    """Best beam caption for each (image_id, region rows) item; the input vector is built as the model was
-    trained (cfg.input: "image" | "region" | "region+image")."""
-    from generate.decode import beam_search
-    from generate.inputs import input_features
-
-    out: list[str] = []
-    for i in range(0, len(items), batch):
-        feats = torch.cat([torch.as_tensor(input_features(store, iid, rows, cfg.input)) for iid, rows in
-                           items[i : i + batch]])  # [n, Din]
-        beams = beam_search(model, feats.float(), beam_size=beam, max_len=max_len)
-        out += [" ".join(vocab.decode(b[0][0])) for b in beams]
-    return out
-
-
+# ------------------------------------------------------------------------------------------ evaluation
 def captions(run) -> dict:
     """Full-frame captions of the eval split at every configured beam size, scored against its sentences."""
-    from generate.metrics import caption_metrics
+    from generate.caption_eval import caption_split
+    from generate.metrics import caption_metrics, references_of
 
     model, vocab, cfg = load_generator(run, "gen_full")
     records = run.usable(run.eval)
-    gts = {r.id: [s.raw for s in r.sentences] for r in records}
+    gts = references_of(records)
     out = run.out / "captions"
     out.mkdir(parents=True, exist_ok=True)
     beams = {}
     for beam in run.cfg.beams:
-        caps = caption_rows(model, vocab, cfg, run.store(), [(r.id, [0]) for r in records], int(beam),
-                            run.cfg.max_len)
-        res = {r.id: c for r, c in zip(records, caps)}
+        res, _ = caption_split(model, vocab, cfg, run.store(), records, int(beam), run.cfg.max_len)
         (out / f"beam{beam}.json").write_text(json.dumps(res, indent=0))
         beams[str(beam)] = _x100(caption_metrics(gts, res))
-        run.log(f"  beam {beam}: " + ", ".join(f"{k} {v:.1f}" for k, v in beams[str(beam)].items()))
-    return {"beams": beams}
+        run.log(f"  beam {beam}: " + ", ".join(f"{k} {v}" for k, v in beams[str(beam)].items()))
+    return {"beams": beams, "n_images": len(records)}
 
 
 def region_captions(run) -> dict:
-    """Region model vs full-frame model on the ground-truth regions of the eval split, each scored against the
-    region's own description (the paper's region-level table). Beam `report_beam`."""
-    from data.features import FeatureStore
-    from generate.metrics import caption_metrics
+    """The paper's region-level comparison: every described ground-truth region of the eval split is featurised
+    with the store's own encoder (its exact box), then captioned by the region model and by the full-frame model
+    (which sees the region as an image), each scored against the region's description. Beam `report_beam`."""
+    from align.regions import RegionEncoder
+    from generate.caption_eval import region_items, score_region_items
 
-    gt_store = FeatureStore(run.out / "features_gt")
-    items, refs = [], {}
-    for rec in run.eval:
-        if rec.id not in gt_store:
-            continue
-        boxes, _ = gt_store.regions(rec.id)
-        for k, reg in enumerate(rec.regions):
-            if reg.text and k + 1 < len(boxes):
-                key = f"{rec.id}/{k}"
-                items.append((rec.id, k + 1, key))
-                refs[key] = [reg.text]
+    store = run.store()
+    encoder = RegionEncoder.from_meta(store.meta, device=run.cfg.device, progress=False)
+    items = region_items(run.usable(run.eval), store, "encode", encoder, run.cfg.root)
     metrics, examples = {}, {}
     for name, tag in (("gen_region", "region"), ("gen_full", "full_frame")):
         model, vocab, cfg = load_generator(run, name)
-        rows = [(iid, [row]) for iid, row, _ in items]
-        caps = caption_rows(model, vocab, cfg, gt_store, rows, run.cfg.report_beam, run.cfg.max_len)
-        res = {key: c for (_, _, key), c in zip(items, caps)}
-        metrics[tag] = _x100(caption_metrics(refs, res))
-        examples[tag] = dict(list(res.items())[:50])
-    examples["reference"] = {k: refs[k][0] for k in list(refs)[:50]}
+        res = score_region_items(model, vocab, cfg, items, beam=run.cfg.report_beam, max_len=run.cfg.max_len)
+        metrics[tag] = _x100(res["metrics"])
+        examples[tag] = dict(list(res["captions"].items())[:50])
+    examples["reference"] = {k: items["refs"][k][0] for k in list(items["refs"])[:50]}
     (run.out / "region_captions.json").write_text(json.dumps(examples, indent=0))
-    return {"metrics": {**metrics, "n_regions": len(items), "beam": run.cfg.report_beam}}
+    return {"metrics": {**metrics, "n_regions": len(items["keys"]), "n_unmatched": items["n_unmatched"],
+                        "beam": run.cfg.report_beam}}
 
 
-# ------------------------------------------------------------------------------------------ dense captions
 def dense(run) -> dict:
-    """Dense captions (every detected region, region model) for a sample of eval images; DenseCap mAP where the
-    eval regions carry descriptions."""
-    from generate.dense import dense_captions
+    """Dense captions (the region model on every detected region) of the eval images; the first `dense_images`
+    are kept for the report, and DenseCap mAP is computed on up to `dense_eval_images` of them where the eval
+    regions carry descriptions."""
+    from generate.dense import DenseConfig, dense_captions
 
-    model, vocab, cfg = load_generator(run, "gen_region")
+    model, vocab, gen_cfg = load_generator(run, "gen_region")
+    cfg = _dataclass_with(DenseConfig, run.cfg.dense)
     records = run.usable(run.eval)
+    described = [r for r in records if any(g.text for g in r.regions)][: run.cfg.dense_eval_images]
+    todo = {r.id: r for r in records[: run.cfg.dense_images] + described}
+    results = dense_captions(model, vocab, gen_cfg, run.store(), list(todo.values()), cfg, root=run.cfg.root,
+                             log=run.log)
+    by_id = {d["image_id"]: d for d in results}
+    for d in by_id.values():  # the report reads the picture from the path
+        d["path"] = run.image_path(todo[d["image_id"]])
     out = run.out / "dense"
     out.mkdir(parents=True, exist_ok=True)
-    sample = {r.id: dense_captions(model, vocab, cfg, run.store(), r.id, beam=run.cfg.report_beam,
-                                   max_len=run.cfg.max_len) for r in records[: run.cfg.dense_images]}
+    sample = [by_id[r.id] for r in records[: run.cfg.dense_images] if r.id in by_id]
     (out / "captions.json").write_text(json.dumps(_plain(sample), indent=0))
-    result: dict = {"n_images": len(sample)}
-    if any(g.text for r in records for g in r.regions):
-        from generate.densecap_eval import densecap_map
+    result: dict = {"config": asdict(cfg), "n_images": len(sample)}
+    if described:
+        from generate.densecap_eval import densecap_evaluate
 
-        evald = [r for r in records if any(g.text for g in r.regions)][: run.cfg.dense_eval_images]
-        preds = {r.id: sample.get(r.id) or dense_captions(model, vocab, cfg, run.store(), r.id,
-                                                           beam=run.cfg.report_beam, max_len=run.cfg.max_len)
-                 for r in evald}
-        result["metrics"] = {"map": float(densecap_map(preds, evald)), "n_images": len(evald)}
+        ev = densecap_evaluate([by_id[r.id] for r in described if r.id in by_id], described)
+        result["metrics"] = {"map": round(100 * ev["map"], 2), "det_map": round(100 * ev["det_map"], 2),
+                             "n_images": ev["n_images"], "n_gt": ev["n_gt"], "n_pred": ev["n_pred"],
+                             "scorer": ev["scorer"]}
     return result

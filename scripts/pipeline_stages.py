@@ -25,19 +25,33 @@ class Run:
         self.results: dict[str, dict] = {}
         self.timings: dict[str, float] = {}
         self.train: list[ImageRecord] = []
+        self.val: list[ImageRecord] = []  # validation (early stopping): the val split, or held-out train images
         self.eval: list[ImageRecord] = []
         self._stores: dict[str, object] = {}
 
     def load_records(self) -> None:
-        from data.catalog import load_dataset
-        from data.records import select_split
+        """train / val / eval records. With eval split "val", validation is a held-out slice of train."""
+        import dataclasses
 
-        records = load_dataset(self.cfg.dataset, self.cfg.root)
-        self.train = select_split(records, "train")
-        self.eval = select_split(records, self.cfg.eval_split)
-        if self.cfg.limit is not None:
-            self.train, self.eval = self.train[: self.cfg.limit], self.eval[: self.cfg.limit]
-        self.log(f"{self.cfg.dataset}: {len(self.train)} train and {len(self.eval)} {self.cfg.eval_split} images")
+        from data.catalog import load_dataset
+        from data.records import DataError, select_split
+
+        cfg = self.cfg
+        records = load_dataset(cfg.dataset, cfg.root)
+        lim = (lambda rs: rs[: cfg.limit]) if cfg.limit is not None else (lambda rs: rs)
+        self.train = lim(select_split(records, "train"))
+        self.eval = lim(select_split(records, cfg.eval_split))
+        if cfg.eval_split == "val":
+            n = min(cfg.holdout_val, len(self.train) // 10)
+            self.val = [dataclasses.replace(r, split="val") for r in self.train[len(self.train) - n :]] if n else []
+            self.train = self.train[: len(self.train) - n]
+        else:
+            try:
+                self.val = lim(select_split(records, "val"))
+            except DataError:
+                self.val = []
+        self.log(f"{cfg.dataset}: {len(self.train)} train, {len(self.val)} validation and {len(self.eval)} "
+                 f"{cfg.eval_split} images")
 
     def image_path(self, rec: ImageRecord) -> str:
         """The image file of a record: its path if that exists, else the path under the dataset root."""
@@ -94,11 +108,11 @@ def _stages() -> list[Stage]:
     from scripts import pipeline_generate as G
 
     return [
-        Stage("features", A.features, ("region",), (), ("features",),
+        Stage("features", A.features, ("region", "eval_split"), (), (),
               doc="regions and CNN features of the train and eval images"),
-        Stage("align_train", A.align_train, ("align",), ("features",), ("align",),
+        Stage("align_train", A.align_train, ("align", "word_vectors"), ("features",), ("align",),
               doc="stage-1 alignment model (BRNN + region projection, max-margin)"),
-        Stage("retrieval", A.retrieval, ("fold_size", "eval_split"), ("align_train",),
+        Stage("retrieval", A.retrieval, ("retrieval_protocol", "eval_split"), ("align_train",),
               ("retrieval_examples.json",), doc="image-sentence ranking on the eval split (1K protocol)"),
         Stage("snippets", A.snippets, ("snippets",), ("align_train",),
               ("snippets.jsonl", "snippets"), doc="MRF snippets of the train split"),
@@ -108,14 +122,13 @@ def _stages() -> list[Stage]:
               doc="multimodal RNN on (region, snippet)"),
         Stage("captions", G.captions, ("beams", "max_len", "eval_split"), ("gen_full",), ("captions",),
               doc="full-frame captions of the eval split and their scores"),
-        Stage("region_features", A.region_features, ("region", "eval_split"), (), ("features_gt",),
-              applies=has_region_text, doc="features of the ground-truth regions of the eval split"),
-        Stage("region_captions", G.region_captions, ("max_len",), ("gen_full", "gen_region", "region_features"),
+        Stage("region_captions", G.region_captions, ("max_len", "report_beam", "eval_split"),
+              ("gen_full", "gen_region"),
               ("region_captions.json",), applies=has_region_text,
               doc="region model vs full-frame model on ground-truth region descriptions"),
         Stage("align_eval", A.align_eval, ("show_images", "eval_split"), ("align_train", "snippets"),
               ("align_eval",), applies=has_phrases, doc="word-to-region accuracy, MRF vs argmax; pictures"),
-        Stage("dense", G.dense, ("dense_images", "dense_eval_images", "max_len", "eval_split"), ("gen_region",),
+        Stage("dense", G.dense, ("dense", "dense_images", "dense_eval_images", "eval_split"), ("gen_region",),
               ("dense",), doc="dense captions of a sample (and DenseCap mAP where regions have text)"),
     ]
 
@@ -143,7 +156,7 @@ def assemble_results(run: Run) -> dict:
     out: dict = {"dataset": cfg.dataset, "eval_split": cfg.eval_split, "n_eval_images": n_eval,
                  "n_train_images": len(run.train)}
     if "metrics" in R.get("retrieval", {}):
-        out["retrieval"] = R["retrieval"]["metrics"]
+        out["retrieval"] = {**R["retrieval"]["metrics"], "distinct_scores": R["retrieval"].get("distinct_scores")}
     beams = R.get("captions", {}).get("beams")
     if beams:
         key = str(cfg.report_beam) if str(cfg.report_beam) in beams else sorted(beams, key=int)[-1]
@@ -153,8 +166,12 @@ def assemble_results(run: Run) -> dict:
     if "beta" in snip:
         out["alignment"] = {"beta": snip["beta"], "mean_snippet_len": snip["mean_snippet_len"],
                             "n_snippets": snip.get("n_snippets"), "target_len": snip.get("target_len")}
-        if "metrics" in R.get("align_eval", {}):
-            out["alignment"].update(R["align_eval"]["metrics"])
+        if "metrics" in R.get("align_eval", {}):  # on the eval split; snippet lengths there get their own names
+            ev = dict(R["align_eval"]["metrics"])
+            for k in ("mean_snippet_len", "mean_snippet_len_argmax"):
+                if k in ev:
+                    ev[k.replace("mean_snippet_len", "eval_mean_snippet_len")] = ev.pop(k)
+            out["alignment"].update(ev)
     if "metrics" in R.get("region_captions", {}):
         out["region_captioning"] = R["region_captions"]["metrics"]
     if "metrics" in R.get("dense", {}):

@@ -21,7 +21,10 @@ CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;colo
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.card{display:inline-block;vertical-align:top;margin:6px;
 width:270px;font-size:13px}.card img{max-width:260px;display:block}.ok{color:#1a7f37}.bad{color:#b00}
-h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}.muted{color:#777;font-size:13px}"""
+h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}.muted{color:#777;font-size:13px}
+.img{display:inline-block;vertical-align:top;margin:0 1.5em 1.5em 0;max-width:340px;font-size:13px}
+.img svg{display:block;height:auto}.img li{font-weight:bold}.cap{color:#222;font-weight:normal}
+.score{color:#888;font-weight:normal;font-size:85%}"""
 
 
 def _b64(img: Image.Image, fmt: str = "JPEG") -> str:
@@ -160,25 +163,33 @@ def region_captions_section(run: Path, n: int = 15) -> str:
                                                                           "full-frame model"])
 
 
-def dense_section(run: Path, images: dict) -> str:
+def dense_section(run: Path) -> str:
+    """Dense captions as `generate.dense_html` draws them (SVG boxes over the inlined picture)."""
     dense = _read(run / "dense" / "captions.json")
     if not dense:
         return ""
+    try:
+        from generate.dense_html import _figure
+    except ImportError:
+        _figure = None
     cards = []
-    for iid, items in dense.items():
-        items = [d for d in items if isinstance(d, dict) and "box" in d][:8]
-        boxes = [d["box"] for d in items]
-        lines = "".join(f'<li style="color:{COLOURS[n % len(COLOURS)]}">'
-                        f'{html.escape(str(d.get("caption", d.get("text", ""))))}</li>' for n, d in enumerate(items))
-        cards.append(f'<div class="card" style="width:330px">{_thumb(images.get(iid, ""), boxes, True, 320)}'
+    for res in dense:
+        if _figure is not None:
+            cards.append(_figure(res, 320))
+            continue
+        items = res["regions"][:8]
+        lines = "".join(f'<li style="color:{COLOURS[n % len(COLOURS)]}">{html.escape(d["caption"])}</li>'
+                        for n, d in enumerate(items))
+        cards.append(f'<div class="card" style="width:330px">{_thumb(res.get("path") or "", [d["box"] for d in items], True, 320)}'
                      f"<ol>{lines}</ol></div>")
-    return "<h2>Dense captions (region model on detected regions)</h2>" + "".join(cards)
+    return ("<h2>Dense captions (region model on detected regions; score = mean log-probability per word)</h2>"
+            + "".join(cards))
 
 
 def build_html(run: Path, results: dict) -> str:
     images = _read(run / "eval_images.json") or {}
     body = [results_section(results), retrieval_section(run), alignment_section(run),
-            captions_section(run, results, images), region_captions_section(run), dense_section(run, images)]
+            captions_section(run, results, images), region_captions_section(run), dense_section(run)]
     title = f"dvsa: {html.escape(str(results.get('dataset')))}"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head>"
             f"<body><h1>{title}</h1>{''.join(body)}</body></html>")
