@@ -2,7 +2,8 @@
 
 Image annotation (image -> sentences): the rank of the first correct sentence among all sentences of the
 evaluation set. Image search (sentence -> images): the rank of the sentence's image among all images.
-Ranks are 1-based; a tie with the correct item is counted in its favour (rank = 1 + number strictly better).
+Ranks are 1-based; a tie is counted against the correct item (rank = 1 + number of wrong items scoring at
+least as high), so a model that gives every pair the same score ranks last, not first.
 
 Protocols: "1k" the first 1,000 images of the split (Flickr8K/30K: the whole test split), "5k" the first
 5,000 images (COCO 5K), "coco1k" the average over consecutive folds of 1,000 images (COCO 1K: 5 folds),
@@ -49,8 +50,10 @@ def retrieval_ranks(scores, sentence_image, chunk: int = 256) -> tuple[np.ndarra
     search = torch.ones(s, dtype=torch.long)
     for i0 in range(0, n, chunk):
         block = scores[i0 : i0 + chunk]  # [c, S]
-        ann[i0 : i0 + chunk] = 1 + (block > best[i0 : i0 + chunk, None]).sum(1)
-        search += (block > pos[None, :]).sum(0)
+        rows = torch.arange(i0, i0 + block.shape[0])
+        wrong = owner[None, :] != rows[:, None]  # [c, S] sentences of other images
+        ann[i0 : i0 + chunk] = 1 + ((block >= best[i0 : i0 + chunk, None]) & wrong).sum(1)
+        search += ((block >= pos[None, :]) & wrong).sum(0)
     return ann.numpy(), search.numpy()
 
 
@@ -63,17 +66,17 @@ def retrieval_metrics(scores, sentence_image) -> dict:
 
 
 def retrieval_metrics_slow(scores, sentence_image) -> dict:
-    """The obvious twin: sort every row and column, find the first correct item."""
+    """The obvious twin: sort every row and column (wrong items first among ties), find the first correct item."""
     scores = np.asarray(scores, dtype=np.float64)
     owner = np.asarray(sentence_image)
     ann = []
     for i in range(scores.shape[0]):
-        order = np.argsort(-scores[i], kind="stable")
+        order = sorted(range(scores.shape[1]), key=lambda j: (-scores[i, j], owner[j] == i))
         ann.append(1 + next(p for p, j in enumerate(order) if owner[j] == i))
     search = []
     for j in range(scores.shape[1]):
-        order = np.argsort(-scores[:, j], kind="stable")
-        search.append(1 + list(order).index(owner[j]))
+        order = sorted(range(scores.shape[0]), key=lambda k: (-scores[k, j], k == owner[j]))
+        search.append(1 + order.index(owner[j]))
     out = {"annotation": _ranks_summary(np.array(ann)), "search": _ranks_summary(np.array(search))}
     out["rsum"] = sum(out[d][f"r{k}"] for d in ("annotation", "search") for k in RECALLS)
     return out

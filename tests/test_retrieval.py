@@ -24,6 +24,21 @@ def test_metrics_match_slow_twin(n, per):
         assert fast["rsum"] == pytest.approx(slow["rsum"])
 
 
+@pytest.mark.parametrize("n,per", [(5, 5), (9, 2)])
+def test_ties_count_against_the_correct_item(n, per):
+    rng = np.random.default_rng(0)
+    owner = np.repeat(np.arange(n), per)
+    scores = rng.integers(0, 3, size=(n, n * per)).astype(float)  # many ties
+    fast, slow = retrieval_metrics(scores, owner), retrieval_metrics_slow(scores, owner)
+    for d in ("annotation", "search"):
+        for k in ("r1", "r5", "r10", "medr", "meanr"):
+            assert fast[d][k] == pytest.approx(slow[d][k]), (d, k)
+    # A collapsed model (every score equal) ranks every correct item last.
+    flat = retrieval_metrics(np.zeros((n, n * per)), owner)
+    assert flat["annotation"]["r1"] == 0 and flat["search"]["r1"] == 0
+    assert flat["search"]["medr"] == n and flat["annotation"]["medr"] == n * per - per + 1
+
+
 def test_ranks_by_hand_and_chunking():
     # 2 images, 4 sentences: sentences 0, 1 of image 0; 2, 3 of image 1.
     scores = np.array([[0.1, 0.9, 0.5, 0.95], [0.2, 0.1, 0.3, 0.0]])
