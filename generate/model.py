@@ -46,6 +46,9 @@ class GenConfig:
     input: str = "image"  # "image" whole-image feature | "region" region feature | "region+image" concatenation
     image_at: str = "bias"  # "bias" (paper eq. 14) | "input" (the image as a first input step)
     dropout: float = 0.5  # on the image feature, the word embeddings and the output layer's input
+    feat_norm: str = "standardize"  # "standardize": per-dimension (x - mean) / std of the training inputs, kept
+    #                                  in the model (CNN features are >= 0 with a large shared offset; raw, they
+    #                                  make RMSprop's first steps on W_hi blow up) | "none": raw (the paper)
     # --- vocabulary
     min_count: int = 5  # words seen fewer times in the training sentences become UNK (paper: 5)
     bias_floor: float = 0.5  # count given to never-seen targets (PAD, START, words without a count) for b_o
@@ -79,6 +82,8 @@ class GenConfig:
             raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
         if self.image_at not in IMAGE_AT:
             raise ValueError(f"image_at must be one of {IMAGE_AT}, got {self.image_at!r}")
+        if self.feat_norm not in ("standardize", "none"):
+            raise ValueError(f"feat_norm must be 'standardize' or 'none', got {self.feat_norm!r}")
         if self.clip_mode not in ("value", "norm"):
             raise ValueError(f"clip_mode must be 'value' or 'norm', got {self.clip_mode!r}")
         if self.schedule not in ("none", "step", "cosine"):
@@ -149,6 +154,9 @@ class CaptionModel(nn.Module):
             self.w_img = nn.Linear(self.input_dim, E)  # image embedded as a word-sized input
         self.out = nn.Linear(H, vocab_size)  # W_oh, b_o
         self.drop = nn.Dropout(cfg.dropout)
+        # input normalisation x -> (x - feat_mean) * feat_scale; identity until set_feature_norm
+        self.register_buffer("feat_mean", torch.zeros(self.input_dim))
+        self.register_buffer("feat_scale", torch.ones(self.input_dim))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -178,6 +186,15 @@ class CaptionModel(nn.Module):
         with torch.no_grad():
             self.out.bias.copy_(bias)
 
+    def set_feature_norm(self, feats: torch.Tensor, eps: float = 1e-2) -> None:
+        """Standardise inputs with the statistics of training inputs feats float [N, Din] (cfg.feat_norm)."""
+        feats = torch.as_tensor(feats, dtype=torch.float32)
+        if feats.dim() != 2 or feats.shape[1] != self.input_dim:
+            raise ValueError(f"feature statistics need [N, {self.input_dim}], got {list(feats.shape)}")
+        with torch.no_grad():
+            self.feat_mean.copy_(feats.mean(0))
+            self.feat_scale.copy_(1.0 / torch.sqrt(feats.var(0, unbiased=False) + eps**2))
+
     # --- one recurrence step, shared by training and decoding
     def _cell(self, pre: torch.Tensor, state: dict) -> dict:
         """pre [B, G] = W_hx x_t + b_h (+ b_v at t = 1) -> new state (without the pending image bias)."""
@@ -199,6 +216,7 @@ class CaptionModel(nn.Module):
         self._check_feats(feats)
         B, H = feats.shape[0], self.cfg.hidden
         zeros = feats.new_zeros(B, H)
+        feats = (feats - self.feat_mean) * self.feat_scale  # identity unless set_feature_norm was called
         state = {"h": zeros, "c": zeros if self.cfg.cell == "lstm" else None, "bias": None}
         img = self.w_img(self.drop(feats))  # [B, G] (bias) or [B, E] (input)
         if self.cfg.image_at == "bias":

@@ -146,6 +146,8 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
     if not isinstance(store, FeatureStore):
         store = FeatureStore(store)
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
     say = log if rank == 0 else (lambda *a, **k: None)
 
     last = out / "last.pt"
@@ -191,6 +193,8 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
     model = CaptionModel(cfg, len(vocab), store.dim)
     n_sent = len(train.items)
     model.set_output_bias(frequency_bias(vocab, n_sent, train.target_counts(vocab), cfg.bias_floor))
+    if cfg.feat_norm == "standardize":
+        model.set_feature_norm(torch.from_numpy(train.feats))
     model.to(device)
     opt = make_optimizer(cfg, model.parameters())
     start_epoch, step, best, bad, history = 0, 0, float("-inf"), 0, []

@@ -103,3 +103,15 @@ def test_bad_inputs_are_refused():
         GenConfig(cell="gru").validate()
     with pytest.raises(ValueError, match="unknown"):
         GenConfig.from_dict({"hiden": 3})
+
+
+def test_feature_standardisation():
+    m = _model().eval()
+    train = torch.rand(50, 6) * torch.tensor([1.0, 2, 3, 4, 5, 6]) + 3.0
+    feats, tok = torch.rand(4, 6) + 3.0, _tokens()
+    want = (feats - train.mean(0)) / torch.sqrt(train.var(0, unbiased=False) + 1e-4)
+    before = m(want, tok)  # the raw model fed standardised features by hand
+    m.set_feature_norm(train)
+    assert torch.allclose(m(feats, tok), before, atol=1e-5)
+    assert torch.allclose(((train - m.feat_mean) * m.feat_scale).std(0, unbiased=False), torch.ones(6), atol=1e-2)
+    assert "feat_mean" in m.state_dict()  # travels with the checkpoint
