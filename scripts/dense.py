@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = DenseConfig(beam=args.beam, top=args.top, max_len=args.max_len, length_norm=args.length_norm,
                       whole_image=args.whole_image, full_frame_input=args.full_frame_input)
-    model, vocab, gen_cfg, ck = load_generator(args.checkpoint, device=args.device)
+    try:
+        model, vocab, gen_cfg, ck = load_generator(args.checkpoint, device=args.device)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        print(f"dvsa dense: {e}", file=sys.stderr)
+        return 2
     meta = ck.get("features") or {}
     backend = args.backend
     if backend is None and meta.get("region_config", {}).get("backend") == "given":

@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     from generate.metrics import caption_metrics, format_metrics, references_of, write_coco_results
     from generate.train import load_generator
 
-    model, vocab, gen_cfg, _ = load_generator(args.checkpoint, device=args.device)
+    try:
+        model, vocab, gen_cfg, _ = load_generator(args.checkpoint, device=args.device)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+        print(f"dvsa generate eval: {e}", file=sys.stderr)
+        return 2
     cfg = CaptionEvalConfig(
         split=args.split, beams=args.beam or (int(gen_cfg.beam),),
         max_len=args.max_len or gen_cfg.max_len,
