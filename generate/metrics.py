@@ -305,6 +305,22 @@ def format_metrics(metrics: dict, scale: float = 100.0) -> str:
     return "  ".join(parts)
 
 
+def format_table(rows: dict[str, dict], scale: float = 100.0) -> str:
+    """Rows of metrics as an aligned text table, x100 as in the paper; None shows as n/a.
+
+    {"full frame, beam 7": {...}, "regions": {...}} ->
+        ``                    B1    B2    B3    B4  METEOR  ROUGE-L  CIDEr``
+        ``full frame, beam 7  57.9  38.3  ...``
+    """
+    heads = ["B1", "B2", "B3", "B4", "METEOR", "ROUGE-L", "CIDEr"]
+    width = max([len(n) for n in rows] + [0])
+    lines = [" " * width + "".join(f"{h:>9}" for h in heads)]
+    for name, m in rows.items():
+        cells = ["n/a" if m.get(k) is None else f"{m[k] * scale:.1f}" for k in METRIC_KEYS]
+        lines.append(f"{name:<{width}}" + "".join(f"{c:>9}" for c in cells))
+    return "\n".join(lines)
+
+
 def coco_results(res: dict[str, str]) -> list[dict]:
     """{image_id: caption} -> COCO results format [{"image_id", "caption"}] (int ids where they are ints)."""
     out = []

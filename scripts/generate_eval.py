@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from data.features import FeatureStore
     from data.records import DataError, select_split
     from generate.caption_eval import caption_split, region_caption_metrics, score_region_items, snippet_references
-    from generate.metrics import caption_metrics, format_metrics, references_of, write_coco_results
+    from generate.metrics import caption_metrics, format_metrics, format_table, references_of, write_coco_results
     from generate.train import load_generator
 
     try:
@@ -146,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snippet regions ({s['n_regions']}), beam {cfg.region_beam}: {format_metrics(s['metrics'])}")
 
     _write_json(out_path, out)
+    table = {f"full frame, beam {k[4:]}": v["metrics"] for k, v in out.get("full_frame", {}).items()}
+    if "regions" in out:
+        table[f"regions ({out['regions']['boxes']}), beam {out['regions']['beam']}"] = out["regions"]["metrics"]
+    if "snippets" in out:
+        table[f"snippet regions, beam {out['snippets']['beam']}"] = out["snippets"]["metrics"]
+    print(format_table(table))
     print(f"-> {out_path}")
     return 0
 

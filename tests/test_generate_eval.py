@@ -147,6 +147,18 @@ def test_cli_end_to_end_on_synthetic_scenes(tmp_path, capsys):
     assert res["config"]["beams"] == [1, 2]
     printed = capsys.readouterr().out
     assert "full frame, beam 2 (3 images): B1" in printed and "regions (" in printed
+    # snippets: the store rows they name, scored against their texts
+    snip = tmp_path / "snippets.jsonl"
+    snip.write_text("".join(json.dumps({"image_id": r.id, "sentence_id": 0, "start": 0, "end": 1, "text": g.text,
+                                        "region": k + 1}) + "\n"
+                            for r in records for k, g in enumerate(r.regions)))
+    assert main(["--checkpoint", str(ck), "--store", str(tmp_path / "store"), "--dataset", "synthetic", "--root",
+                 str(root), "--split", "val", "--snippets", str(snip), "--no-full-frame", "--no-java",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert "full_frame" not in res and res["snippets"]["n_regions"] == n_described
+    assert len(json.loads(open(res["snippets"]["captions"]).read())) == n_described
+    assert "snippet regions, beam 2" in capsys.readouterr().out  # the generator's beam
     # bad input: a store of other features is refused with a clear message
     bad = tiny_checkpoint(tmp_path / "gen16.pt", voc, 16, {"dim": 16})
     assert main(["--checkpoint", str(bad), "--store", str(tmp_path / "store"), "--dataset", "synthetic",

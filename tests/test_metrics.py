@@ -99,6 +99,11 @@ def test_coco_results_format(tmp_path):
     line = format_metrics({"bleu1": 0.5791, "bleu2": 0.1, "bleu3": 0.1, "bleu4": 0.1, "meteor": None,
                            "rouge_l": 0.2, "cider": 0.66})
     assert "B1 57.9" in line and "METEOR n/a" in line and "CIDEr 66.0" in line
+    table = metrics.format_table({"beam 7": {"bleu1": 0.625, "bleu2": 0.45, "bleu3": 0.321, "bleu4": 0.23,
+                                             "meteor": 0.195, "rouge_l": None, "cider": 0.66}})
+    head, row = table.splitlines()
+    assert head.split() == ["B1", "B2", "B3", "B4", "METEOR", "ROUGE-L", "CIDEr"]
+    assert row.split() == ["beam", "7", "62.5", "45.0", "32.1", "23.0", "19.5", "n/a", "66.0"]
 
 
 @pytest.mark.skipif(metrics.find_java() is None, reason="java is not installed")
