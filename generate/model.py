@@ -54,7 +54,8 @@ class GenConfig:
     bias_floor: float = 0.5  # count given to never-seen targets (PAD, START, words without a count) for b_o
     # --- training
     optimizer: str = "rmsprop"  # "rmsprop" (paper) | "adam" | "sgd"
-    lr: float = 1e-3
+    lr: float = 2e-4  # RMSprop's first steps move each weight by ~lr / sqrt(1 - rmsprop_alpha) = 10 lr (no bias
+    #                   correction): 1e-3 blew the loss up at step 2 with hidden 512 on the synthetic scenes
     rmsprop_alpha: float = 0.99  # RMSprop's smoothing constant (the decay of the squared-gradient average)
     momentum: float = 0.0  # sgd only
     weight_decay: float = 0.0

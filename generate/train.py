@@ -179,6 +179,9 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
         val = snippet_data(snippets, store, vocab, cfg.input, ids({"val"}), str(data)) if split_of else None
         if val is not None and not val.items:
             val = None
+    if snippets is not None and cfg.input == "image":
+        say("note: snippets with input='image': every snippet is paired with its whole image's feature; "
+            "region models use input 'region' or 'region+image'")
     if not train.items:
         raise DataError(str(store.path), "no training pairs: no training image of the data is in the feature store")
     if train.skipped:
