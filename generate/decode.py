@@ -2,8 +2,8 @@
 
 Every decoder takes feats float [B, Din] and returns, per image, ``(tokens, logprob)`` pairs: `tokens` a list of
 word ids without START and END, `logprob` the model's summed log-probability of those tokens *and* of END when
-the caption ended (float, natural log). PAD and START are never generated. Decoding runs at most `max_len` steps (END counts as one); a caption
-still open after `max_len` steps is returned as it is (cut, no END).
+the caption ended (float, natural log). PAD and START are never generated. Decoding runs at most `max_len` steps
+(END counts as one); a caption still open after `max_len` steps is returned as it is (cut, no END).
 
 Beam search, as defined by `beam_search_single` (the obvious one-image version) and reproduced by the batched
 `beam_search`: keep up to K live hypotheses. At every step each live hypothesis is extended by every word; the

@@ -137,7 +137,8 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
     """Train on full frames (`data` = records; train split trains, val split validates) or on region snippets
     (`data` = a snippets JSON-lines path; `records`, when given, supply the split of each image and the
     vocabulary's training sentences). Writes ``config.json``, ``history.json``, ``last.pt`` (every epoch) and
-    ``model.pt`` (the best epoch by validation CIDEr) in `out_dir` and returns the path of ``model.pt``. Resumes from ``out_dir/last.pt`` when it exists.
+    ``model.pt`` (the best epoch by validation CIDEr) in `out_dir` and returns the path of ``model.pt``.
+    Resumes from ``out_dir/last.pt`` when it exists (and `resume`).
     """
     cfg = dataclasses.replace(cfg).validate()
     rank, world = _distributed()
@@ -210,7 +211,8 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
         say(f"resuming {last} after epoch {start_epoch}")
     net = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     use_amp = cfg.amp and device.type == "cuda"
     if rank == 0:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"decode benchmark: {args.cell}, hidden {args.hidden}, vocab {args.vocab}, D {args.feat_dim}, "
           f"max_len {args.max_len}, {args.images} images, device {dev}, torch threads {torch.get_num_threads()}")
-    head = f"{'beam':>4} | {'batched img/s':>13} | {'one-by-one img/s':>16} | {'speed-up':>8} | {'python twin img/s':>17}"
+    head = (f"{'beam':>4} | {'batched img/s':>13} | {'one-by-one img/s':>16} | {'speed-up':>8} | "
+            f"{'python twin img/s':>17}")
     print(head)
     print("-" * len(head))
     for k in args.beams:

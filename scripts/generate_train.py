@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
     p.add_argument("--dataset", required=True, help="dataset name in data.catalog (flickr8k, synthetic, ...)")
     p.add_argument("--root", required=True, help="dataset root folder")
-    p.add_argument("--snippets", default=None, help="train on these region snippets (JSON lines of dvsa align snippets)")
+    p.add_argument("--snippets", default=None,
+                   help="train on these region snippets (JSON lines of dvsa align snippets)")
     p.add_argument("--out", required=True, help="output folder (resumes from OUT/last.pt)")
     p.add_argument("--config", default=None, help="JSON file of GenConfig fields")
     p.add_argument("--no-resume", action="store_true", help="start again even if OUT/last.pt exists")
