@@ -26,11 +26,13 @@ class AlignConfig:
     hidden_dim: int = 500  # K: BRNN hidden size (paper: 300..600)
     word_dim: int = 300  # E: word vector size (word2vec: 300)
     train_words: str = "auto"  # "auto": fixed when pretrained vectors are given, trained when random; "yes" | "no"
+    region_init_std: float = 0.0  # > 0: W_m starts as N(0, std) so first scores are small (0 = PyTorch default)
     dropout: float = 0.5  # on the non-recurrent layers: region features, word vectors, BRNN output (eq. 6 input)
     max_words: int = 40  # longer sentences are cut (keeps the recurrence short; Flickr/COCO sentences are < 40)
     min_count: int = 5  # vocabulary: words seen at least this often in the training sentences (paper: 5)
     # --- score and objective (eqs. 7-9) ---
     score: str = "max"  # "max": eq. 8 (each word takes its best region) | "defrag": eq. 7
+    score_norm: str = "none"  # "none": eq. 8 as written | "words": divided by the sentence's number of words
     loss: str = "sum"  # "sum": eq. 9 over all negatives | "hardest": VSE++ hardest negative per row/column
     margin: float = 1.0  # the 1 of eq. 9
     # --- training recipe ---
@@ -59,6 +61,8 @@ class AlignConfig:
             raise ValueError(f"AlignConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.lr_schedule not in ("step", "cosine", "none"):
             raise ValueError(f"AlignConfig.lr_schedule must be 'step', 'cosine' or 'none', got {self.lr_schedule!r}")
+        if self.score_norm not in ("none", "words"):
+            raise ValueError(f"AlignConfig.score_norm must be 'none' or 'words', got {self.score_norm!r}")
         if self.train_words not in ("auto", "yes", "no"):
             raise ValueError(f"AlignConfig.train_words must be 'auto', 'yes' or 'no', got {self.train_words!r}")
 
@@ -113,6 +117,9 @@ class AlignmentModel(nn.Module):
         for lin in (self.fwd, self.bwd):
             nn.init.normal_(lin.weight, std=0.5 / cfg.hidden_dim**0.5)
             nn.init.zeros_(lin.bias)
+        if cfg.region_init_std > 0:
+            nn.init.normal_(self.region_proj.weight, std=cfg.region_init_std)
+            nn.init.zeros_(self.region_proj.bias)
         pretrained = word_vectors is not None
         if pretrained:
             self.set_word_vectors(word_vectors)

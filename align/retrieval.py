@@ -178,7 +178,8 @@ def score_collection(model, store, image_ids, token_lists, kind: str | None = No
     cols = []
     for j in range(0, len(token_lists), sentence_block):
         words, counts = embed_sentences(model, token_lists[j : j + sentence_block], device=device)
-        cols.append(image_sentence_scores_packed(v, rmask, words, counts, kind=kind, chunk=chunk).cpu())
+        cols.append(image_sentence_scores_packed(v, rmask, words, counts, kind=kind, chunk=chunk,
+                                                 norm=model.cfg.score_norm).cpu())
     return torch.cat(cols, 1) if cols else torch.zeros(len(image_ids), 0)
 
 

@@ -29,6 +29,7 @@ def image_sentence_scores(
     wmask: torch.Tensor,
     kind: str = "max",
     chunk: int = 1 << 24,
+    norm: str = "none",
 ) -> torch.Tensor:
     """Scores S_kl of every image k against every sentence l: float [B, S].
 
@@ -37,6 +38,8 @@ def image_sentence_scores(
     kind "max" (eq. 8): S_kl = sum_t max_i v_i.s_t; "defrag" (eq. 7): S_kl = sum_t sum_i max(0, v_i.s_t).
     Padded words are removed first (no work is spent on them); padded regions never win the max (eq. 8) and
     add nothing (eq. 7). `chunk` bounds the elements of each [images*R, words] block of dot products.
+    norm "none": the sums as written; "words": each sentence's score divided by its number of words (a
+    sentence's ranking of images does not change; long sentences stop dominating the loss).
     A sentence with no real word scores 0.
     """
     if kind not in ("max", "defrag"):
@@ -47,13 +50,34 @@ def image_sentence_scores(
         raise ValueError(
             f"shapes do not match: v {list(v.shape)}, rmask {list(rmask.shape)}, s {list(s.shape)}, wmask {list(wmask.shape)}"
         )
-    rmask = rmask.to(v.device).bool()
     wmask = wmask.to(s.device).bool()
+    return image_sentence_scores_packed(v, rmask, s[wmask], wmask.sum(1), kind=kind, chunk=chunk, norm=norm)
+
+
+def image_sentence_scores_packed(
+    v: torch.Tensor,
+    rmask: torch.Tensor,
+    words: torch.Tensor,
+    counts: torch.Tensor,
+    kind: str = "max",
+    chunk: int = 1 << 24,
+    norm: str = "none",
+) -> torch.Tensor:
+    """`image_sentence_scores` with the sentences packed: words float [W, H] (every real word, sentence by
+    sentence), counts long [S] (words per sentence, summing to W). Returns float [B, S]."""
+    if kind not in ("max", "defrag"):
+        raise ValueError(f"kind must be 'max' or 'defrag', got {kind!r}")
+    if norm not in ("none", "words"):
+        raise ValueError(f"norm must be 'none' or 'words', got {norm!r}")
+    b, r, h = v.shape
+    counts = counts.to(words.device).long()
+    n_sent = counts.shape[0]
+    if words.dim() != 2 or words.shape[1] != h or int(counts.sum()) != words.shape[0]:
+        raise ValueError(f"words {list(words.shape)} and counts (sum {int(counts.sum())}) do not match H={h}")
+    rmask = rmask.to(v.device).bool()
     if b and not bool(rmask.any(1).all()):
         raise ValueError("every image needs at least one real region")
-    words = s[wmask]  # [W, H] real words, sentence by sentence
-    counts = wmask.sum(1)  # [S]
-    owner = torch.repeat_interleave(torch.arange(n_sent, device=s.device), counts)  # [W] sentence of each word
+    owner = torch.repeat_interleave(torch.arange(n_sent, device=words.device), counts)  # [W] sentence of each word
     offsets = torch.cumsum(counts, 0) - counts  # [S] first word of each sentence in `words`
     # Blocks of bi images x (words of whole sentences): about `chunk` dot products each.
     n_words = max(1, int(words.shape[0]))
@@ -82,10 +106,13 @@ def image_sentence_scores(
             local = owner[w0:w1] - s0
             cols.append(per_word.new_zeros(nb, s1 - s0).index_add(1, local, per_word))
         rows.append(torch.cat(cols, 1) if cols else out[i0 : i0 + nb])
-    return torch.cat(rows, 0) if rows else out
+    scores = torch.cat(rows, 0) if rows else out
+    if norm == "words":
+        scores = scores / counts.clamp_min(1).to(scores.dtype)[None, :]
+    return scores
 
 
-def image_sentence_scores_slow(v, rmask, s, wmask, kind: str = "max") -> torch.Tensor:
+def image_sentence_scores_slow(v, rmask, s, wmask, kind: str = "max", norm: str = "none") -> torch.Tensor:
     """The obvious twin of `image_sentence_scores`: loops over images, sentences, words and regions."""
     b, n_sent = v.shape[0], s.shape[0]
     out = torch.zeros(b, n_sent, dtype=torch.float64)
@@ -98,5 +125,6 @@ def image_sentence_scores_slow(v, rmask, s, wmask, kind: str = "max") -> torch.T
                     continue
                 dots = [float(ri @ s[l, t].double()) for ri in regions]
                 total += max(dots) if kind == "max" else sum(max(0.0, d) for d in dots)
-            out[k, l] = total
+            n_words = int(sum(bool(x) for x in wmask[l]))
+            out[k, l] = total / max(1, n_words) if norm == "words" else total
     return out

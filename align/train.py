@@ -91,7 +91,7 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device) -> to
         rmask = dist.all_gather_grad(pad(rmask.to(torch.uint8), (0, r - rmask.shape[1])), sizes).bool()
         wmask = dist.all_gather_grad(pad(wmask.to(torch.uint8), (0, t - wmask.shape[1])), sizes).bool()
         image = dist.all_gather_grad(image, sizes)
-    scores = image_sentence_scores(v, rmask, s, wmask, kind=cfg.score)  # [B, B]
+    scores = image_sentence_scores(v, rmask, s, wmask, kind=cfg.score, norm=cfg.score_norm)  # [B, B]
     same = image[:, None] == image[None, :]  # pairs that share an image are not negatives
     return max_margin_loss(scores.float(), cfg.margin, hardest=cfg.loss == "hardest", same=same)
 

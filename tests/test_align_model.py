@@ -97,11 +97,12 @@ def random_embeddings(g, b, r, n, t, h=7):
 
 @pytest.mark.parametrize("kind", ["max", "defrag"])
 @pytest.mark.parametrize("chunk", [1, 50, 1 << 20])
-def test_scores_match_slow_twin(kind, chunk):
+@pytest.mark.parametrize("norm", ["none", "words"])
+def test_scores_match_slow_twin(kind, chunk, norm):
     g = torch.Generator().manual_seed(2)
     v, rmask, s, wmask = random_embeddings(g, 6, 4, 9, 5)
-    fast = image_sentence_scores(v, rmask, s, wmask, kind=kind, chunk=chunk)
-    slow = image_sentence_scores_slow(v, rmask, s, wmask, kind=kind)
+    fast = image_sentence_scores(v, rmask, s, wmask, kind=kind, chunk=chunk, norm=norm)
+    slow = image_sentence_scores_slow(v, rmask, s, wmask, kind=kind, norm=norm)
     assert fast.shape == (6, 9)
     torch.testing.assert_close(fast.double(), slow, atol=1e-4, rtol=1e-4)
 
