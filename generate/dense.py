@@ -10,7 +10,8 @@ region's caption is the best beam of `generate.decode.beam_search`.
 Score of a caption: its mean log-probability per generated word, END included,
 ``logprob / (len(tokens) + 1)`` (natural log, <= 0; higher = the model is surer of what it says). The encoder
 does not expose detection confidences for every backend, so the score is the caption model's alone; regions
-are sorted by it and the best `top` kept. The whole-image row 0 is left out unless `whole_image` (it is not a
+are sorted by it, near-duplicates removed by greedy NMS (`nms_iou`, DenseCap's final NMS at 0.3) and the best
+`top` kept. The whole-image row 0 is left out unless `whole_image` (it is not a
 region; an image with no detection keeps it so that every image gets at least one caption).
 
 Result per image (JSON-able)::
@@ -43,6 +44,9 @@ class DenseConfig:
     max_len: int | None = None  # most decoding steps; None = GenConfig.max_len
     length_norm: float | None = None  # beam ranking exponent; None = GenConfig.length_norm
     top: int = 10  # regions kept per image, best score first; 0 = all
+    nms_iou: float | None = 0.3  # drop a region overlapping a better-scored kept one by IoU > this (DenseCap's
+    #                               final NMS, 0.3); None = keep all (the encoder may fill its free slots with
+    #                               near-duplicate boxes)
     whole_image: bool = False  # also caption row 0 (the whole image) as a region
     full_frame_input: str = "crop"  # a full-frame ("image") model sees each region as an image: "crop" = the
     #                                 region's own feature (the paper's full-frame baseline on regions);
@@ -88,6 +92,20 @@ def caption_inputs(model, vocab, feats: np.ndarray, beam: int, max_len: int, len
             hyps = [h[0] for h in beam_search(model, x, beam, max_len, length_norm)]
         out += [(" ".join(vocab.decode(toks)), float(lp), len(toks)) for toks, lp in hyps]
     return out
+
+
+def nms(boxes, iou: float) -> list[int]:
+    """Greedy non-maximum suppression of boxes [n, 4] already sorted best first: indices of the kept boxes
+    (a box is dropped when its IoU with a kept, better box is > iou)."""
+    from generate.densecap_eval import box_iou
+
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    over = box_iou(b, b) > iou  # [n, n]
+    keep: list[int] = []
+    for i in range(len(b)):
+        if not any(over[i, j] for j in keep):
+            keep.append(i)
+    return keep
 
 
 def resolve_config(dense_cfg: DenseConfig | None, gen_cfg, **overrides) -> DenseConfig:
@@ -165,6 +183,8 @@ def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig
             for r, (c, lp, n) in zip(rows, caps)
         ]
         regions.sort(key=lambda d: -d["score"])
+        if cfg.nms_iou is not None:
+            regions = [regions[i] for i in nms([d["box"] for d in regions], cfg.nms_iou)]
         if cfg.top:
             regions = regions[: cfg.top]
         results.append({"image_id": str(image_id), "path": None if path is None else str(path), "width": int(w),

@@ -29,6 +29,7 @@ def parse_args(argv):
     p.add_argument("--html", help="also write a self-contained HTML page here")
     p.add_argument("--beam", type=int, default=d.beam)
     p.add_argument("--top", type=int, default=d.top, help="regions kept per image (0 = all)")
+    p.add_argument("--nms", type=float, default=d.nms_iou, help="NMS IoU over the scored regions (negative = off)")
     p.add_argument("--max-len", type=int, default=d.max_len, help="default: the generator's")
     p.add_argument("--length-norm", type=float, default=d.length_norm, help="default: the generator's")
     p.add_argument("--whole-image", action="store_true", default=d.whole_image, help="also caption row 0")
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from generate.dense_html import write_dense_html
     from generate.train import load_generator
 
-    cfg = DenseConfig(beam=args.beam, top=args.top, max_len=args.max_len, length_norm=args.length_norm,
+    nms_iou = None if args.nms is None or args.nms < 0 else args.nms
+    cfg = DenseConfig(beam=args.beam, top=args.top, nms_iou=nms_iou, max_len=args.max_len, length_norm=args.length_norm,
                       whole_image=args.whole_image, full_frame_input=args.full_frame_input)
     try:
         model, vocab, gen_cfg, ck = load_generator(args.checkpoint, device=args.device)

@@ -8,9 +8,9 @@ from PIL import Image
 
 from dense_fakes import WORDS, FakeEncoder, Gen, OneWordModel, expected, make_store, vocab
 from data.records import ImageRecord, Region
-from generate.dense import DenseConfig, dense_captions, image_files, region_inputs
+from generate.dense import DenseConfig, dense_captions, image_files, nms, region_inputs
 from generate.dense_html import dense_html, write_dense_html
-from generate.densecap_eval import densecap_evaluate, exact_match_scorer
+from generate.densecap_eval import box_iou, densecap_evaluate, exact_match_scorer
 
 torch.set_num_threads(1)
 
@@ -42,7 +42,7 @@ def store(tmp_path):
 def test_dense_from_store(store, beam):
     st, images = store
     model = OneWordModel(8)
-    out = dense_captions(model, vocab(), Gen(), st, ["a", "b"], DenseConfig(beam=beam, top=0))
+    out = dense_captions(model, vocab(), Gen(), st, ["a", "b"], DenseConfig(beam=beam, top=0, nms_iou=None))
     assert [r["image_id"] for r in out] == ["a", "b"]
     for res in out:
         boxes, feats, _ = images[res["image_id"]]
@@ -56,14 +56,29 @@ def test_dense_from_store(store, beam):
             assert d["score"] == pytest.approx(lp / 2, abs=1e-4)  # one word + END
             assert d["box"] == pytest.approx(boxes[d["row"]].tolist())
     # top N, whole image, and the single-image form the pipeline uses
-    one = dense_captions(model, vocab(), Gen(), st, "a", top=2, whole_image=True)
+    one = dense_captions(model, vocab(), Gen(), st, "a", top=2, whole_image=True, nms_iou=None)
     assert isinstance(one, dict) and len(one["regions"]) == 2
-    every = dense_captions(model, vocab(), Gen(), st, ["a"], top=0, whole_image=True)[0]
+    every = dense_captions(model, vocab(), Gen(), st, ["a"], top=0, whole_image=True, nms_iou=None)[0]
     assert 0 in [d["row"] for d in every["regions"]]
     assert one["regions"] == every["regions"][:2]
 
 
-def test_missing_store_image_is_reported(store):
+def test_nms_drops_near_duplicates_of_better_regions(store):
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [0, 0, 10, 40], [21, 20, 30, 30]]
+    assert nms(boxes, 0.3) == [0, 2, 3]  # IoU(1, 0) = 0.91, IoU(4, 2) = 0.9; IoU(3, 0) = 0.25 is kept
+    assert nms(boxes, 0.95) == [0, 1, 2, 3, 4] and nms([], 0.3) == []
+    st, images = store
+    every = dense_captions(OneWordModel(8), vocab(), Gen(), st, ["a", "b"], top=0, nms_iou=None)
+    kept = dense_captions(OneWordModel(8), vocab(), Gen(), st, ["a", "b"], top=0)  # default: DenseCap's 0.3
+    for e, k in zip(every, kept):
+        assert k["regions"] == [e["regions"][i] for i in nms([d["box"] for d in e["regions"]], 0.3)]
+        b = np.array([d["box"] for d in k["regions"]])
+        iou = box_iou(b, b)
+        assert (iou[~np.eye(len(b), dtype=bool)] <= 0.3).all()
+    assert sum(len(k["regions"]) for k in kept) < sum(len(e["regions"]) for e in every)  # the fixture overlaps
+
+
+
     st, _ = store
     failed, msgs = [], []
     out = dense_captions(OneWordModel(8), vocab(), Gen(), st, ["a", "zzz"], failed=failed, log=msgs.append)
