@@ -22,7 +22,8 @@ h1 { font-size: 20px; } h2 { font-size: 16px; margin: 4px 0; }
         border: 1px solid #ddd; border-radius: 6px; }
 .item img { width: 100%; display: block; }
 .sent { margin: 6px 0; line-height: 1.9; }
-.snip { padding: 2px 5px; border-radius: 4px; margin-right: 2px; }
+.snip { padding: 2px 5px; border-radius: 4px; margin-right: 2px;
+        -webkit-box-decoration-break: clone; box-decoration-break: clone; }
 .score { font-size: 10px; color: #777; margin-right: 6px; vertical-align: super; }
 .plain { color: #555; margin-right: 4px; }
 .query { margin: 24px 0 4px; padding: 6px; background: #eef; border-radius: 4px; }
