@@ -81,8 +81,8 @@ def chain_mrf(
     back = torch.empty(B, T, R, dtype=torch.long, device=device)  # back[b, t, i] = region of word t-1
     back[:, 0] = idx
     for t in range(1, T):
-        best, first = dp.max(dim=1, keepdim=True)  # [B, 1]: max_all(prev) and its lowest index
-        # torch.max does not promise the first maximiser; take the lowest index explicitly.
+        best = dp.amax(dim=1, keepdim=True)  # [B, 1] max_all(prev)
+        # its lowest maximiser (torch.max does not promise the first one)
         first = torch.where(dp == best, idx, R).min(dim=1, keepdim=True).values  # [B, 1]
         stay = dp + beta_t  # [B, R]
         bp = torch.where(stay > best, idx, torch.where(stay < best, first.expand(B, R), torch.minimum(idx, first)))
