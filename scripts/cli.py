@@ -16,6 +16,7 @@ COMMANDS = {
     "pipeline": ("scripts.pipeline", "the whole two-stage system, cached and resumable"),
     "demo": ("scripts.demo", "the pipeline on the embedded synthetic scenes"),
     "bench": ("scripts.bench", "benchmarks that print a table"),
+    "report": ("scripts.report", "rebuild the HTML report of a pipeline run folder"),
 }
 
 

@@ -14,7 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scripts.pipeline import PipelineConfig, _parse_value, apply_overrides, run_pipeline, write_json_atomic
+from scripts.pipeline import (PipelineConfig, StageError, _parse_value, apply_overrides, run_pipeline,
+                              write_json_atomic)
 
 
 @dataclass
@@ -25,10 +26,13 @@ class DemoConfig:
     # selective search in its single-strategy mode and 200 proposals: ~4x faster than RegionConfig's defaults
     region: dict = field(default_factory=lambda: {"backend": "rcnn", "backbone": "efficientnet_lite0",
                                                   "ss_mode": "single", "max_proposals": 200})
-    align: dict = field(default_factory=lambda: {"embed_dim": 256, "hidden_dim": 256, "epochs": 15, "batch_size": 50,
-                                                 "lr_step": 10, "patience": 0})
-    gen: dict = field(default_factory=lambda: {"hidden": 256, "epochs": 10})
-    gen_region: dict = field(default_factory=lambda: {"hidden": 256, "epochs": 10, "input": "region+image"})
+    # small model; per-word-normalised scores (AlignConfig.score_norm) train stably with SGD at this size
+    align: dict = field(default_factory=lambda: {"embed_dim": 256, "hidden_dim": 128, "word_dim": 64,
+                                                 "score_norm": "words", "lr": 3e-4, "batch_size": 100,
+                                                 "epochs": 12, "lr_step": 10, "patience": 0})
+    gen: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 10})
+    gen_region: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 10,
+                                                      "input": "region+image"})
     beams: tuple = (1, 7)
     snippets: dict = field(default_factory=dict)  # SnippetConfig overrides (its defaults: target_len 2.5)
     dense_images: int = 6
@@ -74,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except StageError as e:
+        import traceback
+
+        traceback.print_exception(e.__cause__, file=sys.stderr)
+        print(f"dvsa demo: {e}\nthe stages before it are kept: run the same command again to resume", file=sys.stderr)
+        return 1
     write_json_atomic(out / "demo_config.json", asdict(demo))
     total = time.perf_counter() - t0
     print(f"demo finished in {total:.0f} s (data {data_s:.0f} s)")

@@ -122,6 +122,14 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+class StageError(RuntimeError):
+    """A stage failed; the stages before it stay cached, so the same command resumes after the fix."""
+
+    def __init__(self, stage: str, error: Exception):
+        super().__init__(f"stage {stage!r} failed: {type(error).__name__}: {error}")
+        self.stage = stage
+
+
 class Runner:
     """Runs `scripts.pipeline_stages.STAGES` in order with the done-file protocol described above."""
 
@@ -170,7 +178,7 @@ class Runner:
         started_path = self.out / f"{stage.name}.started.json"
         started = read_json(started_path)
         if (done and done.get("fingerprint") != fp) or (started and started.get("fingerprint") != fp):
-            self.log(f"[{stage.name}] config changed: removing its old outputs")
+            self.log(f"[{stage.name}] config changed" + (": removing its old outputs" if stage.outputs else ""))
             for rel in stage.outputs:
                 p = self.out / rel
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -180,7 +188,12 @@ class Runner:
         write_json_atomic(started_path, {"fingerprint": fp, "config": config})
         self.log(f"[{stage.name}] running")
         t0 = time.perf_counter()
-        result = stage.fn(run) or {}
+        try:
+            result = stage.fn(run) or {}
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:
+            raise StageError(stage.name, e) from e
         seconds = time.perf_counter() - t0
         write_json_atomic(done_path, {"stage": stage.name, "fingerprint": fp, "config": config,
                                       "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -198,8 +211,11 @@ class Runner:
         self.run.load_records()
         self.run.timings["load"] = time.perf_counter() - t0
         write_json_atomic(self.out / "eval_images.json", {r.id: self.run.image_path(r) for r in self.run.eval})
-        for stage in STAGES:
-            self.run_stage(stage)
+        try:
+            for stage in STAGES:
+                self.run_stage(stage)
+        finally:
+            self.run.close()
         results = assemble_results(self.run)
         write_json_atomic(self.out / "config.json", self.run.resolved_config())
         write_json_atomic(self.out / "results.json", results)
@@ -246,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except StageError as e:
+        import traceback
+
+        traceback.print_exception(e.__cause__, file=sys.stderr)
+        print(f"dvsa pipeline: {e}\nthe stages before it are kept: fix the cause and run the same command again",
+              file=sys.stderr)
+        return 1
     print(f"results: {Path(cfg.out) / 'results.json'}")
     print(f"report:  {Path(cfg.out) / 'report.html'}")
     r = results.get("retrieval", {})

@@ -64,7 +64,7 @@ def captions(run) -> dict:
     for beam in run.cfg.beams:
         res, _ = caption_split(model, vocab, cfg, run.store(), records, int(beam), run.cfg.max_len)
         (out / f"beam{beam}.json").write_text(json.dumps(res, indent=0))
-        beams[str(beam)] = _x100(caption_metrics(gts, res))
+        beams[str(beam)] = _x100(caption_metrics(gts, res, meteor=run.meteor()))
         run.log(f"  beam {beam}: " + ", ".join(f"{k} {v}" for k, v in beams[str(beam)].items()))
     return {"beams": beams, "n_images": len(records)}
 
@@ -72,19 +72,30 @@ def captions(run) -> dict:
 def region_captions(run) -> dict:
     """The paper's region-level comparison: every described ground-truth region of the eval split is featurised
     with the store's own encoder (its exact box), then captioned by the region model and by the full-frame model
-    (which sees the region as an image), each scored against the region's description. Beam `report_beam`."""
+    (which sees the region's own feature as if it were an image), each scored against the region's description.
+    Beam `report_beam`."""
+    import numpy as np
+
     from align.regions import RegionEncoder
-    from generate.caption_eval import region_items, score_region_items
+    from generate.caption_eval import region_items
+    from generate.dense import caption_inputs
+    from generate.metrics import caption_metrics
 
     store = run.store()
     encoder = RegionEncoder.from_meta(store.meta, device=run.cfg.device, progress=False)
     items = region_items(run.usable(run.eval), store, "encode", encoder, run.cfg.root)
+    if not items["keys"]:
+        raise ValueError("no described ground-truth region could be featurised")
     metrics, examples = {}, {}
     for name, tag in (("gen_region", "region"), ("gen_full", "full_frame")):
         model, vocab, cfg = load_generator(run, name)
-        res = score_region_items(model, vocab, cfg, items, beam=run.cfg.report_beam, max_len=run.cfg.max_len)
-        metrics[tag] = _x100(res["metrics"])
-        examples[tag] = dict(list(res["captions"].items())[:50])
+        # the input each model was trained on: region (+ its image) for the region model, the crop for the other
+        x = (np.concatenate([items["regions"], items["images"]], 1) if cfg.input == "region+image"
+             else items["regions"]).astype(np.float32)  # [n, Din]
+        caps = caption_inputs(model, vocab, x, run.cfg.report_beam, run.cfg.max_len, cfg.length_norm)
+        res = {k: c for k, (c, _, _) in zip(items["keys"], caps)}
+        metrics[tag] = _x100(caption_metrics(items["refs"], res, meteor=run.meteor()))
+        examples[tag] = dict(list(res.items())[:50])
     examples["reference"] = {k: items["refs"][k][0] for k in list(items["refs"])[:50]}
     (run.out / "region_captions.json").write_text(json.dumps(examples, indent=0))
     return {"metrics": {**metrics, "n_regions": len(items["keys"]), "n_unmatched": items["n_unmatched"],
@@ -115,7 +126,7 @@ def dense(run) -> dict:
     if described:
         from generate.densecap_eval import densecap_evaluate
 
-        ev = densecap_evaluate([by_id[r.id] for r in described if r.id in by_id], described)
+        ev = densecap_evaluate([by_id[r.id] for r in described if r.id in by_id], described, scorer=run.meteor())
         result["metrics"] = {"map": round(100 * ev["map"], 2), "det_map": round(100 * ev["det_map"], 2),
                              "n_images": ev["n_images"], "n_gt": ev["n_gt"], "n_pred": ev["n_pred"],
                              "scorer": ev["scorer"]}

@@ -28,6 +28,7 @@ class Run:
         self.val: list[ImageRecord] = []  # validation (early stopping): the val split, or held-out train images
         self.eval: list[ImageRecord] = []
         self._stores: dict[str, object] = {}
+        self._meteor = None
 
     def load_records(self) -> None:
         """train / val / eval records. With eval split "val", validation is a held-out slice of train."""
@@ -65,6 +66,20 @@ class Run:
 
             self._stores[name] = FeatureStore(self.out / name)
         return self._stores[name]
+
+    def meteor(self):
+        """One METEOR scorer (a JVM that takes ~30 s to load its tables) shared by every stage; None without Java
+        (caption_metrics then scores without METEOR)."""
+        from generate.metrics import MeteorScorer, find_java
+
+        if self._meteor is None and find_java() is not None:
+            self._meteor = MeteorScorer()
+        return self._meteor
+
+    def close(self) -> None:
+        if self._meteor is not None:
+            self._meteor.close()
+            self._meteor = None
 
     def usable(self, records: list[ImageRecord]) -> list[ImageRecord]:
         """The records whose image made it into the feature store (failed images are reported, then left out)."""

@@ -89,6 +89,21 @@ def test_skip_marks_the_stage_and_its_dependents(tmp_path, fake):
     assert r["stages"]["b"].startswith("skipped") and r["stages"]["c"].startswith("skipped")
 
 
+def test_a_failing_stage_exits_1_naming_it_and_keeps_earlier_stages(tmp_path, fake, monkeypatch, capsys):
+    stages = _fake_stages(fake)
+
+    def boom(run):
+        raise ValueError("bad thing")
+
+    stages[1] = Stage("b", boom, (), ("a",))
+    monkeypatch.setattr(pipeline_stages, "_stages", lambda: stages)
+    argv = ["--dataset", "fake", "--root", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert pipeline.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "stage 'b' failed: ValueError: bad thing" in err
+    assert (tmp_path / "run" / "a.done.json").is_file() and not (tmp_path / "run" / "b.done.json").exists()
+
+
 def test_overrides_parse_values_and_groups():
     cfg = apply_overrides(PipelineConfig(), ["align.epochs=3", "gen.cell=lstm", "beams=[1,3]", "limit=5",
                                             "snippets.target_len=2.0", "skip=dense,report"])
@@ -103,3 +118,89 @@ def test_overrides_parse_values_and_groups():
 def test_eval_split_dev_maps_to_val():
     args = pipeline.build_parser().parse_args(["--dataset", "x", "--root", "r", "--out", "o", "--eval-split", "dev"])
     assert pipeline.config_from_args(args).eval_split == "val"
+
+
+# ------------------------------------------------------------------------------------------ end to end
+SMALL = ["--synthetic", "n_train=60", "n_val=10", "n_test=20", "--config", "align.epochs=10", "align.lr_step=20",
+         "gen.epochs=8", "gen_region.epochs=8", "beams=[1,3]", "report_beam=3", "region.part_size=16",
+         "dense_images=2", "dense_eval_images=10", "show_images=2", "region.progress=false"]
+
+
+def _random_model_word_accuracy(out: Path) -> float:
+    """Word-to-region accuracy of the per-word argmax of an untrained alignment model of the same shape: what a
+    broken alignment stage would score."""
+    import torch
+
+    from align.grounding import evaluate_alignment
+    from align.model import AlignConfig, AlignmentModel
+    from align.train import load_alignment
+    from data.catalog import load_dataset
+    from data.features import FeatureStore
+    from data.records import select_split
+
+    _, vocab, cfg = load_alignment(out / "align" / "model.pt")
+    store = FeatureStore(out / "features")
+    test = select_split(load_dataset("synthetic", out / "data"), "test")
+    accs = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = AlignmentModel(AlignConfig(**{**vars(cfg), "seed": seed}), len(vocab), store.dim).eval()
+        accs.append(evaluate_alignment(model, vocab, store, test, 0.0)["word_accuracy"])
+    return max(accs)
+
+
+@pytest.mark.slow
+def test_small_demo_end_to_end_then_resume(tmp_path, capsys):
+    from scripts import demo
+
+    out = tmp_path / "demo"
+    assert demo.main(["--out", str(out)] + SMALL) == 0
+    r = json.loads((out / "results.json").read_text())
+    for key in ("dataset", "eval_split", "n_eval_images", "retrieval", "captioning", "captioning_beams", "alignment",
+                "region_captioning", "dense", "timings_s", "config"):
+        assert key in r, key
+    assert r["dataset"] == "synthetic" and r["eval_split"] == "test" and r["n_eval_images"] == 20
+    assert all(v == "done" for v in r["stages"].values()), r["stages"]
+    assert (out / "config.json").is_file()
+
+    # retrieval on 20 images / 100 sentences: chance R@5 is 25% (search), ~23% (annotation)
+    ret = r["retrieval"]
+    assert ret["distinct_scores"] > 0.5  # a collapsed model would tie everything
+    assert ret["search"]["r5"] >= 50 and ret["annotation"]["r5"] >= 50, ret
+
+    # word-to-region grounding well above what an untrained model's argmax gets
+    al = r["alignment"]
+    assert 0 <= al["word_accuracy"] <= 1 and al["beta"] >= 0 and al["mean_snippet_len"] >= 1
+    base = _random_model_word_accuracy(out)
+    assert al["word_accuracy"] >= base + 0.15, (al, base)
+
+    # captions: the synthetic sentences are easy to imitate; the region model describes regions better
+    cap = r["captioning_beams"]["1"]
+    assert cap["bleu1"] >= 40 and cap["cider"] > 10, cap
+    assert r["captioning"]["beam"] == 3
+    rc = r["region_captioning"]
+    assert rc["region"]["bleu1"] > rc["full_frame"]["bleu1"], rc
+    assert 0 <= r["dense"]["map"] <= 100
+
+    html = (out / "report.html").read_text()
+    assert "data:image/" in html and 'src="http' not in html and "<link" not in html
+
+    # a finished run resumes with no work
+    capsys.readouterr()
+    assert demo.main(["--out", str(out)] + SMALL) == 0
+    log = capsys.readouterr().out
+    assert "] running" not in log and "[dense] cached" in log
+
+    # an interrupted feature extraction (a committed part lost, no done file) resumes; later stages are kept
+    parts = sorted((out / "features").glob("part-*"))
+    assert len(parts) >= 2
+    import shutil
+
+    shutil.rmtree(parts[-1])
+    (out / "features.done.json").unlink()
+    assert demo.main(["--out", str(out)] + SMALL) == 0
+    log = capsys.readouterr().out
+    assert "[features] running" in log and "[align_train] cached" in log and "[dense] cached" in log
+    from data.features import FeatureStore
+
+    assert len(FeatureStore(out / "features")) == 90
