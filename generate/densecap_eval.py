@@ -233,14 +233,14 @@ class DenseCapEvaluator:
         cands = [self._cands[i] for i in idx]
         refs = [self._refs[i] for i in idx]
         if self.scorer is not None:
-            name = getattr(self.scorer, "__name__", type(self.scorer).__name__)
+            name = getattr(self.scorer, "name", None) or getattr(self.scorer, "__name__", type(self.scorer).__name__)
             vals = self.scorer(cands, refs)
         else:
             from generate.metrics import JavaMissingError, MeteorScorer
 
             try:
                 with MeteorScorer() as m:
-                    vals, name = m.score_pairs(cands, refs), "meteor-1.5"
+                    vals, name = m.score_pairs(cands, refs), m.name
             except JavaMissingError as e:
                 warnings.warn(f"{e}; dense captioning mAP uses meteor_exact (exact word matches only): "
                               "numbers are lower than with METEOR 1.5", RuntimeWarning, stacklevel=3)

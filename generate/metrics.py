@@ -144,6 +144,8 @@ class MeteorScorer:
     for, pipes closed) and is idempotent.
     """
 
+    name = "meteor-1.5"
+
     def __init__(self):
         if find_java() is None:
             raise JavaMissingError("java was not found on PATH: METEOR (pycocoevalcap, Java) cannot run")

@@ -123,6 +123,13 @@ def test_java_tokenizer_and_meteor():
         with_java = caption_metrics(gts, res, meteor=m, info=info)
         assert info == {"tokenizer": "ptb", "meteor": "meteor-1.5", "n": 3}
         pairs = m.score_pairs(["a dog", "a cat on a mat", "purple"], [["a dog"], ["the cat sat on the mat"], ["x y"]])
+        from generate.densecap_eval import DenseCapEvaluator
+
+        ev = DenseCapEvaluator(scorer=m)  # the open scorer serves the dense captioning mAP too
+        ev.add([[0, 0, 10, 10], [20, 20, 40, 40]], ["a red ball", "a dog"], [[0, 0, 10, 10], [20, 20, 40, 40]],
+               [0.9, 0.8], ["a red ball", "a cat"])
+        dense = ev.evaluate()
+        assert dense["scorer"] == "meteor-1.5" and 0 < dense["map"] < 1 and dense["det_map"] == 1.0
         proc = m.proc
         assert proc.poll() is None
     assert proc.poll() is not None  # closed with the context
