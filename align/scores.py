@@ -84,7 +84,11 @@ def image_sentence_scores_packed(
     bi = max(1, min(b, 256, chunk // (r * min(n_words, 4096))))
     max_w = max(1, chunk // (r * bi))
     groups = _sentence_groups(counts.cpu(), max_w)
-    bias = torch.zeros(b, r, dtype=v.dtype, device=v.device).masked_fill(~rmask, float("-inf"))  # [B, R]
+    if kind == "max" and not bool(rmask.all()):
+        # A padded region becomes a copy of the image's first real region: the max is unchanged and no mask
+        # pass over the [images*R, words] block is needed.
+        first = v[torch.arange(b, device=v.device), rmask.to(torch.int8).argmax(1)]  # [B, H]
+        v = torch.where(rmask[..., None], v, first[:, None, :])
     out = v.new_zeros(b, n_sent)
     rows = []
     for i0 in range(0, b, bi):
@@ -99,7 +103,7 @@ def image_sentence_scores_packed(
                 continue
             dots = (vi.reshape(nb * r, h) @ words[w0:w1].T).view(nb, r, w1 - w0)  # [bi, R, w]
             if kind == "max":
-                per_word = (dots + bias[i0 : i0 + nb, :, None]).amax(1)  # [bi, w]
+                per_word = dots.amax(1)  # [bi, w]
             else:
                 per_word = (dots.clamp_min(0) * rmask[i0 : i0 + nb, :, None]).sum(1)  # [bi, w]
             # Sum each sentence's words: [bi, w] -> [bi, s1 - s0].

@@ -7,6 +7,15 @@ from align.model import AlignConfig, AlignmentModel, reverse_padded
 from align.scores import image_sentence_scores, image_sentence_scores_slow
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is faster, and far faster on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_cfg(**kw):
     base = dict(embed_dim=12, hidden_dim=8, word_dim=6, dropout=0.0)
     base.update(kw)
@@ -166,3 +175,22 @@ def test_loss_is_zero_when_true_pairs_win_by_the_margin_and_columns_count():
     assert max_margin_loss(scores).item() == 0
     scores[2, 0] = 0.5  # image 2 beats image 0 on sentence 0: a column violation, 1.5; and a row violation of image 2
     assert max_margin_loss(scores, reduction="sum").item() == pytest.approx(1.5 + 1.5)
+
+
+@pytest.mark.parametrize("kind", ["max", "defrag"])
+def test_score_gradients_match_a_plain_masked_version(kind):
+    g = torch.Generator().manual_seed(6)
+    v, rmask, s, wmask = random_embeddings(g, 5, 4, 6, 5)
+    v1, s1 = v.clone().requires_grad_(), s.clone().requires_grad_()
+    v2, s2 = v.clone().requires_grad_(), s.clone().requires_grad_()
+    w = torch.randn(5, 6, generator=g)
+    (image_sentence_scores(v1, rmask, s1, wmask, kind=kind, chunk=30) * w).sum().backward()
+    dots = torch.einsum("brh,sth->bsrt", v2, s2)  # [B, S, R, T]
+    if kind == "max":
+        per_word = dots.masked_fill(~rmask[:, None, :, None], float("-inf")).amax(2)
+    else:
+        per_word = (dots.clamp_min(0) * rmask[:, None, :, None]).sum(2)
+    ref = (per_word * wmask[None]).sum(-1)  # [B, S]
+    (ref * w).sum().backward()
+    torch.testing.assert_close(v1.grad, v2.grad)
+    torch.testing.assert_close(s1.grad, s2.grad)
