@@ -2,8 +2,9 @@
 
 Every decoder takes feats float [B, Din] and returns, per image, ``(tokens, logprob)`` pairs: `tokens` a list of
 word ids without START and END, `logprob` the model's summed log-probability of those tokens *and* of END when
-the caption ended (float, natural log). PAD and START are never generated. Decoding runs at most `max_len` steps
-(END counts as one); a caption still open after `max_len` steps is returned as it is (cut, no END).
+the caption ended (float, natural log). PAD and START are never generated, nor END before `min_len` words
+(default 1: no empty caption). Decoding runs at most `max_len` steps (END counts as one); a caption still open
+after `max_len` steps is returned as it is (cut, no END). Defaults come from `GenConfig`.
 
 Beam search, as defined by `beam_search_single` (the obvious one-image version) and reproduced by the batched
 `beam_search`: keep up to K live hypotheses. At every step each live hypothesis is extended by every word; the
@@ -22,7 +23,7 @@ import contextlib
 import torch
 
 from data.text import END_ID, PAD_ID, START_ID
-from generate.model import CaptionModel, reorder_state
+from generate.model import CaptionModel, GenConfig, reorder_state
 
 Hypothesis = tuple[list[int], float]
 
@@ -47,11 +48,14 @@ def _prepare(model: CaptionModel, feats) -> torch.Tensor:
     return feats
 
 
-def _step(model: CaptionModel, prev: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-    """model.step, with PAD and START (never a valid next word) given log-probability -inf."""
+def _step(model: CaptionModel, prev: torch.Tensor, state: dict, t: int, min_len: int) -> tuple[torch.Tensor, dict]:
+    """model.step at step t (0-based), with PAD and START (never a valid next word), and END before `min_len`
+    words, given log-probability -inf."""
     logp, state = model.step(prev, state)
     logp[:, PAD_ID] = float("-inf")
     logp[:, START_ID] = float("-inf")
+    if t < min_len:
+        logp[:, END_ID] = float("-inf")
     return logp, state
 
 
@@ -63,14 +67,14 @@ def _final_score(logprob: float, length: int, alpha: float) -> float:
     return logprob / (max(1, length) ** alpha) if alpha else logprob
 
 
-def greedy(model: CaptionModel, feats, max_len: int = 20) -> list[Hypothesis]:
+def greedy(model: CaptionModel, feats, max_len: int = GenConfig.max_len, min_len: int = GenConfig.min_len
+           ) -> list[Hypothesis]:
     """Argmax decoding. feats float [B, Din] -> B (tokens, logprob)."""
-    out, _ = _sample_loop(model, feats, max_len, pick=lambda logp: logp.argmax(-1))
-    return out
+    return _sample_loop(model, feats, max_len, min_len, pick=lambda logp: logp.argmax(-1))
 
 
-def sample(model: CaptionModel, feats, max_len: int = 20, temperature: float = 1.0, top_k: int = 0,
-           generator: torch.Generator | None = None) -> list[Hypothesis]:
+def sample(model: CaptionModel, feats, max_len: int = GenConfig.max_len, temperature: float = 1.0, top_k: int = 0,
+           generator: torch.Generator | None = None, min_len: int = GenConfig.min_len) -> list[Hypothesis]:
     """Sample each word from softmax(logits / temperature), restricted to the top_k words when top_k > 0.
 
     The returned logprob is under the model itself (temperature 1, no top-k). `generator` makes it repeatable.
@@ -88,11 +92,10 @@ def sample(model: CaptionModel, feats, max_len: int = 20, temperature: float = 1
             return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(probs.device)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
-    out, _ = _sample_loop(model, feats, max_len, pick)
-    return out
+    return _sample_loop(model, feats, max_len, min_len, pick)
 
 
-def _sample_loop(model, feats, max_len, pick):
+def _sample_loop(model, feats, max_len, min_len, pick):
     with _eval_mode(model):
         feats = _prepare(model, feats)
         B = feats.shape[0]
@@ -101,8 +104,8 @@ def _sample_loop(model, feats, max_len, pick):
         done = torch.zeros(B, dtype=torch.bool, device=feats.device)
         total = torch.zeros(B, dtype=torch.float64, device=feats.device)
         words = []
-        for _ in range(max_len):
-            logp, state = _step(model, prev, state)  # [B, V]
+        for t in range(max_len):
+            logp, state = _step(model, prev, state, t, min_len)  # [B, V]
             w = pick(logp)  # [B]
             total += torch.where(done, 0.0, logp.gather(1, w[:, None]).squeeze(1).double())
             words.append(torch.where(done, END_ID, w))
@@ -115,11 +118,12 @@ def _sample_loop(model, feats, max_len, pick):
         for seq, lp in zip(seqs, total.tolist()):
             toks = seq[: seq.index(END_ID)] if END_ID in seq else seq
             out.append((toks, lp))
-        return out, None
+        return out
 
 
-def beam_search(model: CaptionModel, feats, beam_size: int = 7, max_len: int = 20,
-                length_norm: float | bool = 0.0) -> list[list[Hypothesis]]:
+def beam_search(model: CaptionModel, feats, beam_size: int = GenConfig.beam, max_len: int = GenConfig.max_len,
+                length_norm: float | bool = GenConfig.length_norm, min_len: int = GenConfig.min_len
+                ) -> list[list[Hypothesis]]:
     """Batched beam search. feats float [B, Din] -> per image up to `beam_size` (tokens, logprob), best first.
 
     All live beams of all images still being decoded go through one `model.step` call per word; images that
@@ -140,7 +144,7 @@ def beam_search(model: CaptionModel, feats, beam_size: int = 7, max_len: int = 2
         prev = torch.full((B * K,), START_ID, dtype=torch.long, device=dev)
         for t in range(max_len):
             n = len(active)
-            logp, state = _step(model, prev, state)  # [n*K, V]
+            logp, state = _step(model, prev, state, t, min_len)  # [n*K, V]
             V = logp.shape[-1]
             cand = (scores[:, :, None] + logp.view(n, K, V).double()).view(n, K * V)  # [n, K*V]
             top_v, top_i = cand.topk(min(2 * K, K * V), dim=-1)  # [n, 2K], best first
@@ -202,8 +206,9 @@ def _best(finished: list[tuple[float, list[int], float]], k: int) -> list[Hypoth
     return [(toks, lp) for _, toks, lp in ranked[:k]]
 
 
-def beam_search_single(model: CaptionModel, feat, beam_size: int = 7, max_len: int = 20,
-                       length_norm: float | bool = 0.0) -> list[Hypothesis]:
+def beam_search_single(model: CaptionModel, feat, beam_size: int = GenConfig.beam, max_len: int = GenConfig.max_len,
+                       length_norm: float | bool = GenConfig.length_norm, min_len: int = GenConfig.min_len
+                       ) -> list[Hypothesis]:
     """One image, one hypothesis at a time, in plain Python: the reference that `beam_search` must match.
 
     feat float [Din] (or [1, Din]) -> up to `beam_size` (tokens, logprob), best first.
@@ -214,11 +219,11 @@ def beam_search_single(model: CaptionModel, feat, beam_size: int = 7, max_len: i
         assert feat.shape[0] == 1, "beam_search_single decodes one image"
         live = [([], 0.0, model.init_state(feat))]  # (tokens, logprob, state)
         finished = []  # (score, tokens, logprob)
-        for _ in range(max_len):
+        for t in range(max_len):
             cands = []
             for toks, lp, st in live:
                 prev = toks[-1] if toks else START_ID
-                logp, new_st = _step(model, torch.tensor([prev], device=feat.device), st)
+                logp, new_st = _step(model, torch.tensor([prev], device=feat.device), st, t, min_len)
                 for w, l in enumerate(logp[0].tolist()):
                     if l != float("-inf"):
                         cands.append((lp + l, toks + [w], new_st))
@@ -238,13 +243,14 @@ def beam_search_single(model: CaptionModel, feat, beam_size: int = 7, max_len: i
         return _best(finished, K)
 
 
-def decode(model: CaptionModel, feats, method: str = "beam", beam_size: int = 7, max_len: int = 20,
-           length_norm: float | bool = 0.0, **sample_kw) -> list[Hypothesis]:
+def decode(model: CaptionModel, feats, method: str = "beam", beam_size: int = GenConfig.beam,
+           max_len: int = GenConfig.max_len, length_norm: float | bool = GenConfig.length_norm,
+           min_len: int = GenConfig.min_len, **sample_kw) -> list[Hypothesis]:
     """The best caption of every image by `method` ("greedy" | "sample" | "beam"): B (tokens, logprob)."""
     if method == "greedy" or (method == "beam" and beam_size == 1):
-        return greedy(model, feats, max_len)
+        return greedy(model, feats, max_len, min_len)
     if method == "sample":
-        return sample(model, feats, max_len, **sample_kw)
+        return sample(model, feats, max_len, min_len=min_len, **sample_kw)
     if method == "beam":
-        return [h[0] for h in beam_search(model, feats, beam_size, max_len, length_norm)]
+        return [h[0] for h in beam_search(model, feats, beam_size, max_len, length_norm, min_len)]
     raise ValueError(f"unknown decoding method {method!r}")

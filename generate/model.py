@@ -74,6 +74,7 @@ class GenConfig:
     # --- decoding
     beam: int = 7  # beam size for captions (paper: 7); 1 = greedy
     max_len: int = 20  # most decoding steps (END counts as one); longer captions are cut
+    min_len: int = 1  # END is not allowed before this many words (1: no empty captions)
     length_norm: float = 0.0  # beam ranking: logprob / length**length_norm; 0 = raw sum of log-probs
 
     def validate(self) -> "GenConfig":

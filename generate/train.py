@@ -95,7 +95,7 @@ def validation_cider(model: CaptionModel, data: CaptionData, vocab: Vocabulary, 
     res = {}
     for s in range(0, n, batch):
         feats = torch.from_numpy(data.feats[s : s + batch])
-        for key, (toks, _) in zip(data.keys[s : s + batch], greedy(model, feats, cfg.max_len)):
+        for key, (toks, _) in zip(data.keys[s : s + batch], greedy(model, feats, cfg.max_len, cfg.min_len)):
             res[key] = " ".join(vocab.decode(toks))
     keys = [k for k in data.keys[:n] if data.refs.get(k)]
     if not keys:

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append({"path": str(path), "reason": reason})
         if not chunk:
             continue
-        for path, (toks, lp) in zip(chunk, _decode(model, np.stack(feats), beam, max_len, length_norm)):
+        for path, (toks, lp) in zip(chunk, _decode(model, np.stack(feats), beam, max_len, length_norm, cfg.min_len)):
             text = " ".join(vocab.decode(toks))
             results.append({"image_id": path.stem, "path": str(path), "caption": text, "logprob": float(lp)})
             if not args.quiet:
@@ -104,12 +104,12 @@ def _inputs(encoder, pil, mode: str) -> np.ndarray:
     return combine(regions[:1], image, mode)[0]
 
 
-def _decode(model, feats: np.ndarray, beam: int, max_len: int, length_norm: float):
+def _decode(model, feats: np.ndarray, beam: int, max_len: int, length_norm: float, min_len: int):
     from generate.decode import beam_search, greedy
 
     if beam == 1:
-        return greedy(model, feats, max_len)
-    return [h[0] for h in beam_search(model, feats, beam, max_len, length_norm)]
+        return greedy(model, feats, max_len, min_len)
+    return [h[0] for h in beam_search(model, feats, beam, max_len, length_norm, min_len)]
 
 
 if __name__ == "__main__":

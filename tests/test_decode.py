@@ -39,9 +39,10 @@ def test_batched_beam_equals_one_image_beam(seed, cell):
     feats = torch.randn(5, D) * 2
     for K in (1, 3, 7):
         for ln in (0.0, 1.0):
-            batched = beam_search(m, feats, K, 9, ln)
+            min_len = (K + int(ln)) % 3  # 0, 1 and 2 words before END is allowed
+            batched = beam_search(m, feats, K, 9, ln, min_len)
             for i in range(len(feats)):
-                one = beam_search_single(m, feats[i], K, 9, ln)
+                one = beam_search_single(m, feats[i], K, 9, ln, min_len)
                 assert [h[0] for h in one] == [h[0] for h in batched[i]], (K, ln, i)
                 for (_, a), (_, b) in zip(one, batched[i]):
                     assert abs(a - b) < 1e-5
@@ -121,3 +122,14 @@ def test_bench_decode_prints_a_table(capsys):
                  "--max-len", "5", "--beams", "1", "3", "--repeat", "1", "--single-images", "1"]) == 0
     out = capsys.readouterr().out
     assert "batched img/s" in out and len([ln for ln in out.splitlines() if ln.strip().startswith(("1 |", "3 |"))]) == 2
+
+
+def test_min_len_forbids_early_end():
+    m = _random_model(0)
+    with torch.no_grad():
+        m.out.bias[END_ID] = 8.0  # END is by far the likeliest word at every step
+    feats = torch.randn(4, D)
+    assert all(t == [] for t, _ in greedy(m, feats, 6, min_len=0))
+    assert all(len(t) == 3 for t, _ in greedy(m, feats, 6, min_len=3))
+    for hyps in beam_search(m, feats, 3, 6, min_len=2):
+        assert all(len(t) >= 2 for t, _ in hyps)
