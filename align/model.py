@@ -53,7 +53,6 @@ class AlignConfig:
     val_images: int = 1000  # validation uses the first this many val images (the 1K protocol)
     amp: bool = True  # bf16 autocast when training on CUDA (ignored on the CPU)
     seed: int = 0
-    workers: int = 0  # reserved for data loading threads (batches are read from the memory-mapped store)
 
     def __post_init__(self):
         if self.score not in ("max", "defrag"):

@@ -36,7 +36,7 @@ from data.text import Vocabulary
 
 KIND = "align"
 # Fields that may change when a run is resumed (they do not change what was learnt so far).
-RESUMABLE_CHANGES = {"epochs", "patience", "workers", "val_images"}
+RESUMABLE_CHANGES = {"epochs", "patience", "val_images"}
 
 
 def resolve_device(device) -> torch.device:
