@@ -3,6 +3,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convolutions: one thread avoids thread spin-waiting on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 from torchvision.ops import roi_align
 
 from align.regions import RegionConfig, RegionEncoder

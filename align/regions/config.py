@@ -50,7 +50,7 @@ class RegionConfig:
     workers: int = 0  # DataLoader worker processes (decode + selective search)
     batch_size: int = 16  # images per CNN pass
     part_size: int = 256  # images per committed part of the feature store
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC tensors: ~2x faster convolutions on the CPU (oneDNN)
     amp: bool = False  # autocast to float16 on CUDA
     max_pixels: int = 89_478_485  # larger images (decompression-bomb sized) are reported and skipped
     progress: bool = True

@@ -55,8 +55,12 @@ def select_boxes(boxes: np.ndarray, scores: np.ndarray, cfg: RegionConfig) -> np
     # torchvision's nms keeps a stable order for equal scores only by accident; give it strictly ranked scores
     rank = np.empty(len(b), np.float32)
     rank[order] = np.arange(len(b), 0, -1, dtype=np.float32)
-    keep = nms(torch.from_numpy(b), torch.from_numpy(rank), cfg.nms_iou).numpy()
-    return keep[: cfg.max_boxes].astype(np.int64)
+    keep = nms(torch.from_numpy(b), torch.from_numpy(rank), cfg.nms_iou).numpy()[: cfg.max_boxes]
+    if len(keep) < cfg.max_boxes:  # free slots: the best suppressed boxes (recall over purity)
+        suppressed = np.setdiff1d(order, keep, assume_unique=True)
+        suppressed = suppressed[np.argsort(-rank[suppressed], kind="stable")]
+        keep = np.concatenate([keep, suppressed[: cfg.max_boxes - len(keep)]])
+    return keep.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------- selective search
