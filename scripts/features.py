@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dvsa features: {len(records)} images -> {args.out}\n{json.dumps(cfg.recipe())}", file=sys.stderr)
     try:
         store = extract_features(records, args.out, cfg, given_boxes=given)
-    except RuntimeError as e:  # weights unavailable, no GPU, detectron2 missing ...
+    except (RuntimeError, ValueError) as e:  # weights unavailable, no GPU, detectron2 missing, other settings ...
         print(f"dvsa features: {e}", file=sys.stderr)
         return 2
     wanted = {r.id for r in records}

@@ -24,16 +24,17 @@ class RegionConfig:
     min_box_px: float = 8.0  # a box is kept when both sides >= max(min_box_px, min_box_frac * shorter image side)
     min_box_frac: float = 0.05
     max_whole_iou: float = 0.85  # proposals this close to the whole image duplicate row 0 and are dropped
-    nms_iou: float = 0.5  # class-agnostic NMS among proposals, after sorting by objectness
+    nms_iou: float = 0.4  # class-agnostic NMS among proposals, after sorting by objectness (free slots refilled)
     # selective search (rcnn backend)
-    ss_size: int = 128  # selective search runs on the image scaled so that its longer side is ss_size px
+    ss_size: int = 96  # selective search runs on the image scaled so that its longer side is ss_size px
     ss_mode: str = "fast"  # fast (OpenCV's fast mode) | single (one strategy, ~3x faster, fewer proposals)
     max_proposals: int = 1000  # proposals scored per image (after de-duplication and the size filter)
-    objectness: str = "maxprob"  # maxprob: max softmax probability of the ImageNet head | entropy: 1 - H(p)/log(C)
+    objectness: str = "entropy"  # entropy: 1 - H(p)/log(C) of the ImageNet head | maxprob: max softmax probability
     # frcnn backend
     frcnn_model: str = "fasterrcnn_resnet50_fpn_v2"  # or fasterrcnn_resnet50_fpn
     frcnn_pretrained: bool = True  # COCO weights through torchvision's weights API (needs download or cache)
     frcnn_min_score: float = 0.05
+    frcnn_min_size: int = 800  # the detector resizes images to this shorter side (torchvision's default)
     # detectron2 backend
     detectron2_config: str = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
     detectron2_weights: str = ""  # a local .pkl/.pth; empty = the model zoo URL of detectron2_config

@@ -7,10 +7,13 @@ Recipe for backend "rcnn" (offline R-CNN, the default):
 1. selective search (OpenCV, fast mode) on a copy of the image whose longer side is cfg.ss_size px;
 2. one CNN pass on the whole image warped to S x S; every proposal is RoIAligned on the last feature map and
    goes through the network's own head and ImageNet classifier (Fast R-CNN style scoring);
-3. objectness = max softmax probability over the 1000 ImageNet classes (cfg.objectness="maxprob"; "entropy"
-   gives 1 - H(p)/log 1000): how much the box looks like *some* ImageNet object;
-4. proposals near-identical to the whole image are dropped, the rest sorted by objectness, class-agnostic NMS
-   at cfg.nms_iou, the best cfg.max_boxes kept;
+3. objectness = 1 - H(p)/log 1000, the normalised entropy of the ImageNet class distribution p of the box
+   (cfg.objectness="entropy"): a box the classifier is sure about, whatever the class, looks like one object;
+   "maxprob" (max softmax probability) is the alternative. On synthetic scenes entropy kept more objects in the
+   top 19 (recall@0.5 0.93 vs 0.87-0.89 for maxprob and 0.86 for a random order of the same proposals);
+4. proposals near-identical to the whole image (IoU > cfg.max_whole_iou) are dropped, the rest sorted by
+   objectness, class-agnostic NMS at cfg.nms_iou, the best cfg.max_boxes kept; slots NMS leaves free are
+   filled with the best suppressed boxes (recall matters more than purity downstream);
 5. region features: pooling "roialign" reuses the pooled features of step 2; pooling "warp" crops each kept box
    from the image, warps it to warp_size x warp_size and runs the CNN on it (R-CNN), features = global pool.
 Row 0 is always the whole image, box [0, 0, W, H], feature = the global pool of step 2 (= the image feature).
@@ -150,7 +153,7 @@ class RegionEncoder:
 
     def _to_input(self, uint8: torch.Tensor) -> torch.Tensor:
         """uint8 [B,3,S,S] (or float 0..255) -> normalised float on the device."""
-        x = uint8.to(self.device, non_blocking=True).float().div_(255.0)
+        x = uint8.to(self.device, non_blocking=True).float() / 255.0
         x = (x - self._mean) / self._std
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 

@@ -166,7 +166,7 @@ class FasterRCNNProposer:
         builder, weights = builders[cfg.frcnn_model]
         if cfg.frcnn_pretrained:
             try:
-                model = builder(weights=weights.DEFAULT)
+                model = builder(weights=weights.DEFAULT, min_size=cfg.frcnn_min_size)
             except Exception as e:
                 raise RuntimeError(
                     f"{cfg.frcnn_model}: torchvision could not download or find its COCO weights "
@@ -174,7 +174,7 @@ class FasterRCNNProposer:
                     "(offline), or frcnn_pretrained=False for an untrained detector"
                 ) from e
         else:
-            model = builder(weights=None, weights_backbone=None)
+            model = builder(weights=None, weights_backbone=None, min_size=cfg.frcnn_min_size)
         model.roi_heads.score_thresh = cfg.frcnn_min_score
         self.model = model.eval().to(device)
         self.device = device
