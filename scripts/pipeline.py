@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.records import DataError
+
 
 @dataclass
 class PipelineConfig:
@@ -262,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except (DataError, FileNotFoundError) as e:  # bad or missing data: the message names the file
+        print(f"dvsa pipeline: {e}", file=sys.stderr)
+        return 2
     except StageError as e:
         import traceback
 

@@ -120,6 +120,35 @@ def test_eval_split_dev_maps_to_val():
     assert pipeline.config_from_args(args).eval_split == "val"
 
 
+def test_missing_split_is_a_clear_error(shared_datasets, capsys, tmp_path):
+    argv = ["--dataset", "flickr8k", "--root", str(shared_datasets / "flickr8k"), "--out", str(tmp_path / "o"),
+            "--eval-split", "test", "--limit", "2"]
+    assert pipeline.main(argv) == 2
+    assert "split 'test' is empty" in capsys.readouterr().err
+
+
+def test_flickr8k_root_with_a_test_split_runs_the_features_stage(shared_datasets, tmp_path):
+    """A Flickr8k root laid out as users have it (token file, three split files, an image folder)."""
+    src = shared_datasets / "flickr8k"
+    names = sorted(p.name for p in (src / "images").glob("*.jpg"))[:6]
+    root = tmp_path / "f8k"
+    (root / "Flicker8k_Dataset").mkdir(parents=True)
+    for n in names:
+        (root / "Flicker8k_Dataset" / n).symlink_to(src / "images" / n)
+    lines = [line for line in (src / "Flickr8k.token.txt").read_text().splitlines() if line.split("#")[0] in names]
+    (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    for split, part in (("train", names[:2]), ("dev", names[2:4]), ("test", names[4:])):
+        (root / f"Flickr_8k.{split}Images.txt").write_text("\n".join(part) + "\n")
+    out = tmp_path / "run"
+    argv = ["--dataset", "flickr8k", "--root", str(root), "--out", str(out), "--eval-split", "test",
+            "--config", "skip=align_train,gen_full", "region.ss_mode=single", "region.max_proposals=50",
+            "region.progress=false"]
+    assert pipeline.main(argv) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["eval_split"] == "test" and r["n_eval_images"] == 2 and r["n_train_images"] == 2
+    assert r["stages"]["features"] == "done" and r["stages"]["retrieval"].startswith("skipped")
+
+
 # ------------------------------------------------------------------------------------------ end to end
 SMALL = ["--synthetic", "n_train=60", "n_val=10", "n_test=20", "--config", "align.epochs=10", "align.lr_step=20",
          "gen.epochs=8", "gen_region.epochs=8", "beams=[1,3]", "report_beam=3", "region.part_size=16",
