@@ -44,7 +44,7 @@ class SnippetConfig:
     # the relations between them; shorter ones approach the per-word argmax (beta = 0, mean ~1).
     target_len: float = 2.5
     calib_sentences: int = 2000  # sentences sampled (seeded) for calibration
-    calib_iters: int = 30  # bisection steps
+    calib_iters: int = 30  # at most this many bisection steps (they stop at a relative precision of 1e-4)
     batch_size: int = 256  # (image, sentence) pairs scored at once
     score: str = "sum"  # snippet score: "sum" or "mean" of its words' unary scores
     device: str = "cpu"
@@ -126,13 +126,32 @@ def score_pairs(model, vocab, store, pairs: list[tuple[ImageRecord, Sentence]], 
             model.train()
 
 
-def mean_snippet_length(batches: list[PairBatch], beta: float) -> float:
-    """Mean words per snippet over all pairs of `batches` at this beta (0 when there are no words)."""
-    words = snips = 0
+def stack_batches(batches: list[PairBatch]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All pairs of `batches` as one (unary [B, T, R], lengths [B], region_mask [B, R]), padded to the largest
+    T and R (padded regions masked), so each trial beta of the calibration is a single MRF call."""
+    B = sum(len(b.lengths) for b in batches)
+    T = max((b.unary.shape[1] for b in batches), default=1)
+    R = max((b.unary.shape[2] for b in batches), default=1)
+    unary = torch.zeros(B, T, R)
+    mask = torch.zeros(B, R, dtype=torch.bool)
+    lengths = torch.zeros(B, dtype=torch.long)
+    b0 = 0
     for b in batches:
-        res = chain_mrf(b.unary, b.lengths, b.region_mask, beta)
-        w, s = snippet_counts(res.assign, b.lengths)
-        words, snips = words + w, snips + s
+        n, t, r = b.unary.shape
+        unary[b0 : b0 + n, :t, :r] = b.unary.masked_fill(~b.region_mask[:, None, :], 0.0)
+        mask[b0 : b0 + n, :r] = b.region_mask
+        lengths[b0 : b0 + n] = b.lengths
+        b0 += n
+    return unary, lengths, mask
+
+
+def mean_snippet_length(batches: list[PairBatch] | tuple, beta: float) -> float:
+    """Mean words per snippet over all pairs of `batches` (or a `stack_batches` triple) at this beta (0 when
+    there are no words)."""
+    unary, lengths, mask = batches if isinstance(batches, tuple) else stack_batches(batches)
+    if len(lengths) == 0:
+        return 0.0
+    words, snips = snippet_counts(chain_mrf(unary, lengths, mask, beta).assign, lengths)
     return words / snips if snips else 0.0
 
 
@@ -145,25 +164,27 @@ def calibrate_beta(batches: list[PairBatch], target_len: float, iters: int = 30)
     already long enough; when the target exceeds the mean sentence length (one snippet per sentence) the beta
     that reaches one snippet per sentence is returned.
     """
-    lo_len = mean_snippet_length(batches, 0.0)
+    stacked = stack_batches(batches)
+    lo_len = mean_snippet_length(stacked, 0.0)
     if lo_len >= target_len or lo_len == 0.0:
         return 0.0, lo_len
-    words = sum(int(b.lengths.sum()) for b in batches)
-    sentences = sum(int((b.lengths > 0).sum()) for b in batches)
-    target = min(target_len, words / sentences)  # the longest possible mean
+    lengths = stacked[1]
+    target = min(target_len, int(lengths.sum()) / int((lengths > 0).sum()))  # the longest possible mean
     lo, hi = 0.0, 1.0
-    hi_len = mean_snippet_length(batches, hi)
+    hi_len = mean_snippet_length(stacked, hi)
     for _ in range(60):  # grow hi until it reaches the target
         if hi_len >= target - 1e-9:
             break
         lo, lo_len = hi, hi_len
         hi *= 2.0
-        hi_len = mean_snippet_length(batches, hi)
+        hi_len = mean_snippet_length(stacked, hi)
     else:
         raise RuntimeError(f"no beta up to {hi} reaches mean snippet length {target}")
     for _ in range(iters):
+        if hi - lo <= 1e-4 * hi:  # beta to 4 significant digits is plenty
+            break
         mid = 0.5 * (lo + hi)
-        m = mean_snippet_length(batches, mid)
+        m = mean_snippet_length(stacked, mid)
         if m >= target - 1e-9:
             hi, hi_len = mid, m
         else:
