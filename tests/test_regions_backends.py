@@ -71,8 +71,8 @@ def test_batchnorm_folding_keeps_outputs(name):
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * a.abs().max().item())
 
 
-@pytest.mark.parametrize("backbone,dim", [("resnet50", 2048), ("vgg16", 4096)])
-@pytest.mark.parametrize("pooling", ["roialign", "warp"])
+@pytest.mark.parametrize("backbone,dim,pooling", [("resnet50", 2048, "roialign"), ("resnet50", 2048, "warp"),
+                                                  ("vgg16", 4096, "roialign")])
 def test_every_backbone_and_pooling(backbone, dim, pooling):
     torch.manual_seed(0)
     cfg = RegionConfig(backbone=backbone, pooling=pooling, pretrained=False, image_size=64, warp_size=64,
@@ -138,3 +138,15 @@ def test_given_box_files(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"a": [[1, 2, 3]]}))
     with pytest.raises(ValueError, match="bad.json"):
         load_given_boxes(tmp_path / "bad.json")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_cuda_matches_cpu():
+    torch.manual_seed(0)
+    cpu = RegionEncoder(RegionConfig(pretrained=True, image_size=96, max_boxes=4))
+    gpu = RegionEncoder(RegionConfig(pretrained=True, image_size=96, max_boxes=4, device="cuda"))
+    amp = RegionEncoder(RegionConfig(pretrained=True, image_size=96, max_boxes=4, device="cuda", amp=True))
+    given = np.array([[15, 10, 60, 50], [70, 50, 115, 85]], np.float32)
+    a, b, c = (e.encode(_scene(), boxes=given) for e in (cpu, gpu, amp))
+    np.testing.assert_allclose(b[1], a[1], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(c[1], a[1], rtol=5e-2, atol=5e-2)

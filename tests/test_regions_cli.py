@@ -70,7 +70,7 @@ def test_features_cli_on_synthetic(tmp_path, capsys):
     root = write_synthetic(tmp_path / "synth", n_train=3, n_val=1, n_test=0, size=64)
     out = tmp_path / "feats"
     common = ["--dataset", "synthetic", "--root", str(root), "--no-pretrained", "--quiet", "--batch-size", "2",
-              "--set", "image_size=64", "--set", "ss_size=48"]
+              "--set", "image_size=64", "--set", "ss_size=48", "--set", "warp_size=48"]
     assert main([*common, "--out", str(out), "--split", "train", "--limit", "2", "--max-boxes", "3", "--fp16"]) == 0
     store = FeatureStore(out)
     assert len(store) == 2 and store.meta["dtype"] == "float16" and store.meta["region_config"]["max_boxes"] == 3

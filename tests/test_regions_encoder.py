@@ -30,7 +30,7 @@ def _scene(w=96, h=80, seed=0):
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    return RegionEncoder(RegionConfig(pretrained=False, image_size=64, ss_size=64, max_boxes=5))
+    return RegionEncoder(RegionConfig(pretrained=False, image_size=64, warp_size=48, ss_size=64, max_boxes=5))
 
 
 def test_encode_shapes_and_whole_image_row(encoder):

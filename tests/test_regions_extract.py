@@ -31,7 +31,7 @@ def _images(tmp_path, n=6):
     return recs
 
 
-CFG = dict(pretrained=False, image_size=64, ss_size=48, max_boxes=4, part_size=2, batch_size=2, progress=False)
+CFG = dict(pretrained=False, image_size=64, warp_size=48, ss_size=48, max_boxes=4, part_size=2, batch_size=2, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,8 @@ def test_load_rgb_converts_or_refuses(tmp_path):
 def test_extraction_skips_and_reports_bad_images(tmp_path, capsys):
     files = _bad_and_odd_files(tmp_path)
     recs = [ImageRecord(id=k, path=str(tmp_path / v)) for k, v in files.items()]
-    cfg = RegionConfig(pretrained=False, image_size=64, ss_size=48, max_boxes=3, batch_size=4, progress=False)
+    cfg = RegionConfig(pretrained=False, image_size=64, warp_size=48, ss_size=48, max_boxes=3, batch_size=4,
+                       progress=False)
     store = extract_features(recs, tmp_path / "store", cfg)
     assert sorted(store.ids) == sorted(["ok", "gray", "cmyk", "g16", "alpha", "palette"])
     failed = {f["id"]: f for f in store.failed()}

@@ -23,7 +23,7 @@ from align.regions import RegionConfig, extract_features
 from data.records import ImageRecord
 folder, out, n, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 recs = [ImageRecord(id=f"im{i}", path=f"{folder}/im{i}.png") for i in range(n)]
-cfg = RegionConfig(pretrained=False, image_size=64, ss_size=48, ss_mode="single", max_boxes=3, part_size=2,
+cfg = RegionConfig(pretrained=False, image_size=64, warp_size=48, ss_size=48, ss_mode="single", max_boxes=3, part_size=2,
                    batch_size=1, progress=False)
 if delay:
     import time

@@ -13,7 +13,8 @@ BACKBONES = ("efficientnet_lite0", "resnet50", "vgg16")
 POOLINGS = ("warp", "roialign")
 
 # Run-time fields: they do not change the features and stay out of the store's meta.
-RUNTIME_FIELDS = ("device", "workers", "batch_size", "part_size", "channels_last", "amp", "max_pixels", "progress")
+RUNTIME_FIELDS = ("device", "workers", "threads", "batch_size", "part_size", "channels_last", "amp", "max_pixels",
+                  "progress")
 
 
 @dataclass
@@ -41,14 +42,19 @@ class RegionConfig:
     # --- features ----------------------------------------------------------------------------------------
     backbone: str = "efficientnet_lite0"  # efficientnet_lite0 (offline ImageNet weights) | resnet50 | vgg16
     pretrained: bool = True  # False = untrained weights (tests); True and unavailable = a clear error
-    pooling: str = "roialign"  # roialign (Fast R-CNN: one CNN pass per image) | warp (R-CNN: one pass per box)
+    # warp (R-CNN: one CNN pass per box) | roialign (Fast R-CNN: one pass per image, ~3x cheaper). On synthetic
+    # scenes, linear probes on ground-truth boxes read colour / shape from warp features at 76-80% / 98-100%,
+    # from roialign features (a 7x7 map at 224 px) at 58% / 80%: warp is the default.
+    pooling: str = "warp"
     image_size: int = 224  # the whole image is warped to image_size x image_size for the per-image pass
-    warp_size: int = 224  # each box is warped to warp_size x warp_size (pooling="warp")
+    warp_size: int = 96  # each box is warped to warp_size x warp_size (pooling="warp"); 96 keeps a 2-core CPU
+    # within ~0.2 CPU-s per image; use 224 on a GPU
     max_side: int = 640  # boxes are cropped from a copy of the image no larger than this (pooling="warp")
     dtype: str = "float32"  # float32 | float16 (storage dtype of the feature store)
     # --- run time (not part of the features) -------------------------------------------------------------
     device: str = "cpu"  # cpu | cuda | cuda:N
-    workers: int = 0  # DataLoader worker processes (decode + selective search)
+    workers: int = 1  # DataLoader worker processes (decode + selective search run there, beside the CNN)
+    threads: int = 0  # torch threads of the CNN on the CPU; 0 = cores - workers (no oversubscription)
     batch_size: int = 16  # images per CNN pass
     part_size: int = 256  # images per committed part of the feature store
     channels_last: bool = True  # NHWC tensors: ~2x faster convolutions on the CPU (oneDNN)

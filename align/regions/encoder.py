@@ -14,8 +14,9 @@ Recipe for backend "rcnn" (offline R-CNN, the default):
 4. proposals near-identical to the whole image (IoU > cfg.max_whole_iou) are dropped, the rest sorted by
    objectness, class-agnostic NMS at cfg.nms_iou, the best cfg.max_boxes kept; slots NMS leaves free are
    filled with the best suppressed boxes (recall matters more than purity downstream);
-5. region features: pooling "roialign" reuses the pooled features of step 2; pooling "warp" crops each kept box
-   from the image, warps it to warp_size x warp_size and runs the CNN on it (R-CNN), features = global pool.
+5. region features: pooling "warp" (default, R-CNN) crops each kept box from the image, warps it to
+   warp_size x warp_size and runs the CNN on it, features = global pool; pooling "roialign" (Fast R-CNN) reuses
+   the pooled features of step 2 (cheaper, but colour and shape are read far less well from them).
 Row 0 is always the whole image, box [0, 0, W, H], feature = the global pool of step 2 (= the image feature).
 """
 from __future__ import annotations

@@ -9,6 +9,7 @@ the rest finishes. The resolved config is written next to the store as region_co
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,12 +107,17 @@ def extract_features(
         collate_fn=_collate,
         worker_init_fn=_worker_init if cfg.workers > 0 else None,
         persistent_workers=False,
+        # workers are forked (Linux): selective_search keeps OpenCV's thread pool off, since a fork of a process
+        # whose pool has run deadlocks in the child
         pin_memory=encoder.device.type == "cuda",
     )
     failures: list[tuple[str, str, str]] = []
     bar = _progress(len(todo), cfg.progress and rank == 0, f"features{f' rank {rank}' if world > 1 else ''}")
     t0 = time.perf_counter()
     n_ok = 0
+    old_threads = torch.get_num_threads()
+    if encoder.device.type == "cpu":  # one core per worker, the rest for the CNN: spinning threads cost a lot
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) - cfg.workers))
     try:
         for batch in loader:
             good = [b for b in batch if b[0] == "ok"]
@@ -125,6 +131,7 @@ def extract_features(
                 n_ok += 1
             bar.update(len(batch))
     finally:
+        torch.set_num_threads(old_threads)
         bar.close()
         writer.close()  # commits what is finished, also when interrupted by an exception
     dt = time.perf_counter() - t0

@@ -72,6 +72,9 @@ def selective_search(rgb: np.ndarray, cfg: RegionConfig) -> np.ndarray:
     """
     import cv2
 
+    # OpenCV's own thread pool stays off: a process whose pool has run cannot safely fork DataLoader workers
+    # (they deadlock), and parallelism here comes from the workers anyway.
+    cv2.setNumThreads(1)
     h, w = rgb.shape[:2]
     s = cfg.ss_size / max(h, w)
     sw, sh = max(1, round(w * s)), max(1, round(h * s))
