@@ -147,25 +147,33 @@ def grounded_records(records: list[ImageRecord]) -> list[ImageRecord]:
 
 
 def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: float, *, iou: float = 0.5,
-                       stopwords: frozenset[str] = STOPWORDS, batch_size: int = 256, device: str = "cpu") -> dict:
+                       stopwords: frozenset[str] = STOPWORDS, batch_size: int = 256, device: str = "cpu",
+                       sweep: tuple[float, ...] = ()) -> dict:
     """Word and phrase grounding of the MRF at `beta` and of the per-word argmax (beta = 0) on `records`.
 
-    Every sentence of every record that has a phrase (and whose image is in `store`) is aligned.
-    Returns {word_accuracy, phrase_accuracy, word_accuracy_argmax, phrase_accuracy_argmax, phrase_upper_bound,
-    beta, mean_snippet_len, mean_snippet_len_argmax, n_words, n_phrases, n_phrases_no_box, n_sentences,
-    n_images, n_missing_images, iou, phrase_accuracy_by_label, phrase_accuracy_by_label_argmax}.
+    Every sentence of every record that has a phrase (and whose image is in `store`) is aligned; the scores
+    are computed once and every beta reuses them. Returns {word_accuracy, phrase_accuracy, word_accuracy_argmax,
+    phrase_accuracy_argmax, phrase_upper_bound, beta, mean_snippet_len, mean_snippet_len_argmax, n_words,
+    n_phrases, n_phrases_no_box, n_sentences, n_images, n_missing_images, iou, phrase_accuracy_by_label,
+    phrase_accuracy_by_label_argmax, sweep}; `sweep` lists {beta, word_accuracy, phrase_accuracy,
+    mean_snippet_len} for each extra beta asked for (to see how the gain of the MRF depends on beta).
     """
     grounded = grounded_records(records)
     if not any(phrase_boxes(r, p) for r in grounded for p in r.phrases):
         raise ValueError("none of the records has a phrase linked to a ground-truth box: nothing to evaluate")
     missing: list[str] = []
     pairs = sentence_pairs(grounded, store, missing)
-    mrf, arg = AlignmentEvaluator(iou, stopwords), AlignmentEvaluator(iou, stopwords)
+    betas = [float(beta), 0.0] + [float(b) for b in sweep]
+    evals = [AlignmentEvaluator(iou, stopwords) for _ in betas]
     for batch in score_pairs(model, vocab, store, pairs, batch_size, device):
-        mrf.process(batch, chain_mrf(batch.unary, batch.lengths, batch.region_mask, beta).assign)
-        arg.process(batch, chain_mrf(batch.unary, batch.lengths, batch.region_mask, 0.0).assign)
-    out = mrf.evaluate()
-    base = arg.evaluate()
+        for b, ev in zip(betas, evals):
+            ev.process(batch, chain_mrf(batch.unary, batch.lengths, batch.region_mask, b).assign)
+    out = evals[0].evaluate()
+    base = evals[1].evaluate()
+    rows = []
+    for b, ev in zip(betas[2:], evals[2:]):
+        r = ev.evaluate()
+        rows.append({"beta": b, **{k: r[k] for k in ("word_accuracy", "phrase_accuracy", "mean_snippet_len")}})
     out.update(
         beta=float(beta),
         word_accuracy_argmax=base["word_accuracy"],
@@ -173,6 +181,7 @@ def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: fl
         mean_snippet_len_argmax=base["mean_snippet_len"],
         phrase_accuracy_by_label_argmax=base["phrase_accuracy_by_label"],
         n_missing_images=len(missing),
+        sweep=rows,
     )
     return out
 
@@ -182,6 +191,8 @@ def format_table(res: dict) -> str:
     rows = [("per-word argmax (beta 0)", res["word_accuracy_argmax"], res["phrase_accuracy_argmax"],
              res["mean_snippet_len_argmax"]),
             (f"MRF (beta {res['beta']:.3g})", res["word_accuracy"], res["phrase_accuracy"], res["mean_snippet_len"])]
+    rows += [(f"MRF (beta {r['beta']:.3g})", r["word_accuracy"], r["phrase_accuracy"], r["mean_snippet_len"])
+             for r in res.get("sweep", [])]
     lines = [f"{'aligner':<26} {'word acc':>9} {'phrase acc':>11} {'snippet len':>12}"]
     lines += [f"{name:<26} {100 * w:>8.1f}% {100 * p:>10.1f}% {n:>12.2f}" for name, w, p, n in rows]
     lines.append(f"{res['n_words']} content words, {res['n_phrases']} phrases with a box ({res['n_phrases_no_box']} "

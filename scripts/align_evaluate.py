@@ -5,7 +5,7 @@
 
 beta: ``--beta B``, or ``--beta-from snippets.summary.json`` (the beta the snippets were made with), or
 calibrated to ``--target-len`` on a sample of the dataset's train split (the evaluated split when there is no
-train split). Needs records with phrases linked to boxes (synthetic, flickr30k_entities). Prints a table and
+train split). ``--sweep 0.3,1,3`` adds a row per extra beta (scores are computed once). Needs records with phrases linked to boxes (synthetic, flickr30k_entities). Prints a table and
 writes the metrics (fractions 0..1) with the resolved settings as JSON.
 """
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--beta-from", default=None, help="a snippets summary JSON (dvsa align snippets) holding beta")
     g.add_argument("--target-len", type=float, default=SnippetConfig().target_len,
                    help="calibrate beta to this mean snippet length on the train split")
+    p.add_argument("--sweep", default="", help="extra betas to report beside, comma-separated (e.g. 0.3,1,3)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU a box needs with the ground truth to count")
     p.add_argument("--batch-size", type=int, default=SnippetConfig().batch_size)
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
@@ -57,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model, vocab, store, records, all_records = open_inputs(args)
     beta, how = resolve_beta(args, model, vocab, store, all_records)
+    sweep = tuple(float(b) for b in args.sweep.split(",") if b.strip())
     res = evaluate_alignment(model, vocab, store, records, beta, iou=args.iou, batch_size=args.batch_size,
-                             device=args.device)
+                             device=args.device, sweep=sweep)
     res["beta_source"] = how
     print(f"{args.dataset} {args.split}: beta {beta:.4g} ({how})")
     print(format_table(res))

@@ -97,8 +97,11 @@ def test_evaluator_matches_slow_twin(tmp_path, beta):
         for s in r.sentences:
             s.tokens = s.tokens[:5]
     add_random_phrases(records, store, seed=12)
-    res = evaluate_alignment(model, vocab, store, records, beta, batch_size=4)
+    res = evaluate_alignment(model, vocab, store, records, beta, batch_size=4, sweep=(1.0,))
     w, p, nobox = slow_evaluate(model, vocab, store, records, beta)
+    w1, p1, _ = slow_evaluate(model, vocab, store, records, 1.0)
+    assert res["sweep"][0]["beta"] == 1.0
+    assert res["sweep"][0]["word_accuracy"] == pytest.approx(w1) and res["sweep"][0]["phrase_accuracy"] == pytest.approx(p1)
     assert res["word_accuracy"] == pytest.approx(w)
     assert res["phrase_accuracy"] == pytest.approx(p)
     assert res["n_phrases_no_box"] == nobox
@@ -196,9 +199,10 @@ def test_cli_evaluate(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data.catalog, "load_dataset", lambda name, root, **kw: records)
     monkeypatch.setattr(common, "load_model", lambda path, device="cpu": (model, vocab, None))
     base = ["--checkpoint", "m.pt", "--store", str(tmp_path / "store"), "--dataset", "synthetic", "--root", "r"]
-    assert cli.main(base + ["--beta", "0.5", "--out", str(tmp_path / "e.json")]) == 0
+    assert cli.main(base + ["--beta", "0.5", "--sweep", "0.1,2", "--out", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["word_accuracy"] == 1.0 and res["beta"] == 0.5 and res["split"] == "test"
+    assert [r["beta"] for r in res["sweep"]] == [0.1, 2.0]
     assert "per-word argmax" in capsys.readouterr().out
     (tmp_path / "s.json").write_text(json.dumps({"beta": 0.25}))
     assert cli.main(base + ["--beta-from", str(tmp_path / "s.json")]) == 0
