@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recall-n", type=int, default=100)
     p.add_argument("--probe", metavar="SYNTHETIC_ROOT", help="linear colour/shape probes on synthetic scenes")
     p.add_argument("--skip-stages", action="store_true")
+    p.add_argument("--matmul-n", type=int, default=2048, help="matrix side for the GFLOP/s measurement")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
     import torch
@@ -198,16 +199,23 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RegionConfig(**{"batch_size": args.batch_size, "progress": False, **_parse_set(args.set)})
     cores = os.cpu_count() or 1
     load = os.getloadavg()
-    wall_gf, core_gf = matmul_gflops()
+    wall_gf, core_gf = matmul_gflops(args.matmul_n)
     gflops = core_gf * cores  # the whole machine, idle
-    bb_gf = backbone_gflops(build_backbone(cfg.backbone, pretrained=False), cfg.image_size)
+    net = build_backbone(cfg.backbone, pretrained=False)
+    bb_gf = backbone_gflops(net, cfg.image_size)
+    crops_gf = cfg.max_boxes * backbone_gflops(net, cfg.warp_size) if cfg.pooling == "warp" else 0.0
+    score_gf = 2 * 100 * net.dim * 1000 / 1e9  # the ImageNet head on ~100 proposals
     print(f"machine: {cores} cores, torch threads {torch.get_num_threads()}, load average {load[0]:.1f} "
           f"(other processes compete for the CPU when this is above ~{cores})")
-    print(f"matmul 2048^3: {wall_gf:.0f} GFLOP/s of wall time now, {core_gf:.0f} GFLOP/s per CPU-second of one "
+    print(f"matmul {args.matmul_n}^3: {wall_gf:.0f} GFLOP/s of wall time now, {core_gf:.0f} GFLOP/s per CPU-second of one "
           f"core -> {gflops:.0f} GFLOP/s for {cores} idle cores")
-    print(f"backbone {cfg.backbone} at {cfg.image_size}px: {bb_gf:.2f} GFLOP/image -> CNN floor at "
-          f"{gflops:.0f} GFLOP/s: {1000 * bb_gf / gflops:.1f} ms/image = {gflops / bb_gf:.0f} images/s "
-          f"({args.total * bb_gf / gflops / 60:.1f} min for {args.total})")
+    recipe_gf = bb_gf + crops_gf + score_gf
+    print(f"backbone {cfg.backbone}: {bb_gf:.2f} GFLOP for the whole image at {cfg.image_size}px"
+          + (f" + {crops_gf:.2f} for {cfg.max_boxes} boxes warped to {cfg.warp_size}px" if crops_gf else "")
+          + f" + {score_gf:.2f} scoring ~100 proposals = {recipe_gf:.2f} GFLOP/image")
+    print(f"CNN floor at {gflops:.0f} GFLOP/s: {1000 * recipe_gf / gflops:.1f} ms/image = "
+          f"{gflops / recipe_gf:.0f} images/s ({args.total * recipe_gf / gflops / 60:.1f} min for {args.total}); "
+          "depthwise convolutions run far below the matmul rate, see the CNN row")
     paths = sorted(str(q) for q in Path(args.images).glob("*") if q.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not paths and not (args.recall or args.probe):
         print(f"dvsa bench features: no images in {args.images}", file=sys.stderr)

@@ -88,3 +88,17 @@ def test_features_cli_on_synthetic(tmp_path, capsys):
     np.testing.assert_allclose(st2.regions(ids[0])[0][1:], [[1, 2, 30, 40], [5, 5, 60, 60]])
     assert all(len(st2.regions(i)[0]) == 1 for i in st2.ids if i != ids[0])
     assert main(["--out", str(out2)]) == 2
+
+
+def test_bench_features_main(tmp_path, capsys):
+    from PIL import Image
+
+    from scripts.bench_features import main as bench
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)).save(tmp_path / f"{i}.jpg")
+    assert bench(["--images", str(tmp_path), "--n", "2", "--total", "10", "--workers", "0", "--matmul-n", "128",
+                  "--set", "pretrained=false", "--set", "image_size=64", "--set", "warp_size=32"]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOP/s" in out and "| selective search" in out and "| extract_features, 0 workers" in out
