@@ -59,6 +59,11 @@ def _step(model: CaptionModel, prev: torch.Tensor, state: dict, t: int, min_len:
     return logp, state
 
 
+def _check(beam_size: int, max_len: int) -> None:
+    if beam_size < 1 or max_len < 1:
+        raise ValueError(f"beam_size and max_len must be >= 1, got {beam_size} and {max_len}")
+
+
 def _alpha(length_norm) -> float:
     return 1.0 if length_norm is True else float(length_norm or 0.0)
 
@@ -70,6 +75,7 @@ def _final_score(logprob: float, length: int, alpha: float) -> float:
 def greedy(model: CaptionModel, feats, max_len: int = GenConfig.max_len, min_len: int = GenConfig.min_len
            ) -> list[Hypothesis]:
     """Argmax decoding. feats float [B, Din] -> B (tokens, logprob)."""
+    _check(1, max_len)
     return _sample_loop(model, feats, max_len, min_len, pick=lambda logp: logp.argmax(-1))
 
 
@@ -79,6 +85,7 @@ def sample(model: CaptionModel, feats, max_len: int = GenConfig.max_len, tempera
 
     The returned logprob is under the model itself (temperature 1, no top-k). `generator` makes it repeatable.
     """
+    _check(1, max_len)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
@@ -130,8 +137,7 @@ def beam_search(model: CaptionModel, feats, beam_size: int = GenConfig.beam, max
     are done leave the batch.
     """
     K, alpha = int(beam_size), _alpha(length_norm)
-    if K < 1:
-        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    _check(K, max_len)
     with _eval_mode(model):
         feats = _prepare(model, feats)
         B, dev = feats.shape[0], feats.device
@@ -214,6 +220,7 @@ def beam_search_single(model: CaptionModel, feat, beam_size: int = GenConfig.bea
     feat float [Din] (or [1, Din]) -> up to `beam_size` (tokens, logprob), best first.
     """
     K, alpha = int(beam_size), _alpha(length_norm)
+    _check(K, max_len)
     with _eval_mode(model):
         feat = _prepare(model, feat)
         assert feat.shape[0] == 1, "beam_search_single decodes one image"

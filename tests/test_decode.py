@@ -133,3 +133,11 @@ def test_min_len_forbids_early_end():
     assert all(len(t) == 3 for t, _ in greedy(m, feats, 6, min_len=3))
     for hyps in beam_search(m, feats, 3, 6, min_len=2):
         assert all(len(t) >= 2 for t, _ in hyps)
+
+
+def test_bad_decoding_arguments():
+    m = _random_model(0)
+    for fn in (lambda: beam_search(m, torch.randn(2, D), 0, 5), lambda: beam_search(m, torch.randn(2, D), 3, 0),
+               lambda: beam_search_single(m, torch.randn(D), 3, 0), lambda: greedy(m, torch.randn(2, D), 0)):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            fn()
