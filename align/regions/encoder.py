@@ -30,6 +30,7 @@ from torchvision.ops import roi_align
 
 from .backbones import Backbone, build_backbone
 from .config import RegionConfig
+from .images import to_rgb
 from .proposals import (
     Detectron2Proposer,
     FasterRCNNProposer,
@@ -145,7 +146,7 @@ class RegionEncoder:
     def encode(self, image: Image.Image, boxes=None) -> Result:
         """One RGB PIL image (optionally with given boxes [P, 4] px) -> (boxes float32 [R, 4] (row 0 = whole image),
         regions float32 [R, D], image_feature float32 [D])."""
-        return self.encode_batch([prepare(image.convert("RGB"), self.cfg, boxes)])[0]
+        return self.encode_batch([prepare(to_rgb(image), self.cfg, boxes)])[0]
 
     def _autocast(self):
         if self.cfg.amp and self.device.type == "cuda":
