@@ -29,12 +29,12 @@ class DemoConfig:
     # small model; per-word-normalised scores (AlignConfig.score_norm) train stably with SGD at this size
     align: dict = field(default_factory=lambda: {"embed_dim": 256, "hidden_dim": 128, "word_dim": 64,
                                                  "score_norm": "words", "lr": 3e-4, "batch_size": 100,
-                                                 "epochs": 8, "lr_step": 100, "patience": 0})
-    gen: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 8})
-    gen_region: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 8,
+                                                 "epochs": 6, "lr_step": 100, "patience": 0})
+    gen: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 6})
+    gen_region: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 6,
                                                       "input": "region+image"})
     beams: tuple = (1, 7)
-    snippets: dict = field(default_factory=dict)  # SnippetConfig overrides (its defaults: target_len 2.5)
+    snippets: dict = field(default_factory=lambda: {"calib_sentences": 500})  # beta calibrated on 500 sentences
     dense_images: int = 6
     show_images: int = 6
 
