@@ -4,13 +4,15 @@
     dvsa pipeline --dataset synthetic --root runs/demo/data --out runs/demo --limit 50 --config align.epochs=5
 
 Stages (see `scripts.pipeline_stages.STAGES`): features -> align_train -> retrieval -> snippets ->
-gen_full -> gen_region -> captions -> region_features -> region_captions -> align_eval -> dense -> report.
+gen_full -> gen_region -> captions -> region_captions -> align_eval -> dense, then results.json and report.html.
+Stages the data cannot support (no described regions, no phrase ground truth) are recorded as not applicable.
 
 Caching: every stage writes its outputs under OUT and, last, ``OUT/<stage>.done.json`` (atomic) holding its
 fingerprint (the config it depends on, chained through the stages it reads), its result and its time.
 A stage whose done file matches is skipped. A stage without one is run again, and resumes from whatever it
 left behind (the feature store's committed parts, the trainers' checkpoints); a stage whose config changed
-has its outputs removed first. ``OUT/results.json`` and ``OUT/config.json`` are rewritten at the end.
+has its outputs removed first (the feature store is kept and extended unless its recipe changed).
+``OUT/results.json`` and ``OUT/config.json`` (the resolved config of every stage) are rewritten at the end.
 """
 from __future__ import annotations
 
