@@ -32,6 +32,7 @@ import torch
 from align.mrf import chain_mrf, runs, snippet_counts
 from data.records import ImageRecord, Sentence
 
+SNIPPET_KEYS = ("image_id", "sentence_id", "start", "end", "text", "region", "box", "score")
 
 @dataclass
 class SnippetConfig:
@@ -267,10 +268,14 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
 
 
 def read_snippets(path: str | os.PathLike) -> list[dict]:
-    """Read a snippets JSON-lines file; a malformed line raises DataError naming the file and line."""
+    """Read a snippets JSON-lines file (one JSON object per line, keys `SNIPPET_KEYS`).
+
+    `image_id` comes back as a str and each dict gains `_line` (its 1-based line number, for later errors).
+    A missing file or a malformed line raises DataError naming the file (and line)."""
     from data.records import DataError
 
-    keys = ("image_id", "sentence_id", "start", "end", "text", "region", "box", "score")
+    if not os.path.isfile(path):
+        raise DataError(str(path), "snippets file not found")
     out = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -279,12 +284,18 @@ def read_snippets(path: str | os.PathLike) -> list[dict]:
             try:
                 d = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(str(path), f"not JSON: {e.msg}", n) from None
-            missing = [k for k in keys if k not in d]
+                raise DataError(str(path), f"not JSON ({e.msg})", n) from None
+            if not isinstance(d, dict):
+                raise DataError(str(path), "a snippet must be a JSON object", n)
+            missing = [k for k in SNIPPET_KEYS if k not in d]
             if missing:
                 raise DataError(str(path), f"snippet lacks {missing}", n)
             if not (0 <= d["start"] < d["end"]) or len(d["box"]) != 4:
                 raise DataError(str(path), f"bad span [{d['start']}, {d['end']}) or box {d['box']}", n)
+            if not isinstance(d["text"], str) or not isinstance(d["region"], int) or d["region"] < 0:
+                raise DataError(str(path), "snippet needs a string 'text' and a row number 'region' >= 0", n)
+            d["image_id"] = str(d["image_id"])
+            d["_line"] = n
             out.append(d)
     return out
 

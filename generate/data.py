@@ -14,20 +14,16 @@ Dimensions: N items (pairs), F input vectors, Din input size, B batch, T longest
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from align.snippets import read_snippets  # noqa: F401 (re-exported: generate.data.read_snippets)
 from data.records import DataError, ImageRecord, select_split
 from data.text import END_ID, PAD_ID, START_ID, UNK, Vocabulary
 from generate.inputs import full_frame_features, input_features
-
-SNIPPET_KEYS = ("image_id", "sentence_id", "start", "end", "text", "region")
-
 
 @dataclass
 class CaptionData:
@@ -69,33 +65,6 @@ def full_frame_data(records: list[ImageRecord], store, vocab: Vocabulary, mode: 
         refs[r.id] = [" ".join(s.tokens) for s in r.sentences if s.tokens]
         items += [(f, vocab.encode(s.tokens)) for s in r.sentences if s.tokens]
     return CaptionData(feats, items, [r.id for r in have], refs, skipped)
-
-
-def read_snippets(path: str | Path) -> list[dict]:
-    """Parse a snippets JSON-lines file; a bad line raises DataError naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), "snippets file not found")
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(str(path), f"not JSON ({e.msg})", n) from None
-            if not isinstance(d, dict):
-                raise DataError(str(path), "a snippet must be a JSON object", n)
-            missing = [k for k in SNIPPET_KEYS if k not in d]
-            if missing:
-                raise DataError(str(path), f"snippet lacks {missing}", n)
-            if not isinstance(d["text"], str) or not isinstance(d["region"], int) or d["region"] < 0:
-                raise DataError(str(path), "snippet needs a string 'text' and a row number 'region' >= 0", n)
-            d["image_id"] = str(d["image_id"])
-            d["_line"] = n
-            out.append(d)
-    return out
 
 
 def snippet_data(snippets: list[dict], store, vocab: Vocabulary, mode: str = "region+image",
