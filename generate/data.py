@@ -25,6 +25,7 @@ from data.records import DataError, ImageRecord, select_split
 from data.text import END_ID, PAD_ID, START_ID, UNK, Vocabulary
 from generate.inputs import full_frame_features, input_features
 
+
 @dataclass
 class CaptionData:
     """feats float32 [F, Din]; items (feature row, token ids without START/END); keys[f] names feature row f
