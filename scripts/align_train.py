@@ -14,31 +14,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 
-
-def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
-    """One flag per dataclass field, default None (= the dataclass's default): the dataclass stays the only
-    home of defaults."""
-    g = p.add_argument_group(f"{cls.__name__} fields (defaults in align/model.py)")
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"default {f.default}")
-        else:
-            g.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=f"default {f.default}")
-
-
-def config_from_args(args, cls):
-    """Defaults, then --config JSON, then flags."""
-    values = {}
-    if getattr(args, "config", None):
-        with open(args.config) as fh:
-            values.update(json.load(fh))
-    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None})
-    return cls.from_dict(values)
+from scripts._config import add_config_flags, config_from_args
 
 
 def dataset_kwargs(pairs: list[str]) -> dict:

@@ -12,41 +12,13 @@ Several GPUs: ``torchrun --nproc_per_node N -m scripts.generate_train ...``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 
-
-def add_config_flags(p: argparse.ArgumentParser, cls) -> None:
-    """One flag per dataclass field, default None (= the dataclass's default), so the dataclass stays the only
-    home of defaults."""
-    from generate.model import CELLS, IMAGE_AT, INPUTS
-
-    choices = {"cell": CELLS, "input": INPUTS, "image_at": IMAGE_AT, "clip_mode": ("value", "norm"),
-               "schedule": ("none", "step", "cosine"), "optimizer": ("rmsprop", "adam", "sgd")}
-    g = p.add_argument_group(f"{cls.__name__} fields (defaults in generate/model.py)")
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"default {f.default}")
-        else:
-            g.add_argument(flag, dest=f.name, type=type(f.default), default=None, choices=choices.get(f.name),
-                           help=f"default {f.default}")
-
-
-def config_from_args(args, cls):
-    """The config: defaults, then --config JSON, then flags."""
-    values = {}
-    if getattr(args, "config", None):
-        with open(args.config) as fh:
-            values.update(json.load(fh))
-    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None})
-    return cls.from_dict(values)
+from scripts._config import add_config_flags, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    from generate.model import GenConfig
+    from generate.model import CELLS, IMAGE_AT, INPUTS, GenConfig
 
     p = argparse.ArgumentParser(prog="dvsa generate train", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
@@ -58,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON file of GenConfig fields")
     p.add_argument("--no-resume", action="store_true", help="start again even if OUT/last.pt exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, GenConfig)
+    add_config_flags(p, GenConfig, choices={
+        "cell": CELLS, "input": INPUTS, "image_at": IMAGE_AT, "clip_mode": ("value", "norm"),
+        "schedule": ("none", "step", "cosine"), "optimizer": ("rmsprop", "adam", "sgd")})
     args = p.parse_args(argv)
 
     from data.catalog import load_dataset
