@@ -8,17 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from align.regions import RegionConfig, RegionEncoder
 from align.regions.backbones import build_backbone, efficientnet_lite0_weights_path, fuse_conv_bn
 from align.regions.proposals import load_given_boxes
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _scene(w=120, h=90):

@@ -5,20 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from align.regions import RegionEncoder
 from align.regions.bottomup import import_bottomup
 from data.features import FeatureStore
 from scripts.features import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _tsv(path, n_images=3, n_boxes=36, dim=2048, seed=0):

@@ -3,17 +3,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one thread avoids thread spin-waiting on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 from torchvision.ops import roi_align
 
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from align.regions import RegionConfig, RegionEncoder
 from align.regions.backbones import box_mean_pool
 from align.regions.proposals import select_boxes

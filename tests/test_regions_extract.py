@@ -4,15 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one thread avoids thread spin-waiting on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from align.regions import RegionConfig, RegionEncoder, extract_features
 from align.regions import encoder as encoder_mod
 from data.features import FeatureStore
