@@ -1,19 +1,9 @@
 """dvsa align train / align eval / retrieve end to end on the toy, through a Karpathy split JSON."""
 import json
 
-import pytest
-import torch
-
+from align_fakes import one_thread  # noqa: F401 (autouse fixture)
 from scripts import align_eval, align_train, retrieve
 from test_align_train import make_toy
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_karpathy(records, path):

@@ -2,18 +2,10 @@
 import pytest
 import torch
 
+from align_fakes import one_thread  # noqa: F401 (autouse fixture)
 from align.loss import max_margin_loss, max_margin_loss_slow
 from align.model import AlignConfig, AlignmentModel, reverse_padded
 from align.scores import image_sentence_scores, image_sentence_scores_slow
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is faster, and far faster on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_cfg(**kw):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from align_fakes import one_thread  # noqa: F401 (autouse fixture)
 from align.model import AlignConfig
 from align.retrieval import evaluate_retrieval
 from align.train import load_alignment, train_alignment
@@ -13,15 +14,6 @@ from data.features import FeatureStore, FeatureStoreWriter
 from data.records import ImageRecord, Sentence
 
 N_OBJ, DIM = 12, 16
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is faster, and far faster when the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_toy(path, n_train=60, n_val=20, n_test=20, seed=0, missing=()):
