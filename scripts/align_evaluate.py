@@ -18,6 +18,17 @@ from pathlib import Path
 from scripts.align_snippets import add_model_args, open_inputs
 
 
+def add_beta_args(p: argparse.ArgumentParser) -> None:
+    """The beta flags that `resolve_beta` reads: --beta | --beta-from | --target-len (one of them)."""
+    from align.snippets import SnippetConfig
+
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--beta", type=float, default=None, help="fixed beta of eq. 12")
+    g.add_argument("--beta-from", default=None, help="a snippets summary JSON (dvsa align snippets) holding beta")
+    g.add_argument("--target-len", type=float, default=SnippetConfig().target_len,
+                   help="calibrate beta to this mean snippet length on the train split")
+
+
 def resolve_beta(args, model, vocab, store, all_records) -> tuple[float, str]:
     """(beta, how it was chosen) from --beta / --beta-from / --target-len."""
     from align.snippets import SnippetConfig, calibrate_beta, calibration_batches
@@ -45,11 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="dvsa align evaluate", description=__doc__.split("\n\n")[0])
     add_model_args(p, "test")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--beta", type=float, default=None, help="fixed beta of eq. 12")
-    g.add_argument("--beta-from", default=None, help="a snippets summary JSON (dvsa align snippets) holding beta")
-    g.add_argument("--target-len", type=float, default=SnippetConfig().target_len,
-                   help="calibrate beta to this mean snippet length on the train split")
+    add_beta_args(p)
     p.add_argument("--sweep", default="", help="extra betas to report beside, comma-separated (e.g. 0.3,1,3)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU a box needs with the ground truth to count")
     p.add_argument("--batch-size", type=int, default=SnippetConfig().batch_size)

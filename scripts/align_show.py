@@ -15,20 +15,16 @@ import json
 import sys
 from pathlib import Path
 
+from scripts.align_evaluate import add_beta_args, resolve_beta
 from scripts.align_snippets import add_model_args, open_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
     from align.show import write_alignment_page, write_retrieval_page
-    from align.snippets import SnippetConfig
 
     p = argparse.ArgumentParser(prog="dvsa align show", description=__doc__.split("\n\n")[0])
     add_model_args(p, "test")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--beta", type=float, default=None, help="fixed beta of eq. 12")
-    g.add_argument("--beta-from", default=None, help="a snippets summary JSON (dvsa align snippets) holding beta")
-    g.add_argument("--target-len", type=float, default=SnippetConfig().target_len,
-                   help="calibrate beta to this mean snippet length on the train split")
+    add_beta_args(p)
     p.add_argument("--images", type=int, default=12, help="pictures of the first N images of the split")
     p.add_argument("--ids", default=None, help="comma-separated image ids to draw instead of the first N")
     p.add_argument("--sentences", type=int, default=5, help="sentences drawn per image")
@@ -38,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=448, help="picture width in pixels")
     p.add_argument("--out", required=True, help="output folder")
     args = p.parse_args(argv)
-
-    from scripts.align_evaluate import resolve_beta
 
     model, vocab, store, records, all_records = open_inputs(args)
     beta, how = resolve_beta(args, model, vocab, store, all_records)
