@@ -1,13 +1,8 @@
 """Shared pieces of the region-encoder tests (tests/test_regions_*.py)."""
 import pytest
-import torch
 
+from align_fakes import single_thread
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one thread avoids thread spin-waiting on a busy machine. Autouse in every test module
-    that imports it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny convolutions: one thread avoids thread spin-waiting on a busy machine. Autouse in every test module that
+# imports it.
+_one_thread = pytest.fixture(autouse=True, scope="module", name="_one_thread")(single_thread)
