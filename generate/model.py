@@ -75,7 +75,9 @@ class GenConfig:
     beam: int = 7  # beam size for captions (paper: 7); 1 = greedy
     max_len: int = 20  # most decoding steps (END counts as one); longer captions are cut
     min_len: int = 1  # END is not allowed before this many words (1: no empty captions)
-    length_norm: float = 0.0  # beam ranking: logprob / length**length_norm; 0 = raw sum of log-probs
+    # beam ranking: logprob / length**length_norm (0 = raw sum). 1 by default: with the raw sum, beam 7 preferred
+    # short captions and scored below greedy on the synthetic scenes (BLEU-1 38 vs 51 with 1).
+    length_norm: float = 1.0
 
     def validate(self) -> "GenConfig":
         if self.cell not in CELLS:
