@@ -29,10 +29,10 @@ class DemoConfig:
     # small model; per-word-normalised scores (AlignConfig.score_norm) train stably with SGD at this size
     align: dict = field(default_factory=lambda: {"embed_dim": 256, "hidden_dim": 128, "word_dim": 64,
                                                  "score_norm": "words", "lr": 3e-4, "batch_size": 100,
-                                                 "epochs": 6, "lr_step": 100, "patience": 0})
-    gen: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 6})
-    # the MRF gives ~4 snippets per sentence, so 3 epochs on them are as many steps as 12 on full frames
-    gen_region: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 3,
+                                                 "epochs": 20, "lr_step": 100, "patience": 0})
+    gen: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 20})
+    # the MRF gives ~4 snippets per sentence, so 8 epochs on them are about as many steps as 32 on full frames
+    gen_region: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 8,
                                                       "input": "region+image"})
     beams: tuple = (1, 7)
     snippets: dict = field(default_factory=lambda: {"calib_sentences": 500})  # beta calibrated on 500 sentences
