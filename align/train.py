@@ -29,7 +29,7 @@ from align.loss import max_margin_loss
 from align.model import AlignConfig, AlignmentModel, lengths_mask
 from align.retrieval import evaluate_retrieval
 from align.scores import image_sentence_scores
-from data.checkpoint import load_checkpoint, save_checkpoint
+from data.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from data.features import FeatureStore
 from data.records import select_split
 from data.text import Vocabulary
@@ -59,19 +59,6 @@ def make_optimizer(cfg: AlignConfig, model: torch.nn.Module) -> torch.optim.Opti
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def _rng_state() -> dict:
-    out = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device) -> torch.Tensor:
@@ -137,7 +124,7 @@ def _checkpoint(cfg, vocab, model, opt, store, epoch, step, best, bad, history) 
         "optimizer": opt.state_dict(),
         "epoch": epoch,
         "step": step,
-        "rng": _rng_state(),
+        "rng": rng_state(),
         "best": best,
         "bad_epochs": bad,
         "history": history,
@@ -200,7 +187,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start, step, best, bad, history = ck["epoch"], ck["step"], ck["best"], ck["bad_epochs"], list(ck["history"])
-        _set_rng_state(ck["rng"])
+        set_rng_state(ck["rng"])
         say(f"resumed from {last_path} after epoch {start}")
     net = model
     if dist.is_distributed():

@@ -53,3 +53,18 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     if kind is not None and ck.get("kind") != kind:
         raise ValueError(f"{path}: a {ck.get('kind')!r} checkpoint, expected {kind!r}")
     return ck
+
+
+def rng_state() -> dict:
+    """torch's RNG states (CPU, and every CUDA device when there is one), as tensors: for exact resume."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved (CUDA states only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

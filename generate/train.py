@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from data.checkpoint import load_checkpoint, save_checkpoint
+from data.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from data.features import FeatureStore
 from data.records import DataError, ImageRecord, select_split
 from data.text import Vocabulary
@@ -106,19 +106,6 @@ def validation_cider(model: CaptionModel, data: CaptionData, vocab: Vocabulary, 
 
 
 # ---------------------------------------------------------------- checkpoints
-def _rng_state() -> dict:
-    st = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, vocab, cfg, ck) from a generator checkpoint. ck["features"] is the feature-store meta
     the model was trained on (rebuild its encoder with `RegionEncoder.from_meta`)."""
@@ -207,7 +194,7 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step = int(ck["epoch"]), int(ck["step"])
         best, bad, history = float(ck["best_cider"]), int(ck["bad_epochs"]), list(ck["history"])
-        _set_rng_state(ck["rng"])
+        set_rng_state(ck["rng"])
         say(f"resuming {last} after epoch {start_epoch}")
     net = model
     if world > 1:
@@ -223,7 +210,7 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
         return {
             "kind": "generate", "config": dataclasses.asdict(cfg), "vocab": vocab.to_dict(),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
-            "epoch": epoch, "step": step, "rng": _rng_state(), "features": dict(store.meta),
+            "epoch": epoch, "step": step, "rng": rng_state(), "features": dict(store.meta),
             "feat_dim": store.dim, "input_dim": model.input_dim, "best_cider": best, "bad_epochs": bad,
             "history": history, "data": "snippets" if snippets is not None else "full_frame",
         }
