@@ -42,8 +42,6 @@ def image_sentence_scores(
     sentence's ranking of images does not change; long sentences stop dominating the loss).
     A sentence with no real word scores 0.
     """
-    if kind not in ("max", "defrag"):
-        raise ValueError(f"kind must be 'max' or 'defrag', got {kind!r}")
     b, r, h = v.shape
     n_sent, t = s.shape[:2]
     if rmask.shape != (b, r) or wmask.shape != (n_sent, t) or s.shape[2] != h:
