@@ -28,6 +28,8 @@ class AlignConfig:
     train_words: str = "auto"  # "auto": fixed when pretrained vectors are given, trained when random; "yes" | "no"
     region_init_std: float = 0.0  # > 0: W_m starts as N(0, std) so first scores are small (0 = PyTorch default)
     dropout: float = 0.5  # on the non-recurrent layers: region features, word vectors, BRNN output (eq. 6 input)
+    feat_norm: str = "none"  # "standardize": region features x -> (x - mean) / std per dimension, statistics of
+    #                           the training images' regions, kept in the model | "none": raw CNN features (paper)
     max_words: int = 40  # longer sentences are cut (keeps the recurrence short; Flickr/COCO sentences are < 40)
     min_count: int = 5  # vocabulary: words seen at least this often in the training sentences (paper: 5)
     # --- score and objective (eqs. 7-9) ---
@@ -65,6 +67,8 @@ class AlignConfig:
             raise ValueError(f"AlignConfig.lr_schedule must be 'step', 'cosine' or 'none', got {self.lr_schedule!r}")
         if self.score_norm not in ("none", "words"):
             raise ValueError(f"AlignConfig.score_norm must be 'none' or 'words', got {self.score_norm!r}")
+        if self.feat_norm not in ("none", "standardize"):
+            raise ValueError(f"AlignConfig.feat_norm must be 'none' or 'standardize', got {self.feat_norm!r}")
         if self.train_words not in ("auto", "yes", "no"):
             raise ValueError(f"AlignConfig.train_words must be 'auto', 'yes' or 'no', got {self.train_words!r}")
 
@@ -115,6 +119,9 @@ class AlignmentModel(nn.Module):
         self.bwd = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)  # W_b, b_b (eq. 5)
         self.word_out = nn.Linear(cfg.hidden_dim, cfg.embed_dim)  # W_d, b_d (eq. 6)
         self.drop = nn.Dropout(cfg.dropout)
+        # region feature normalisation x -> (x - feat_mean) * feat_scale; identity until set_feature_norm
+        self.register_buffer("feat_mean", torch.zeros(feat_dim))
+        self.register_buffer("feat_scale", torch.ones(feat_dim))
         # ReLU recurrences explode when W_f starts with a large spectral radius: start near the identity scale.
         for lin in (self.fwd, self.bwd):
             nn.init.normal_(lin.weight, std=0.5 / cfg.hidden_dim**0.5)
@@ -137,10 +144,20 @@ class AlignmentModel(nn.Module):
             self.words.weight.copy_(w)
             self.words.weight[0].zero_()
 
+    def set_feature_norm(self, feats: torch.Tensor, eps: float = 1e-2) -> None:
+        """Standardise region features with the statistics of training regions feats float [N, D]."""
+        feats = torch.as_tensor(feats, dtype=torch.float32)
+        if feats.dim() != 2 or feats.shape[1] != self.feat_dim:
+            raise ValueError(f"feature statistics need [N, {self.feat_dim}], got {list(feats.shape)}")
+        with torch.no_grad():
+            self.feat_mean.copy_(feats.mean(0))
+            self.feat_scale.copy_(1.0 / torch.sqrt(feats.var(0, unbiased=False) + eps**2))
+
     def embed_regions(self, feats: torch.Tensor) -> torch.Tensor:
         """feats float [B, R, D] -> v float [B, R, H] (eq. 1). Padded regions are masked by the caller."""
         if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
             raise ValueError(f"feats must be [B, R, {self.feat_dim}], got {list(feats.shape)}")
+        feats = (feats - self.feat_mean.to(feats.dtype)) * self.feat_scale.to(feats.dtype)
         return self.region_proj(self.drop(feats))
 
     def embed_words(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

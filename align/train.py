@@ -178,7 +178,10 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
         say("no validation images in the store: no early stopping, the last epoch is kept")
 
     torch.manual_seed(cfg.seed)
-    model = AlignmentModel(cfg, len(vocab), store.dim, word_vectors=word_vectors).to(device)
+    model = AlignmentModel(cfg, len(vocab), store.dim, word_vectors=word_vectors)
+    if cfg.feat_norm == "standardize":  # a resumed run loads the same statistics with the weights
+        model.set_feature_norm(region_sample(store, pairs.image_ids, seed=cfg.seed))
+    model.to(device)
     if ck is not None:  # the same parameters as the interrupted run train (word vectors fixed or not)
         model.words.weight.requires_grad_(bool(ck["words_trained"]))
     opt = make_optimizer(cfg, model)
@@ -237,6 +240,15 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
         "pairs_per_s": float(np.mean([h["pairs_per_s"] for h in history])) if history else 0.0,
         "checkpoint": str(out / "model.pt"),
     }
+
+
+def region_sample(store, image_ids, n_images: int = 2000, seed: int = 0) -> np.ndarray:
+    """float32 [N, D]: every region feature of up to `n_images` training images (a seeded sample)."""
+    ids = list(image_ids)
+    if len(ids) > n_images:
+        pick = np.random.default_rng(seed).choice(len(ids), n_images, replace=False)
+        ids = [ids[i] for i in sorted(pick)]
+    return np.concatenate([np.asarray(store.regions(i)[1], dtype=np.float32) for i in ids])
 
 
 def _epoch_line(row: dict) -> str:

@@ -92,3 +92,23 @@ def test_resume_is_exact_and_checkpoint_is_self_contained(tmp_path):
     assert {"config", "vocab", "model", "optimizer", "rng", "feat_dim", "format_version"} <= set(a)
     with pytest.raises(ValueError, match="different config"):
         train_alignment(records, store, tmp_path / "split", toy_cfg(epochs=3, embed_dim=8), **quiet)
+
+
+def test_feature_standardisation_is_learnt_from_train_regions_and_saved(tmp_path):
+    """feat_norm="standardize": the statistics of the training images' regions go into the checkpoint, and the
+    region embedding equals the projection of (x - mean) / std, checked against numpy."""
+    records, store = make_toy(tmp_path / "store", n_train=10, n_val=0, n_test=0)
+    train_alignment(records, store, tmp_path / "run", toy_cfg(epochs=1, feat_norm="standardize"), progress=False,
+                    log=lambda *a: None)
+    model, _, cfg = load_alignment(tmp_path / "run" / "model.pt")
+    assert cfg.feat_norm == "standardize"
+    x = np.concatenate([store.regions(f"img{k}")[1] for k in range(10)]).astype(np.float64)
+    np.testing.assert_allclose(model.feat_mean.numpy(), x.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.feat_scale.numpy(), 1 / np.sqrt(x.var(0) + 1e-4), rtol=1e-4)
+    feats = torch.from_numpy(x[:4].astype(np.float32))[None]
+    want = ((x[:4] - x.mean(0)) / np.sqrt(x.var(0) + 1e-4)) @ model.region_proj.weight.detach().double().numpy().T
+    want += model.region_proj.bias.detach().double().numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(model.embed_regions(feats)[0].double().numpy(), want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="feat_norm"):
+        AlignConfig(feat_norm="l2")
