@@ -64,11 +64,13 @@ class PipelineConfig:
     skip: tuple = ()  # stage names not to run (recorded as skipped)
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, none_word: bool = True) -> Any:
+    """JSON when it parses, else the text. ``none`` means None only where `none_word` (pipeline fields such as
+    word_vectors=none); in a stage group it stays the string "none", a value of several fields (lr_schedule=none)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        if text.lower() in ("none", "null"):
+        if none_word and text.lower() == "none":
             return None
         return text
 
@@ -82,7 +84,7 @@ def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig
         if "=" not in item:
             raise SystemExit(f"--config: expected key=value, got {item!r}")
         key, text = item.split("=", 1)
-        value = _parse_value(text)
+        value = _parse_value(text, none_word="." not in key)
         if "." in key:
             group, sub = key.split(".", 1)
             if group not in groups:
