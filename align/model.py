@@ -36,6 +36,8 @@ class AlignConfig:
     score: str = "max"  # "max": eq. 8 (each word takes its best region) | "defrag": eq. 7
     score_norm: str = "none"  # "none": eq. 8 as written | "words": divided by the sentence's number of words
     loss: str = "sum"  # "sum": eq. 9 over all negatives | "hardest": VSE++ hardest negative per row/column
+    hardest_from: int = 0  # loss="hardest": the first this many epochs use the sum (a warm-up; from scratch the
+    #                        hardest negative alone collapsed every score on Flickr8k)
     margin: float = 1.0  # the 1 of eq. 9
     # --- training recipe ---
     optimizer: str = "sgd"  # "sgd" (paper: momentum 0.9) | "adam"

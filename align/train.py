@@ -61,8 +61,8 @@ def make_optimizer(cfg: AlignConfig, model: torch.nn.Module) -> torch.optim.Opti
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device) -> torch.Tensor:
-    """Eq. 9 on one global batch. Under DDP each rank passes its share; embeddings are gathered (with gradient)
+def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch: int = 0) -> torch.Tensor:
+    """Eq. 9 on one global batch (0-based `epoch` picks sum or hardest, `AlignConfig.hardest_from`). Under DDP each rank passes its share; embeddings are gathered (with gradient)
     so every rank computes the loss of the whole global batch, in the global order."""
     feats = batch["feats"].to(device, non_blocking=True)
     tokens, lengths = batch["tokens"].to(device), batch["lengths"].to(device)
@@ -80,7 +80,8 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device) -> to
         image = dist.all_gather_grad(image, sizes)
     scores = image_sentence_scores(v, rmask, s, wmask, kind=cfg.score, norm=cfg.score_norm)  # [B, B]
     same = image[:, None] == image[None, :]  # pairs that share an image are not negatives
-    return max_margin_loss(scores.float(), cfg.margin, hardest=cfg.loss == "hardest", same=same)
+    hardest = cfg.loss == "hardest" and epoch >= cfg.hardest_from
+    return max_margin_loss(scores.float(), cfg.margin, hardest=hardest, same=same)
 
 
 def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int, device, progress=True) -> dict:
@@ -95,7 +96,7 @@ def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int,
     for step, idx in enumerate(bar):
         batch = collate(pairs, rank_slice(idx, rank, world), store)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = batch_loss(model, cfg, batch, device)
+            loss = batch_loss(model, cfg, batch, device, epoch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"epoch {epoch + 1} step {step}: the loss is {loss.item()}; lower the lr")
         opt.zero_grad(set_to_none=True)

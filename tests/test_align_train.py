@@ -112,3 +112,16 @@ def test_feature_standardisation_is_learnt_from_train_regions_and_saved(tmp_path
         np.testing.assert_allclose(model.embed_regions(feats)[0].double().numpy(), want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="feat_norm"):
         AlignConfig(feat_norm="l2")
+
+
+def test_hardest_negative_after_a_warm_up_of_summed_epochs(tmp_path):
+    """loss="hardest" with hardest_from=1: epoch 1 equals the sum loss's epoch 1, epoch 2 then differs."""
+    records, store = make_toy(tmp_path / "store", n_train=12, n_val=0, n_test=0)
+    quiet = dict(progress=False, log=lambda *a: None)
+    runs = {name: train_alignment(records, store, tmp_path / name, toy_cfg(epochs=2, **kw), **quiet)["history"]
+            for name, kw in (("sum", {}), ("warm", {"loss": "hardest", "hardest_from": 1}),
+                             ("hard", {"loss": "hardest"}))}
+    assert runs["warm"][0]["loss"] == runs["sum"][0]["loss"] != runs["hard"][0]["loss"]
+    assert runs["warm"][1]["loss"] != runs["sum"][1]["loss"]
+    # the hardest hinge of a row/column is at most the sum of its hinges
+    assert runs["hard"][0]["loss"] < runs["sum"][0]["loss"]
