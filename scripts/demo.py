@@ -42,6 +42,7 @@ class DemoConfig:
     def pipeline_config(self, out: Path, device: str = "cpu") -> PipelineConfig:
         return PipelineConfig(
             dataset="synthetic", root=str(out / "data"), out=str(out), eval_split="test", device=device,
+            word_vectors=None,
             region=copy.deepcopy(self.region), align=copy.deepcopy(self.align), gen=copy.deepcopy(self.gen),
             gen_region=copy.deepcopy(self.gen_region), snippets=copy.deepcopy(self.snippets), beams=self.beams,
             dense_images=self.dense_images, show_images=self.show_images)

@@ -107,12 +107,13 @@ def test_a_failing_stage_exits_1_naming_it_and_keeps_earlier_stages(tmp_path, fa
 def test_overrides_parse_values_and_groups():
     cfg = apply_overrides(PipelineConfig(), ["align.epochs=3", "gen.cell=lstm", "beams=[1,3]", "limit=5",
                                             "snippets.target_len=2.0", "skip=dense,report"])
-    assert cfg.align == {"epochs": 3} and cfg.gen == {"cell": "lstm"} and cfg.beams == (1, 3)
+    # group overrides go on top of the pipeline's own overrides of the stage defaults
+    assert cfg.align == {**PipelineConfig().align, "epochs": 3} and cfg.gen["cell"] == "lstm" and cfg.beams == (1, 3)
     assert cfg.limit == 5 and cfg.snippets == {"target_len": 2.0} and cfg.skip == ("dense", "report")
     # "none" is a value of stage fields (lr_schedule, score_norm) but None for the pipeline's own optional fields
     cfg = apply_overrides(PipelineConfig(word_vectors="train"), ["align.lr_schedule=none", "word_vectors=none",
                                                                  "gen.schedule=null"])
-    assert cfg.align == {"lr_schedule": "none"} and cfg.word_vectors is None and cfg.gen == {"schedule": None}
+    assert cfg.align["lr_schedule"] == "none" and cfg.word_vectors is None and cfg.gen["schedule"] is None
     with pytest.raises(SystemExit):
         apply_overrides(PipelineConfig(), ["nosuch=1"])
     with pytest.raises(SystemExit):
