@@ -229,7 +229,8 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
 
     beta is `cfg.beta`, or calibrated on a sample of `calib_records` (default `records`) to `cfg.target_len`.
     Returns a summary: beta, mean_snippet_len (over everything written), n_snippets, n_sentences, n_words,
-    calib_len (the sample's mean length at beta, when calibrated), missing_images (ids absent from the store).
+    calib_len (the sample's mean length at beta, when calibrated), length_hist ({"1": snippets of 1 word, ...}),
+    whole_image_fraction (snippets on row 0, the whole image), missing_images (ids absent from the store).
     """
     cfg = cfg or SnippetConfig()
     summary: dict = {"beta": cfg.beta, "target_len": None, "calib_len": None}
@@ -244,7 +245,8 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    words = snips = sentences = 0
+    words = snips = sentences = whole = 0
+    hist: dict[int, int] = {}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -255,6 +257,8 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
             res = chain_mrf(batch.unary, batch.lengths, batch.region_mask, beta)
             for d in batch_snippets(batch, res.assign, cfg.score):
                 f.write(json.dumps(d) + "\n")
+                hist[d["end"] - d["start"]] = hist.get(d["end"] - d["start"], 0) + 1
+                whole += d["region"] == 0
             w, s = snippet_counts(res.assign, batch.lengths)
             words, snips, sentences = words + w, snips + s, sentences + int((batch.lengths > 0).sum())
             if bar is not None:
@@ -263,7 +267,8 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
         bar.close()
     os.replace(tmp, out)
     summary.update(mean_snippet_len=words / snips if snips else 0.0, n_snippets=snips, n_sentences=sentences,
-                   n_words=words, missing_images=missing)
+                   n_words=words, length_hist={str(n): hist[n] for n in sorted(hist)},
+                   whole_image_fraction=whole / snips if snips else 0.0, missing_images=missing)
     return summary
 
 

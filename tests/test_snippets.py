@@ -57,6 +57,11 @@ def test_write_snippets_matches_slow_twin(tmp_path, beta):
     n_words = sum(len(s.tokens) for r in records for s in r.sentences)
     assert sum(d["end"] - d["start"] for d in got) == n_words == summary["n_words"]
     assert summary["mean_snippet_len"] == pytest.approx(n_words / len(got))
+    hist = {}
+    for d in got:
+        hist[str(d["end"] - d["start"])] = hist.get(str(d["end"] - d["start"]), 0) + 1
+    assert summary["length_hist"] == hist
+    assert summary["whole_image_fraction"] == pytest.approx(sum(d["region"] == 0 for d in got) / len(got))
     if beta == 100.0:  # one snippet per non-empty sentence
         assert len(got) == sum(1 for r in records for s in r.sentences if s.tokens)
 
