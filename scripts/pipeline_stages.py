@@ -180,7 +180,9 @@ def assemble_results(run: Run) -> dict:
     snip = R.get("snippets", {})
     if "beta" in snip:
         out["alignment"] = {"beta": snip["beta"], "mean_snippet_len": snip["mean_snippet_len"],
-                            "n_snippets": snip.get("n_snippets"), "target_len": snip.get("target_len")}
+                            "n_snippets": snip.get("n_snippets"), "target_len": snip.get("target_len"),
+                            "length_hist": snip.get("length_hist"),
+                            "whole_image_fraction": snip.get("whole_image_fraction")}
         if "metrics" in R.get("align_eval", {}):  # on the eval split; snippet lengths there get their own names
             ev = dict(R["align_eval"]["metrics"])
             for k in ("mean_snippet_len", "mean_snippet_len_argmax"):
