@@ -78,3 +78,10 @@ def test_fp16_store(tmp_path, encoder):
     st = extract_features(recs, tmp_path / "h", RegionConfig(**{**CFG, "dtype": "float16"}), encoder=None)
     assert st.meta["dtype"] == "float16"
     assert st.regions("im0")[1].dtype == np.float32
+
+
+def test_cnn_threads_leave_room_for_the_workers():
+    from align.regions.extract import cnn_threads
+
+    assert [cnn_threads(2, w) for w in (0, 1, 2, 3)] == [2, 2, 1, 1]
+    assert cnn_threads(16, 4) == 13 and cnn_threads(1, 0) == 1

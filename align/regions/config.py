@@ -54,7 +54,7 @@ class RegionConfig:
     # --- run time (not part of the features) -------------------------------------------------------------
     device: str = "cpu"  # cpu | cuda | cuda:N
     workers: int = 1  # DataLoader worker processes (decode + selective search run there, beside the CNN)
-    threads: int = 0  # torch threads of the CNN on the CPU; 0 = cores - workers (no oversubscription)
+    threads: int = 0  # torch threads of the CNN on the CPU; 0 = cores - (workers - 1) (extract.cnn_threads)
     batch_size: int = 16  # images per CNN pass
     part_size: int = 256  # images per committed part of the feature store
     channels_last: bool = True  # NHWC tensors: ~2x faster convolutions on the CPU (oneDNN)
