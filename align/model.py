@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from data.standardize import standardization
+
 
 @dataclass
 class AlignConfig:
@@ -148,12 +150,10 @@ class AlignmentModel(nn.Module):
 
     def set_feature_norm(self, feats: torch.Tensor, eps: float = 1e-2) -> None:
         """Standardise region features with the statistics of training regions feats float [N, D]."""
-        feats = torch.as_tensor(feats, dtype=torch.float32)
-        if feats.dim() != 2 or feats.shape[1] != self.feat_dim:
-            raise ValueError(f"feature statistics need [N, {self.feat_dim}], got {list(feats.shape)}")
+        mean, scale = standardization(feats, self.feat_dim, eps)
         with torch.no_grad():
-            self.feat_mean.copy_(feats.mean(0))
-            self.feat_scale.copy_(1.0 / torch.sqrt(feats.var(0, unbiased=False) + eps**2))
+            self.feat_mean.copy_(mean)
+            self.feat_scale.copy_(scale)
 
     def embed_regions(self, feats: torch.Tensor) -> torch.Tensor:
         """feats float [B, R, D] -> v float [B, R, H] (eq. 1). Padded regions are masked by the caller."""

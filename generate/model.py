@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from data.standardize import standardization
 from data.text import END_ID, PAD_ID, Vocabulary
 
 CELLS = ("rnn", "lstm")
@@ -192,12 +193,10 @@ class CaptionModel(nn.Module):
 
     def set_feature_norm(self, feats: torch.Tensor, eps: float = 1e-2) -> None:
         """Standardise inputs with the statistics of training inputs feats float [N, Din] (cfg.feat_norm)."""
-        feats = torch.as_tensor(feats, dtype=torch.float32)
-        if feats.dim() != 2 or feats.shape[1] != self.input_dim:
-            raise ValueError(f"feature statistics need [N, {self.input_dim}], got {list(feats.shape)}")
+        mean, scale = standardization(feats, self.input_dim, eps)
         with torch.no_grad():
-            self.feat_mean.copy_(feats.mean(0))
-            self.feat_scale.copy_(1.0 / torch.sqrt(feats.var(0, unbiased=False) + eps**2))
+            self.feat_mean.copy_(mean)
+            self.feat_scale.copy_(scale)
 
     # --- one recurrence step, shared by training and decoding
     def _cell(self, pre: torch.Tensor, state: dict) -> dict:
