@@ -142,7 +142,8 @@ def _stages() -> list[Stage]:
               ("region_captions.json",), applies=has_region_text,
               doc="region model vs full-frame model on ground-truth region descriptions"),
         Stage("align_eval", A.align_eval, ("show_images", "eval_split"), ("align_train", "snippets"),
-              ("align_eval",), applies=has_phrases, doc="word-to-region accuracy, MRF vs argmax; pictures"),
+              ("align_eval",), doc="alignment pictures; word-to-region accuracy, MRF vs argmax, where the data "
+                                   "has phrase boxes"),
         Stage("dense", G.dense, ("dense", "dense_images", "dense_eval_images", "eval_split"), ("gen_region",),
               ("dense",), doc="dense captions of a sample (and DenseCap mAP where regions have text)"),
     ]
