@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from align.mrf import chain_mrf, runs, snippet_counts
 from data.records import ImageRecord, Sentence
 
 SNIPPET_KEYS = ("image_id", "sentence_id", "start", "end", "text", "region", "box", "score")
+
 
 @dataclass
 class SnippetConfig:
@@ -246,7 +248,7 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     words = snips = sentences = whole = 0
-    hist: dict[int, int] = {}
+    hist: Counter[int] = Counter()  # snippets by length in words
     bar = None
     if progress:
         from tqdm import tqdm
@@ -257,7 +259,7 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
             res = chain_mrf(batch.unary, batch.lengths, batch.region_mask, beta)
             for d in batch_snippets(batch, res.assign, cfg.score):
                 f.write(json.dumps(d) + "\n")
-                hist[d["end"] - d["start"]] = hist.get(d["end"] - d["start"], 0) + 1
+                hist[d["end"] - d["start"]] += 1
                 whole += d["region"] == 0
             w, s = snippet_counts(res.assign, batch.lengths)
             words, snips, sentences = words + w, snips + s, sentences + int((batch.lengths > 0).sum())

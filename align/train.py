@@ -62,8 +62,9 @@ def make_optimizer(cfg: AlignConfig, model: torch.nn.Module) -> torch.optim.Opti
 
 
 def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch: int = 0) -> torch.Tensor:
-    """Eq. 9 on one global batch (0-based `epoch` picks sum or hardest, `AlignConfig.hardest_from`). Under DDP each rank passes its share; embeddings are gathered (with gradient)
-    so every rank computes the loss of the whole global batch, in the global order."""
+    """Eq. 9 on one global batch; the 0-based `epoch` picks the sum or the hardest negative (`hardest_from`).
+    Under DDP each rank passes its share; embeddings are gathered (with gradient) so every rank computes the loss
+    of the whole global batch, in the global order."""
     feats = batch["feats"].to(device, non_blocking=True)
     tokens, lengths = batch["tokens"].to(device), batch["lengths"].to(device)
     rmask, image = batch["rmask"].to(device), batch["image"].to(device)

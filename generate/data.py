@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from align.snippets import read_snippets  # noqa: F401 (re-exported: generate.data.read_snippets)
 from data.records import DataError, ImageRecord, select_split
 from data.text import END_ID, PAD_ID, START_ID, UNK, Vocabulary
 from generate.inputs import full_frame_features, input_features

@@ -25,12 +25,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from align.snippets import read_snippets
 from data.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from data.features import FeatureStore
 from data.records import DataError, ImageRecord, select_split
 from data.text import Vocabulary
 from generate.data import (CaptionData, build_vocab, collate, epoch_batches, full_frame_data, n_targets,
-                           read_snippets, snippet_data)
+                           snippet_data)
 from generate.decode import greedy
 from generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias
 
