@@ -97,3 +97,33 @@ def test_meta_round_trip(encoder):
         np.testing.assert_allclose(x, y, atol=1e-5)
     with pytest.raises(ValueError, match="bottomup"):
         RegionEncoder.from_meta({"producer": "bottomup", "dim": 2048})
+
+
+def test_warp_scoring_matches_one_proposal_at_a_time(encoder):
+    """score_pooling="warp": boxes chosen by the CNN on each warped proposal, features reused for the kept ones."""
+    from align.regions.encoder import objectness, prepare
+
+    cfg = RegionConfig(**{**encoder.cfg.recipe(), "score_pooling": "warp"})
+    enc = RegionEncoder(cfg, backbone=encoder.backbone)
+    image = _scene(seed=3)
+    item = prepare(image, cfg)
+    boxes, regions, _ = enc.encode_batch([item])[0]
+    props = item["proposals"]
+    assert len(props) > cfg.max_boxes  # the selection has something to choose from
+    with torch.inference_mode():  # slow twin: one proposal per CNN pass
+        one = torch.cat([enc._warp_features([item], [props[i : i + 1]])[0] for i in range(len(props))])
+        scores = objectness(enc.backbone.classify(one), cfg.objectness).numpy()
+    keep = select_boxes(props, scores, cfg)
+    np.testing.assert_allclose(boxes[1:], props[keep])
+    np.testing.assert_allclose(regions[1:], one[torch.from_numpy(keep)].numpy(), atol=1e-4)
+    # the roialign scorer of the default recipe chooses from the same proposals
+    default = encoder.encode_batch([prepare(image, encoder.cfg)])[0][0]
+    assert len(default) == len(boxes)
+
+
+def test_late_recipe_fields_are_left_out_at_their_default():
+    assert "score_pooling" not in RegionConfig().recipe()  # stores written before the field still match
+    assert RegionConfig(score_pooling="warp").recipe()["score_pooling"] == "warp"
+    assert RegionConfig.from_dict(RegionConfig().recipe()).score_pooling == "roialign"
+    with pytest.raises(ValueError, match="score_pooling"):
+        RegionConfig(score_pooling="crop")

@@ -15,6 +15,8 @@ POOLINGS = ("warp", "roialign")
 # Run-time fields: they do not change the features and stay out of the store's meta.
 RUNTIME_FIELDS = ("device", "workers", "threads", "batch_size", "part_size", "channels_last", "amp", "max_pixels",
                   "progress")
+# Recipe fields added later, with the value that older stores were made with (left out of recipe() at it).
+LATE_FIELDS = {"score_pooling": "roialign"}
 
 
 @dataclass
@@ -31,6 +33,12 @@ class RegionConfig:
     ss_mode: str = "fast"  # fast (OpenCV's fast mode) | single (one strategy, ~3x faster, fewer proposals)
     max_proposals: int = 1000  # proposals scored per image (after de-duplication and the size filter)
     objectness: str = "entropy"  # entropy: 1 - H(p)/log(C) of the ImageNet head | maxprob: max softmax probability
+    # how proposals are pooled for the objectness score: roialign (on the one whole-image pass: cheap, but a
+    # 7x7 map at 224 px blurs small objects) | warp (R-CNN: every proposal cropped, warped to warp_size and run
+    # through the CNN; with pooling="warp" the kept boxes reuse those features). On the synthetic scenes
+    # (ss_mode fast) the 19 kept boxes cover 92% of the named objects at IoU 0.5 with roialign, 98% with warp;
+    # warp costs one CNN pass per proposal (max_proposals bounds it).
+    score_pooling: str = "roialign"
     # frcnn backend
     frcnn_model: str = "fasterrcnn_resnet50_fpn_v2"  # or fasterrcnn_resnet50_fpn
     frcnn_pretrained: bool = True  # COCO weights through torchvision's weights API (needs download or cache)
@@ -66,6 +74,8 @@ class RegionConfig:
         for name, allowed in (("backend", BACKENDS), ("backbone", BACKBONES), ("pooling", POOLINGS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"RegionConfig.{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if self.score_pooling not in POOLINGS:
+            raise ValueError(f"RegionConfig.score_pooling={self.score_pooling!r}; choose one of {', '.join(POOLINGS)}")
         if self.ss_mode not in ("fast", "single"):
             raise ValueError(f"RegionConfig.ss_mode={self.ss_mode!r}; choose fast or single")
         if self.objectness not in ("maxprob", "entropy"):
@@ -76,8 +86,13 @@ class RegionConfig:
             raise ValueError("RegionConfig.max_boxes must be >= 0")
 
     def recipe(self) -> dict:
-        """The fields that define the features (JSON), i.e. everything but the run-time fields."""
-        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        """The fields that define the features (JSON), i.e. everything but the run-time fields.
+
+        Fields added after stores were first written are left out at their default value, so those stores
+        (whose meta lacks them) still resume and match: `LATE_FIELDS`.
+        """
+        return {k: v for k, v in asdict(self).items()
+                if k not in RUNTIME_FIELDS and not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
 
     @classmethod
     def from_dict(cls, d: dict, **overrides) -> "RegionConfig":

@@ -58,7 +58,8 @@ def prepare(image: Image.Image, cfg: RegionConfig, boxes: np.ndarray | None = No
     w, h = image.size
     s = cfg.image_size
     net = torch.from_numpy(np.asarray(image.resize((s, s), Image.BILINEAR), np.uint8).copy()).permute(2, 0, 1)
-    needs_work = cfg.pooling == "warp" or (boxes is None and cfg.backend in ("frcnn", "detectron2"))
+    needs_work = (cfg.pooling == "warp" or (boxes is None and cfg.backend in ("frcnn", "detectron2"))
+                  or (boxes is None and cfg.backend == "rcnn" and cfg.score_pooling == "warp"))
     work, work_scale = None, (1.0, 1.0)
     if needs_work:
         f = min(1.0, cfg.max_side / max(w, h))
@@ -179,6 +180,8 @@ class RegionEncoder:
 
     def _warp_features(self, items: list[dict], kept: list[np.ndarray]) -> list[torch.Tensor]:
         """R-CNN: crop every kept box from its image, warp to warp_size^2, run the CNN. -> per image [K_b, D]."""
+        if not items:
+            return []
         ws = self.cfg.warp_size
         crops = []
         for it, boxes in zip(items, kept):
@@ -222,8 +225,14 @@ class RegionEncoder:
                 else torch.zeros(0, self.dim, device=self.device)
             )  # [sum P, D]
             per_image = list(torch.split(pooled_feats, [len(b) for b in net_boxes]))
+            # R-CNN scoring: every proposal of the images that need scores warped through the CNN, [P_b, D] each
+            warped: dict[int, torch.Tensor] = {}
+            if cfg.score_pooling == "warp":
+                todo = [n for n, it in enumerate(items) if not it["given"] and "scores" not in it]
+                found = self._warp_features([items[n] for n in todo], [items[n]["proposals"] for n in todo])
+                warped = dict(zip(todo, found))
             kept = []
-            for it, feats in zip(items, per_image):
+            for n, (it, feats) in enumerate(zip(items, per_image)):
                 p = it["proposals"]
                 if it["given"]:
                     idx = np.arange(len(p))
@@ -231,12 +240,16 @@ class RegionEncoder:
                     if "scores" in it:  # detector scores
                         scores = it["scores"]
                     else:
-                        scores = objectness(self.backbone.classify(feats), cfg.objectness).cpu().numpy()
+                        scored = warped[n].to(self.device) if n in warped else feats
+                        scores = objectness(self.backbone.classify(scored), cfg.objectness).cpu().numpy()
                     idx = select_boxes(p, scores, cfg)
                 kept.append(idx)
         kept_boxes = [it["proposals"][idx].reshape(-1, 4) for it, idx in zip(items, kept)]
         if cfg.pooling == "warp":
-            region_feats = self._warp_features(items, kept_boxes)
+            rest = [n for n in range(len(items)) if n not in warped]  # the others warp only their kept boxes
+            region_feats = [warped[n][torch.from_numpy(kept[n])] if n in warped else None for n in range(len(items))]
+            for n, f in zip(rest, self._warp_features([items[n] for n in rest], [kept_boxes[n] for n in rest])):
+                region_feats[n] = f
         else:
             region_feats = [f[torch.from_numpy(idx).to(f.device)].cpu() for f, idx in zip(per_image, kept)]
         out = []
