@@ -21,6 +21,23 @@ from torch.nn import functional as F
 from data.standardize import standardization
 
 
+GEOMETRY_DIM = 5  # x1 / W, y1 / H, x2 / W, y2 / H, box area / image area
+
+
+def box_geometry(boxes: torch.Tensor) -> torch.Tensor:
+    """float [..., R, 4] boxes of one image per leading index, row 0 = the whole image [0, 0, W, H] (as in every
+    feature store) -> float [..., R, GEOMETRY_DIM]: the box's corners as fractions of the image and its area as a
+    fraction of the image's. Padded rows (zero boxes) give zeros."""
+    boxes = boxes.float()
+    frame = boxes[..., :1, :]  # [..., 1, 4]
+    w = (frame[..., 2] - frame[..., 0]).clamp_min(1e-6)[..., None]  # [..., 1, 1]
+    h = (frame[..., 3] - frame[..., 1]).clamp_min(1e-6)[..., None]
+    scale = torch.cat([w, h, w, h], -1)  # [..., 1, 4]
+    corners = boxes / scale
+    area = ((corners[..., 2] - corners[..., 0]) * (corners[..., 3] - corners[..., 1]))[..., None]
+    return torch.cat([corners, area], -1)
+
+
 @dataclass
 class AlignConfig:
     # --- model (eqs. 1-6) ---
@@ -32,6 +49,9 @@ class AlignConfig:
     dropout: float = 0.5  # on the non-recurrent layers: region features, word vectors, BRNN output (eq. 6 input)
     feat_norm: str = "none"  # "standardize": region features x -> (x - mean) / std per dimension, statistics of
     #                           the training images' regions, kept in the model | "none": raw CNN features (paper)
+    geometry: bool = False  # True: each region's CNN feature is extended by its box's place and size in the image
+    #                         (`box_geometry`, 5 numbers) before eq. 1. A warped crop has lost its size: without
+    #                         this, "small" and "large" can only be read from the whole image. False = the paper.
     max_words: int = 40  # longer sentences are cut (keeps the recurrence short; Flickr/COCO sentences are < 40)
     min_count: int = 5  # vocabulary: words seen at least this often in the training sentences (paper: 5)
     # --- score and objective (eqs. 7-9) ---
@@ -41,6 +61,9 @@ class AlignConfig:
     hardest_from: int = 0  # loss="hardest": the first this many epochs use the sum (a warm-up; from scratch the
     #                        hardest negative alone collapsed every score on Flickr8k)
     margin: float = 1.0  # the 1 of eq. 9
+    whole_image_drop: float = 0.0  # training only: the chance that an image's whole-image row (row 0) is hidden
+    #                                from a batch (never for images without detections), so words must find their
+    #                                object's box; 0 = the paper
     # --- training recipe ---
     optimizer: str = "sgd"  # "sgd" (paper: momentum 0.9) | "adam"
     # lr: the loss is averaged over the batch (align.loss), so lr does not scale with the batch size. On the
@@ -69,6 +92,8 @@ class AlignConfig:
             raise ValueError(f"AlignConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.lr_schedule not in ("step", "cosine", "none"):
             raise ValueError(f"AlignConfig.lr_schedule must be 'step', 'cosine' or 'none', got {self.lr_schedule!r}")
+        if not 0.0 <= self.whole_image_drop < 1.0:
+            raise ValueError(f"AlignConfig.whole_image_drop must be in [0, 1), got {self.whole_image_drop}")
         if self.score_norm not in ("none", "words"):
             raise ValueError(f"AlignConfig.score_norm must be 'none' or 'words', got {self.score_norm!r}")
         if self.feat_norm not in ("none", "standardize"):
@@ -116,7 +141,8 @@ class AlignmentModel(nn.Module):
         """word_vectors: optional float array [V, E] (e.g. word2vec rows for the vocabulary) to initialise W_w."""
         super().__init__()
         self.cfg, self.vocab_size, self.feat_dim = cfg, vocab_size, feat_dim
-        self.region_proj = nn.Linear(feat_dim, cfg.embed_dim)  # W_m, b_m (eq. 1)
+        self.in_dim = feat_dim + (GEOMETRY_DIM if cfg.geometry else 0)  # what eq. 1 projects (D, or D + 5)
+        self.region_proj = nn.Linear(self.in_dim, cfg.embed_dim)  # W_m, b_m (eq. 1)
         self.words = nn.Embedding(vocab_size, cfg.word_dim, padding_idx=0)  # W_w (eq. 2)
         self.word_in = nn.Linear(cfg.word_dim, cfg.hidden_dim)  # W_e, b_e (eq. 3)
         self.fwd = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)  # W_f, b_f (eq. 4)
@@ -124,8 +150,8 @@ class AlignmentModel(nn.Module):
         self.word_out = nn.Linear(cfg.hidden_dim, cfg.embed_dim)  # W_d, b_d (eq. 6)
         self.drop = nn.Dropout(cfg.dropout)
         # region feature normalisation x -> (x - feat_mean) * feat_scale; identity until set_feature_norm
-        self.register_buffer("feat_mean", torch.zeros(feat_dim))
-        self.register_buffer("feat_scale", torch.ones(feat_dim))
+        self.register_buffer("feat_mean", torch.zeros(self.in_dim))
+        self.register_buffer("feat_scale", torch.ones(self.in_dim))
         # ReLU recurrences explode when W_f starts with a large spectral radius: start near the identity scale.
         for lin in (self.fwd, self.bwd):
             nn.init.normal_(lin.weight, std=0.5 / cfg.hidden_dim**0.5)
@@ -149,16 +175,32 @@ class AlignmentModel(nn.Module):
             self.words.weight[0].zero_()
 
     def set_feature_norm(self, feats: torch.Tensor, eps: float = 1e-2) -> None:
-        """Standardise region features with the statistics of training regions feats float [N, D]."""
-        mean, scale = standardization(feats, self.feat_dim, eps)
+        """Standardise region features with the statistics of training regions feats float [N, D] (with
+        `cfg.geometry`, [N, D + GEOMETRY_DIM]: `region_inputs` of the training boxes)."""
+        mean, scale = standardization(feats, self.in_dim, eps)
         with torch.no_grad():
             self.feat_mean.copy_(mean)
             self.feat_scale.copy_(scale)
 
-    def embed_regions(self, feats: torch.Tensor) -> torch.Tensor:
-        """feats float [B, R, D] -> v float [B, R, H] (eq. 1). Padded regions are masked by the caller."""
-        if feats.dim() != 3 or feats.shape[-1] != self.feat_dim:
+    def region_inputs(self, feats: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """feats float [..., R, D] (+ boxes float [..., R, 4], row 0 the whole image, needed with `cfg.geometry`)
+        -> the input of eq. 1, float [..., R, D] or [..., R, D + GEOMETRY_DIM]."""
+        if feats.shape[-1] != self.feat_dim:
+            raise ValueError(f"region features must have {self.feat_dim} values, got {list(feats.shape)}")
+        if not self.cfg.geometry:
+            return feats
+        if boxes is None:
+            raise ValueError("this alignment model reads box geometry (AlignConfig.geometry): pass the boxes too")
+        if boxes.shape[:-1] != feats.shape[:-1] or boxes.shape[-1] != 4:
+            raise ValueError(f"boxes must be {list(feats.shape[:-1]) + [4]}, got {list(boxes.shape)}")
+        return torch.cat([feats, box_geometry(boxes.to(feats.device)).to(feats.dtype)], -1)
+
+    def embed_regions(self, feats: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """feats float [B, R, D] (boxes float [B, R, 4] with `cfg.geometry`) -> v float [B, R, H] (eq. 1).
+        Padded regions are masked by the caller."""
+        if feats.dim() != 3:
             raise ValueError(f"feats must be [B, R, {self.feat_dim}], got {list(feats.shape)}")
+        feats = self.region_inputs(feats, boxes)
         feats = (feats - self.feat_mean.to(feats.dtype)) * self.feat_scale.to(feats.dtype)
         return self.region_proj(self.drop(feats))
 
@@ -190,17 +232,18 @@ class AlignmentModel(nn.Module):
             out.append(h)
         return torch.stack(out, 1)
 
-    def forward(self, feats, tokens, lengths):
-        """(feats [B, R, D], tokens [B, T], lengths [B]) -> (v [B, R, H], s [B, T, H])."""
-        return self.embed_regions(feats), self.embed_words(tokens, lengths)
+    def forward(self, feats, tokens, lengths, boxes=None):
+        """(feats [B, R, D], tokens [B, T], lengths [B], boxes [B, R, 4] or None) -> (v [B, R, H], s [B, T, H])."""
+        return self.embed_regions(feats, boxes), self.embed_words(tokens, lengths)
 
-    def word_region_scores(self, feats, region_mask, tokens, lengths) -> torch.Tensor:
+    def word_region_scores(self, feats, region_mask, tokens, lengths, boxes=None) -> torch.Tensor:
         """For B aligned pairs (image b, sentence b): float [B, T, R] of v_i . s_t.
 
-        feats float [B, R, D], region_mask bool [B, R] (True = real region), tokens long [B, T], lengths [B].
-        Padded regions are -inf (for real words), padded words are 0 on the whole row.
+        feats float [B, R, D], region_mask bool [B, R] (True = real region), tokens long [B, T], lengths [B],
+        boxes float [B, R, 4] (needed with `cfg.geometry`). Padded regions are -inf (for real words), padded
+        words are 0 on the whole row.
         """
-        v = self.embed_regions(feats)  # [B, R, H]
+        v = self.embed_regions(feats, boxes)  # [B, R, H]
         s = self.embed_words(tokens, lengths)  # [B, T, H]
         dots = torch.einsum("bth,brh->btr", s, v)  # [B, T, R]
         wmask = lengths_mask(lengths.to(tokens.device), tokens.shape[1])  # [B, T]

@@ -143,8 +143,8 @@ def embed_images(model, store, image_ids, batch: int = 256, device="cpu") -> tup
     model.eval()
     vs, masks = [], []
     for i in range(0, len(image_ids), batch):
-        feats, _, mask = store.padded(image_ids[i : i + batch])
-        vs.append(model.embed_regions(torch.from_numpy(feats).to(device)).float())
+        feats, boxes, mask = store.padded(image_ids[i : i + batch])
+        vs.append(model.embed_regions(torch.from_numpy(feats).to(device), torch.from_numpy(boxes).to(device)).float())
         masks.append(torch.from_numpy(mask).to(device))
     r = max(v.shape[1] for v in vs)
     v = torch.cat([torch.nn.functional.pad(x, (0, 0, 0, r - x.shape[1])) for x in vs])

@@ -111,8 +111,8 @@ def rank_images(model, store, image_ids: list[str], tokens: torch.Tensor, length
     wmask = torch.arange(tokens.shape[1], device=device)[None, :] < lengths.to(device)[:, None]  # [Q, T]
     rows = []
     for i0 in range(0, len(image_ids), batch_size):
-        feats, _, mask = store.padded(image_ids[i0 : i0 + batch_size])
-        v = model.embed_regions(torch.from_numpy(feats).to(device))  # [n, R, H]
+        feats, boxes, mask = store.padded(image_ids[i0 : i0 + batch_size])
+        v = model.embed_regions(torch.from_numpy(feats).to(device), torch.from_numpy(boxes).to(device))  # [n, R, H]
         rows.append(image_sentence_scores(v, torch.from_numpy(mask).to(device), s, wmask, kind=kind).float().cpu())
     return torch.cat(rows) if rows else torch.zeros(0, tokens.shape[0])
 

@@ -119,7 +119,7 @@ def score_pairs(model, vocab, store, pairs: list[tuple[ImageRecord, Sentence]], 
             # The model's BRNN wants >= 1 word; empty sentences get one PAD word and length 0 afterwards.
             u = model.word_region_scores(
                 torch.from_numpy(feats).to(device), torch.from_numpy(mask).to(device),
-                tokens.to(device), lengths.clamp_min(1).to(device),
+                tokens.to(device), lengths.clamp_min(1).to(device), torch.from_numpy(boxes).to(device),
             )  # [B, T, R]
             if tuple(u.shape) != (len(chunk), T, mask.shape[1]):
                 raise ValueError(f"word_region_scores returned {list(u.shape)}, expected {[len(chunk), T, mask.shape[1]]}")

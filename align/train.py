@@ -68,7 +68,12 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch
     feats = batch["feats"].to(device, non_blocking=True)
     tokens, lengths = batch["tokens"].to(device), batch["lengths"].to(device)
     rmask, image = batch["rmask"].to(device), batch["image"].to(device)
-    v, s = model(feats, tokens, lengths)  # [b, R, H], [b, T, H]
+    boxes = batch["boxes"].to(device) if "boxes" in batch else None
+    if cfg.whole_image_drop > 0 and model.training:  # the global RNG draws it: a resumed run draws the same
+        drop = (torch.rand(rmask.shape[0]) < cfg.whole_image_drop).to(device) & rmask[:, 1:].any(1)
+        rmask = rmask.clone()
+        rmask[:, 0] &= ~drop
+    v, s = model(feats, tokens, lengths, boxes)  # [b, R, H], [b, T, H]
     wmask = lengths_mask(lengths, tokens.shape[1])  # [b, T]
     if dist.is_distributed():
         r, t = dist.max_over_ranks([v.shape[1], s.shape[1]], device)
@@ -182,7 +187,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
     torch.manual_seed(cfg.seed)
     model = AlignmentModel(cfg, len(vocab), store.dim, word_vectors=word_vectors)
     if cfg.feat_norm == "standardize":  # a resumed run loads the same statistics with the weights
-        model.set_feature_norm(region_sample(store, pairs.image_ids, seed=cfg.seed))
+        model.set_feature_norm(region_sample(store, pairs.image_ids, seed=cfg.seed, model=model))
     model.to(device)
     if ck is not None:  # the same parameters as the interrupted run train (word vectors fixed or not)
         model.words.weight.requires_grad_(bool(ck["words_trained"]))
@@ -244,13 +249,20 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
     }
 
 
-def region_sample(store, image_ids, n_images: int = 2000, seed: int = 0) -> np.ndarray:
-    """float32 [N, D]: every region feature of up to `n_images` training images (a seeded sample)."""
+def region_sample(store, image_ids, n_images: int = 2000, seed: int = 0, model=None) -> np.ndarray:
+    """float32 [N, D]: every region feature of up to `n_images` training images (a seeded sample); with a `model`,
+    its region inputs (`AlignmentModel.region_inputs`: [N, D + 5] when it reads box geometry)."""
     ids = list(image_ids)
     if len(ids) > n_images:
         pick = np.random.default_rng(seed).choice(len(ids), n_images, replace=False)
         ids = [ids[i] for i in sorted(pick)]
-    return np.concatenate([np.asarray(store.regions(i)[1], dtype=np.float32) for i in ids])
+    rows = []
+    for i in ids:
+        boxes, feats = store.regions(i)
+        if model is not None:
+            feats = model.region_inputs(torch.tensor(feats), torch.tensor(boxes)).numpy()
+        rows.append(np.asarray(feats, dtype=np.float32))
+    return np.concatenate(rows)
 
 
 def _epoch_line(row: dict) -> str:

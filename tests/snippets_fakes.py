@@ -20,14 +20,14 @@ class FakeAligner:
     def eval(self):
         return self
 
-    def embed_regions(self, feats):
+    def embed_regions(self, feats, boxes=None):
         return feats.float()
 
     def embed_words(self, tokens, lengths):
         mask = torch.arange(tokens.shape[1])[None, :] < lengths[:, None]
         return self.table[tokens] * mask[..., None]
 
-    def word_region_scores(self, feats, region_mask, tokens, lengths):
+    def word_region_scores(self, feats, region_mask, tokens, lengths, boxes=None):
         s = self.embed_words(tokens, lengths)  # [B, T, D]
         dots = torch.einsum("btd,brd->btr", s, feats.float())
         dots = dots.masked_fill(~region_mask[:, None, :], float("-inf"))

@@ -186,3 +186,27 @@ def test_score_gradients_match_a_plain_masked_version(kind):
     (ref * w).sum().backward()
     torch.testing.assert_close(v1.grad, v2.grad)
     torch.testing.assert_close(s1.grad, s2.grad)
+
+
+def test_box_geometry_and_the_geometry_input():
+    from align.model import GEOMETRY_DIM, box_geometry
+
+    boxes = torch.tensor([[[0, 0, 200, 100], [50, 25, 150, 75], [0, 0, 0, 0]]], dtype=torch.float32)  # row 2: padding
+    g = box_geometry(boxes)
+    torch.testing.assert_close(g[0, 0], torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0]))
+    torch.testing.assert_close(g[0, 1], torch.tensor([0.25, 0.25, 0.75, 0.75, 0.25]))
+    torch.testing.assert_close(g[0, 2], torch.zeros(GEOMETRY_DIM))
+    model = AlignmentModel(tiny_cfg(geometry=True), 20, 5).eval()
+    assert model.region_proj.in_features == 5 + GEOMETRY_DIM
+    feats = torch.randn(1, 3, 5)
+    with torch.no_grad():
+        v = model.embed_regions(feats, boxes)
+        want = torch.cat([feats, g], -1) @ model.region_proj.weight.T + model.region_proj.bias
+    torch.testing.assert_close(v, want)
+    with pytest.raises(ValueError, match="geometry"):
+        model.embed_regions(feats)
+    with pytest.raises(ValueError, match="boxes must be"):
+        model.embed_regions(feats, boxes[:, :2])
+    plain = AlignmentModel(tiny_cfg(), 20, 5)
+    assert plain.region_proj.in_features == 5
+    torch.testing.assert_close(plain.region_inputs(feats, boxes), feats)  # the paper's input ignores boxes

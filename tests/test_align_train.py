@@ -125,3 +125,73 @@ def test_hardest_negative_after_a_warm_up_of_summed_epochs(tmp_path):
     assert runs["warm"][1]["loss"] != runs["sum"][1]["loss"]
     # the hardest hinge of a row/column is at most the sum of its hinges
     assert runs["hard"][0]["loss"] < runs["sum"][0]["loss"]
+
+
+def make_size_toy(path, n_train=80, n_test=40, seed=1):
+    """One object per image, small or large, with the SAME feature for both sizes: only its box tells the size.
+    Sentences are "<small|large> w<object>"."""
+    rng = np.random.default_rng(seed)
+    codes = rng.normal(size=(4, DIM)).astype(np.float32)
+    records, sid = [], 0
+    with FeatureStoreWriter(path, {"dim": DIM, "producer": "toy"}, part_size=64) as w:
+        for k, split in enumerate(["train"] * n_train + ["test"] * n_test):
+            obj, large = int(rng.integers(4)), bool(k % 2)
+            f = codes[obj] + 0.1 * rng.normal(size=DIM).astype(np.float32)
+            side = 48 if large else 12
+            x, y = rng.integers(0, 64 - side, 2)
+            boxes = np.array([[0, 0, 64, 64], [x, y, x + side, y + side]], np.float32)
+            w.add(f"img{k}", boxes, np.stack([f, f]), f, (64, 64))
+            words = ["large" if large else "small", f"w{obj}"]
+            sents = [Sentence(sid + j, " ".join(words), words) for j in range(5)]
+            sid += 5
+            records.append(ImageRecord(f"img{k}", f"img{k}.png", 64, 64, split, sents))
+    return records, FeatureStore(path)
+
+
+def test_box_geometry_lets_size_words_tell_images_apart(tmp_path):
+    """With AlignConfig.geometry the size word finds the image of the right size; without it (the paper's region
+    input) the two sizes of one object look the same and the right size wins only about half the time."""
+    records, store = make_size_toy(tmp_path / "store")
+    test = [r for r in records if r.split == "test"]
+    right = {}
+    for geometry in (False, True):
+        cfg = toy_cfg(epochs=40, geometry=geometry, feat_norm="standardize", optimizer="adam", lr=3e-3, dropout=0.0)
+        train_alignment(records, store, tmp_path / f"g{geometry}", cfg, progress=False, log=lambda *a: None)
+        model, vocab, _ = load_alignment(tmp_path / f"g{geometry}" / "model.pt")
+        from align.retrieval import pad_tokens
+        from align.show import rank_images
+
+        tokens, lengths = pad_tokens([vocab.encode(r.sentences[0].tokens) for r in test])
+        with torch.no_grad():
+            scores = rank_images(model, store, [r.id for r in test], tokens, lengths)  # [N, Q]
+        best = scores.argmax(0)  # the top image of each query
+        size = lambda r: r.sentences[0].tokens[0]  # noqa: E731
+        right[geometry] = np.mean([size(test[int(b)]) == size(q) for q, b in zip(test, best)])
+    assert right[True] >= 0.9 and right[False] <= 0.75, right
+
+
+def test_whole_image_drop_hides_row_0_in_training_only(monkeypatch):
+    """whole_image_drop: the loss sees row 0 masked for the drawn images (never for an image with no detection);
+    in eval mode, or at 0, nothing changes."""
+    import align.train as train_mod
+    from align.model import AlignmentModel
+    from align.train import batch_loss
+
+    seen = []
+    real = train_mod.image_sentence_scores
+    monkeypatch.setattr(train_mod, "image_sentence_scores", lambda v, rmask, *a, **k: seen.append(rmask) or real(v, rmask, *a, **k))
+    torch.manual_seed(0)
+    cfg = toy_cfg(whole_image_drop=0.5)
+    model = AlignmentModel(cfg, 10, DIM)
+    rmask = torch.ones(64, 3, dtype=torch.bool)
+    rmask[:8, 1:] = False  # 8 images with the whole image only
+    batch = {"feats": torch.randn(64, 3, DIM), "rmask": rmask, "tokens": torch.randint(1, 10, (64, 4)),
+             "lengths": torch.full((64,), 4), "image": torch.arange(64)}
+    batch_loss(model.train(), cfg, batch, torch.device("cpu"))
+    dropped = ~seen[-1][:, 0]
+    assert not dropped[:8].any() and 10 <= int(dropped[8:].sum()) <= 46  # ~half of the 56 others
+    assert seen[-1][:, 1:].equal(rmask[:, 1:]) and batch["rmask"].equal(rmask)  # the batch itself is untouched
+    batch_loss(model.eval(), cfg, batch, torch.device("cpu"))
+    assert seen[-1].equal(rmask)
+    with pytest.raises(ValueError, match="whole_image_drop"):
+        AlignConfig(whole_image_drop=1.0)
