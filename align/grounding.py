@@ -70,8 +70,11 @@ def vote(regions: list[int], word_scores: torch.Tensor) -> int:
 class AlignmentEvaluator:
     """Accumulates word and phrase grounding over batches of scored pairs and their assignments."""
 
-    def __init__(self, iou: float = 0.5, stopwords: frozenset[str] = STOPWORDS):
+    def __init__(self, iou: float = 0.5, stopwords: frozenset[str] = STOPWORDS, groups: dict | None = None):
+        """groups: optional {name: words} (e.g. `data.synthetic_text.word_groups()`): content-word accuracy is
+        also reported per group."""
         self.iou, self.stopwords = iou, frozenset(stopwords)
+        self.group_of = {w: g for g, words in (groups or {}).items() for w in words}
         self.reset()
 
     def reset(self) -> None:
@@ -79,6 +82,7 @@ class AlignmentEvaluator:
         self.phrases_right = self.phrases = self.phrases_no_box = self.phrases_reachable = 0
         self.snippet_words = self.snippets = self.sentences = 0
         self.by_label: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.by_group: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         self.images: set[str] = set()
 
     def process(self, batch: PairBatch, assign: torch.Tensor) -> None:
@@ -106,8 +110,13 @@ class AlignmentEvaluator:
                 span = list(range(p.start, end))
                 content = [t for t in span if sent.tokens[t] not in self.stopwords]
                 for t in content:
+                    right = int(hit[int(assign[k, t])])
                     self.words += 1
-                    self.words_right += int(hit[int(assign[k, t])])
+                    self.words_right += right
+                    group = self.group_of.get(sent.tokens[t])
+                    if group is not None:
+                        self.by_group[group][0] += right
+                        self.by_group[group][1] += 1
                 voters = content or span
                 pred = vote([int(assign[k, t]) for t in voters], batch.unary[k, voters])
                 right = int(hit[pred])
@@ -138,6 +147,8 @@ class AlignmentEvaluator:
             "n_images": len(self.images),
             "iou": self.iou,
             "phrase_accuracy_by_label": {k: v[0] / v[1] for k, v in sorted(self.by_label.items())},
+            "word_accuracy_by_group": {k: v[0] / v[1] for k, v in sorted(self.by_group.items())},
+            "n_words_by_group": {k: v[1] for k, v in sorted(self.by_group.items())},
         }
 
 
@@ -148,14 +159,15 @@ def grounded_records(records: list[ImageRecord]) -> list[ImageRecord]:
 
 def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: float, *, iou: float = 0.5,
                        stopwords: frozenset[str] = STOPWORDS, batch_size: int = 256, device: str = "cpu",
-                       sweep: tuple[float, ...] = ()) -> dict:
+                       sweep: tuple[float, ...] = (), groups: dict | None = None) -> dict:
     """Word and phrase grounding of the MRF at `beta` and of the per-word argmax (beta = 0) on `records`.
 
     Every sentence of every record that has a phrase (and whose image is in `store`) is aligned; the scores
     are computed once and every beta reuses them. Returns {word_accuracy, phrase_accuracy, word_accuracy_argmax,
     phrase_accuracy_argmax, phrase_upper_bound, beta, mean_snippet_len, mean_snippet_len_argmax, n_words,
     n_phrases, n_phrases_no_box, n_sentences, n_images, n_missing_images, iou, phrase_accuracy_by_label,
-    phrase_accuracy_by_label_argmax, sweep}; `sweep` lists {beta, word_accuracy, phrase_accuracy,
+    phrase_accuracy_by_label_argmax, word_accuracy_by_group, word_accuracy_by_group_argmax, n_words_by_group,
+    sweep}; `groups` ({name: words}) asks for the content-word accuracy per group of words; `sweep` lists {beta, word_accuracy, phrase_accuracy,
     mean_snippet_len} for each extra beta asked for (to see how the gain of the MRF depends on beta).
     """
     grounded = grounded_records(records)
@@ -164,7 +176,7 @@ def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: fl
     missing: list[str] = []
     pairs = sentence_pairs(grounded, store, missing)
     betas = [float(beta), 0.0] + [float(b) for b in sweep]
-    evals = [AlignmentEvaluator(iou, stopwords) for _ in betas]
+    evals = [AlignmentEvaluator(iou, stopwords, groups) for _ in betas]
     for batch in score_pairs(model, vocab, store, pairs, batch_size, device):
         for b, ev in zip(betas, evals):
             ev.process(batch, chain_mrf(batch.unary, batch.lengths, batch.region_mask, b).assign)
@@ -180,6 +192,7 @@ def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: fl
         phrase_accuracy_argmax=base["phrase_accuracy"],
         mean_snippet_len_argmax=base["mean_snippet_len"],
         phrase_accuracy_by_label_argmax=base["phrase_accuracy_by_label"],
+        word_accuracy_by_group_argmax=base["word_accuracy_by_group"],
         n_missing_images=len(missing),
         sweep=rows,
     )
@@ -195,6 +208,9 @@ def format_table(res: dict) -> str:
              for r in res.get("sweep", [])]
     lines = [f"{'aligner':<26} {'word acc':>9} {'phrase acc':>11} {'snippet len':>12}"]
     lines += [f"{name:<26} {100 * w:>8.1f}% {100 * p:>10.1f}% {n:>12.2f}" for name, w, p, n in rows]
+    for group, acc in res.get("word_accuracy_by_group", {}).items():
+        base = res.get("word_accuracy_by_group_argmax", {}).get(group, float("nan"))
+        lines.append(f"  {group} words ({res['n_words_by_group'][group]}): MRF {100 * acc:.1f}%, argmax {100 * base:.1f}%")
     lines.append(f"{res['n_words']} content words, {res['n_phrases']} phrases with a box ({res['n_phrases_no_box']} "
                  f"without, excluded), {res['n_images']} images; IoU >= {res['iou']}; boxes reachable for "
                  f"{100 * res['phrase_upper_bound']:.1f}% of phrases")

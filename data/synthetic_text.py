@@ -55,6 +55,12 @@ CONTENT_WORDS: frozenset[str] = frozenset(
     w for table in (SHAPE_WORDS, COLOUR_WORDS, SIZE_WORDS) for words in table.values() for w in words
 )
 
+
+def word_groups() -> dict[str, list[str]]:
+    """The content words by kind, {"colour" | "shape" | "size": words}: for per-kind alignment accuracy."""
+    return {kind: sorted(w for words in table.values() for w in words)
+            for kind, table in (("colour", COLOUR_WORDS), ("shape", SHAPE_WORDS), ("size", SIZE_WORDS))}
+
 RELATION_WORDS = {
     "left": ("to the left of", "left of", "on the left of"),
     "right": ("to the right of", "right of", "on the right of"),

@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab, store, records, all_records = open_inputs(args)
     beta, how = resolve_beta(args, model, vocab, store, all_records)
     sweep = tuple(float(b) for b in args.sweep.split(",") if b.strip())
+    groups = None
+    if args.dataset == "synthetic":  # colour / shape / size words reported apart
+        from data.synthetic_text import word_groups
+
+        groups = word_groups()
     res = evaluate_alignment(model, vocab, store, records, beta, iou=args.iou, batch_size=args.batch_size,
-                             device=args.device, sweep=sweep)
+                             device=args.device, sweep=sweep, groups=groups)
     res["beta_source"] = how
     print(f"{args.dataset} {args.split}: beta {beta:.4g} ({how})")
     print(format_table(res))

@@ -189,10 +189,16 @@ def align_eval(run) -> dict:
     if reason:  # e.g. Flickr8k: the pictures only
         run.log(f"  no accuracy: {reason}")
         return {"no_metrics": reason, "pictures": pictures}
-    metrics = evaluate_alignment(model, vocab, run.store(), run.usable(run.eval), beta, device=run.cfg.device)
+    groups = None
+    if run.cfg.dataset == "synthetic":  # colour / shape / size words reported apart
+        from data.synthetic_text import word_groups
+
+        groups = word_groups()
+    metrics = evaluate_alignment(model, vocab, run.store(), run.usable(run.eval), beta, device=run.cfg.device,
+                                 groups=groups)
     keep = ("word_accuracy", "word_accuracy_argmax", "phrase_accuracy", "phrase_accuracy_argmax",
             "phrase_upper_bound", "mean_snippet_len", "mean_snippet_len_argmax", "n_words", "n_phrases",
-            "n_sentences", "n_images", "iou")
+            "n_sentences", "n_images", "iou", "word_accuracy_by_group", "word_accuracy_by_group_argmax")
     return {"metrics": {k: _plain(metrics[k]) for k in keep if k in metrics}, "details": _plain(metrics),
             "pictures": pictures}
 

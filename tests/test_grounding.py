@@ -55,8 +55,12 @@ def add_random_phrases(records, store, seed):
                 r.phrases.append(Phrase(s.id, st, en, " ".join(s.tokens[st:en]), [f"e{g.integers(0, 4)}"]))  # e3: no box
 
 
-def slow_evaluate(model, vocab, store, records, beta, iou=0.5):
+GROUPS = {"colours": ["red", "blue"], "shapes": ["circle", "square"]}
+
+
+def slow_evaluate(model, vocab, store, records, beta, iou=0.5, by_group=None):
     words = right_w = phrases = right_p = nobox = 0
+    group_of = {w: g for g, ws in GROUPS.items() for w in ws}
     for r in records:
         boxes, feats = store.regions(r.id)
         for s in r.sentences:
@@ -80,6 +84,8 @@ def slow_evaluate(model, vocab, store, records, beta, iou=0.5):
                 for t in content:
                     words += 1
                     right_w += good[a[t]]
+                    if by_group is not None and s.tokens[t] in group_of:
+                        by_group.setdefault(group_of[s.tokens[t]], []).append(good[a[t]])
                 voters = content or span
                 c = Counter(a[t] for t in voters)
                 top = max(c.values())
@@ -97,8 +103,12 @@ def test_evaluator_matches_slow_twin(tmp_path, beta):
         for s in r.sentences:
             s.tokens = s.tokens[:5]
     add_random_phrases(records, store, seed=12)
-    res = evaluate_alignment(model, vocab, store, records, beta, batch_size=4, sweep=(1.0,))
-    w, p, nobox = slow_evaluate(model, vocab, store, records, beta)
+    res = evaluate_alignment(model, vocab, store, records, beta, batch_size=4, sweep=(1.0,), groups=GROUPS)
+    by_group = {}
+    w, p, nobox = slow_evaluate(model, vocab, store, records, beta, by_group=by_group)
+    assert set(by_group) == set(GROUPS)
+    assert res["word_accuracy_by_group"] == pytest.approx({g: np.mean(v) for g, v in by_group.items()})
+    assert res["n_words_by_group"] == {g: len(v) for g, v in by_group.items()}
     w1, p1, _ = slow_evaluate(model, vocab, store, records, 1.0)
     assert res["sweep"][0]["beta"] == 1.0
     assert res["sweep"][0]["word_accuracy"] == pytest.approx(w1) and res["sweep"][0]["phrase_accuracy"] == pytest.approx(p1)
