@@ -127,3 +127,16 @@ def test_late_recipe_fields_are_left_out_at_their_default():
     assert RegionConfig.from_dict(RegionConfig().recipe()).score_pooling == "roialign"
     with pytest.raises(ValueError, match="score_pooling"):
         RegionConfig(score_pooling="crop")
+
+
+def test_crop_batch_changes_speed_not_features(encoder):
+    """crop_batch is a run-time field: one crop per CNN pass gives the features of the default chunking."""
+    from align.regions.encoder import prepare
+
+    one = RegionEncoder(RegionConfig(**{**encoder.cfg.recipe(), "crop_batch": 1}), backbone=encoder.backbone)
+    assert one.meta == encoder.meta  # the store's recipe does not see it
+    a = encoder.encode_batch([prepare(_scene(seed=s), encoder.cfg) for s in range(3)])
+    b = one.encode_batch([prepare(_scene(seed=s), one.cfg) for s in range(3)])
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            np.testing.assert_allclose(u, v, atol=1e-4)

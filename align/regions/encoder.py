@@ -194,7 +194,7 @@ class RegionEncoder:
             crops.append(roi_align(img, [b], ws, spatial_scale=1.0, sampling_ratio=2, aligned=True))  # [K,3,ws,ws]
         allc = torch.cat(crops)  # [sum K, 3, ws, ws]
         feats = []
-        chunk = max(1, self.cfg.batch_size * 4)
+        chunk = self.cfg.crop_batch or (256 if self.device.type == "cuda" else 32)
         for i in range(0, len(allc), chunk):
             with self._autocast():
                 feats.append(self.backbone(self._to_input(allc[i : i + chunk])).float().cpu())
