@@ -242,8 +242,6 @@ def test_small_demo_end_to_end_then_resume(tmp_path, capsys):
 
     assert len(FeatureStore(out / "features")) == 90
 
-    # Grounding should be well above what an untrained model's argmax gets. On this tiny run (60 training images)
-    # stage 1 does not reach that yet: a known weakness of the alignment model, reported as an expected failure
-    # with its numbers (every check above still fails the test outright).
-    if al["word_accuracy"] < base + 0.15:
-        pytest.xfail(f"stage-1 grounding weak: word accuracy {al['word_accuracy']:.3f}, untrained argmax {base:.3f}")
+    # Grounding well above what an untrained model's argmax gets (measured: 0.538 against 0.156 on this tiny run
+    # of 60 training images with the demo's recipe).
+    assert al["word_accuracy"] >= base + 0.15, (al["word_accuracy"], base)
