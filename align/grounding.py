@@ -152,6 +152,16 @@ class AlignmentEvaluator:
         }
 
 
+def word_groups_for(dataset: str) -> dict | None:
+    """The groups of content words reported apart for a dataset: colour / shape / size words on the synthetic
+    scenes (`data.synthetic_text.word_groups`), None elsewhere."""
+    if dataset != "synthetic":
+        return None
+    from data.synthetic_text import word_groups
+
+    return word_groups()
+
+
 def grounded_records(records: list[ImageRecord]) -> list[ImageRecord]:
     """Records with at least one phrase (phrases without a box are counted as excluded)."""
     return [r for r in records if r.phrases]

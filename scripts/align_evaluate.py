@@ -51,7 +51,7 @@ def resolve_beta(args, model, vocab, store, all_records) -> tuple[float, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align.grounding import evaluate_alignment, format_table
+    from align.grounding import evaluate_alignment, format_table, word_groups_for
     from align.snippets import SnippetConfig
 
     p = argparse.ArgumentParser(prog="dvsa align evaluate", description=__doc__.split("\n\n")[0])
@@ -66,13 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab, store, records, all_records = open_inputs(args)
     beta, how = resolve_beta(args, model, vocab, store, all_records)
     sweep = tuple(float(b) for b in args.sweep.split(",") if b.strip())
-    groups = None
-    if args.dataset == "synthetic":  # colour / shape / size words reported apart
-        from data.synthetic_text import word_groups
-
-        groups = word_groups()
     res = evaluate_alignment(model, vocab, store, records, beta, iou=args.iou, batch_size=args.batch_size,
-                             device=args.device, sweep=sweep, groups=groups)
+                             device=args.device, sweep=sweep, groups=word_groups_for(args.dataset))
     res["beta_source"] = how
     print(f"{args.dataset} {args.split}: beta {beta:.4g} ({how})")
     print(format_table(res))

@@ -179,7 +179,7 @@ def snippets(run) -> dict:
 def align_eval(run) -> dict:
     """The alignment pictures of the first `show_images` eval images; and, where the eval split has phrase
     boxes, word-to-region accuracy against them, MRF (the snippets' beta) vs the per-word argmax."""
-    from align.grounding import evaluate_alignment
+    from align.grounding import evaluate_alignment, word_groups_for
     from scripts.pipeline_stages import has_phrases
 
     model, vocab, _ = load_alignment(run)
@@ -189,13 +189,8 @@ def align_eval(run) -> dict:
     if reason:  # e.g. Flickr8k: the pictures only
         run.log(f"  no accuracy: {reason}")
         return {"no_metrics": reason, "pictures": pictures}
-    groups = None
-    if run.cfg.dataset == "synthetic":  # colour / shape / size words reported apart
-        from data.synthetic_text import word_groups
-
-        groups = word_groups()
     metrics = evaluate_alignment(model, vocab, run.store(), run.usable(run.eval), beta, device=run.cfg.device,
-                                 groups=groups)
+                                 groups=word_groups_for(run.cfg.dataset))
     keep = ("word_accuracy", "word_accuracy_argmax", "phrase_accuracy", "phrase_accuracy_argmax",
             "phrase_upper_bound", "mean_snippet_len", "mean_snippet_len_argmax", "n_words", "n_phrases",
             "n_sentences", "n_images", "iou", "word_accuracy_by_group", "word_accuracy_by_group_argmax")

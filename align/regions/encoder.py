@@ -247,9 +247,8 @@ class RegionEncoder:
         kept_boxes = [it["proposals"][idx].reshape(-1, 4) for it, idx in zip(items, kept)]
         if cfg.pooling == "warp":
             rest = [n for n in range(len(items)) if n not in warped]  # the others warp only their kept boxes
-            region_feats = [warped[n][torch.from_numpy(kept[n])] if n in warped else None for n in range(len(items))]
-            for n, f in zip(rest, self._warp_features([items[n] for n in rest], [kept_boxes[n] for n in rest])):
-                region_feats[n] = f
+            more = dict(zip(rest, self._warp_features([items[n] for n in rest], [kept_boxes[n] for n in rest])))
+            region_feats = [warped[n][torch.from_numpy(kept[n])] if n in warped else more[n] for n in range(len(items))]
         else:
             region_feats = [f[torch.from_numpy(idx).to(f.device)].cpu() for f, idx in zip(per_image, kept)]
         out = []
