@@ -3,7 +3,8 @@
     python -m scripts.bench_features --images ../shared/datasets/flickr8k/images --n 200 --total 7000
 
 Encodes a sample of `--n` images with `RegionConfig` defaults (selective search + EfficientNet-Lite0), stage by
-stage (decode, proposals, CNN), then end to end through `extract_features` (DataLoader workers, resumable store),
+stage (decode, proposals, CNN), then end to end through `extract_features` (DataLoader workers, resumable store;
+by default one worker beside the CNN in the main process, then two workers that each run the CNN),
 and prints images/s with the time extrapolated to `--total` images. Wall time is what you wait on *this* machine
 now; CPU time (all threads) is reported too, because on a shared machine the wall clock mostly measures the
 other tenants: ``projected`` = CPU time / cores, what an otherwise idle machine of this size would take.
@@ -75,7 +76,7 @@ def backbone_gflops(backbone, size: int) -> float:
 def _row(name, wall, cpu, n, total, cores):
     ips = n / wall if wall > 0 else float("inf")
     proj = cpu / n * total / cores
-    return f"| {name:<36} | {1000 * wall / n:9.1f} | {1000 * cpu / n:9.1f} | {ips:9.1f} | {wall / n * total / 60:9.1f} | {proj / 60:9.1f} |"
+    return f"| {name:<42} | {1000 * wall / n:9.1f} | {1000 * cpu / n:9.1f} | {ips:9.1f} | {wall / n * total / 60:9.1f} | {proj / 60:9.1f} |"
 
 
 def stage_table(paths: list[str], cfg, total: int, cores: int) -> list[str]:
@@ -97,7 +98,7 @@ def stage_table(paths: list[str], cfg, total: int, cores: int) -> list[str]:
         for s in range(0, n, cfg.batch_size):
             enc.encode_batch(items[s : s + cfg.batch_size])
     props = np.mean([len(it["proposals"]) for it in items])
-    head = ["| stage                                | wall ms/img | cpu ms/img | images/s | wall min/total | proj min/total |",
+    head = ["| stage                                      | wall ms/img | cpu ms/img | images/s | wall min/total | proj min/total |",
             "|---|---|---|---|---|---|"]
     rows = [
         _row("decode (PIL -> RGB)", dec.wall, dec.cpu, n, total, cores),
@@ -109,21 +110,24 @@ def stage_table(paths: list[str], cfg, total: int, cores: int) -> list[str]:
     return head + rows
 
 
-def end_to_end(paths: list[str], cfg, workers: int, total: int, cores: int) -> str:
-    import torch
-
+def end_to_end(paths: list[str], cfg, spec: str, total: int, cores: int) -> str:
+    """One `extract_features` run; spec "N" (N workers, the CNN where cfg.cnn_place says) or "N:main" /
+    "N:workers" (the CNN in the main process / in each worker)."""
     from align.regions import extract_features
+    from align.regions.extract import resolve_workers
     from data.records import ImageRecord
 
+    n, _, place = spec.partition(":")
     records = [ImageRecord(id=Path(p).stem, path=p) for p in paths]
+    c = type(cfg)(**{**cfg.__dict__, "workers": int(n), "cnn_place": place or cfg.cnn_place, "progress": False})
+    workers, in_workers = resolve_workers(c, cores)
     with tempfile.TemporaryDirectory() as d:
-        c = type(cfg)(**{**cfg.__dict__, "workers": workers, "progress": False})
         with Clock() as t:
             extract_features(records, Path(d) / "store", c)
         # CPU time of worker processes is not in process_time(): add the children's
         cpu = t.cpu + _children_cpu_since(t)
-    del torch
-    return _row(f"extract_features, {workers} workers", t.wall, cpu, len(paths), total, cores)
+    where = "CNN in each" if in_workers else "CNN in main"
+    return _row(f"extract_features, {workers} workers, {where}", t.wall, cpu, len(paths), total, cores)
 
 
 _CHILD0 = None
@@ -178,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=200, help="sample size")
     p.add_argument("--total", type=int, default=7000, help="extrapolate to this many images")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", default="0,2", help="comma-separated worker counts for the end-to-end runs")
+    p.add_argument("--workers", default="1:main,2:workers",
+                   help="end-to-end runs, comma-separated: N (workers) or N:main / N:workers (where the CNN runs)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in the main process (0: torch's default)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="RegionConfig overrides")
     p.add_argument("--recall", action="append", default=[], metavar="DATASET:ROOT", help="measure box recall")
@@ -229,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if not lines:
             lines = ["| stage | wall ms/img | cpu ms/img | images/s | wall min/total | proj min/total |", "|---|---|---|---|---|---|"]
         _children_cpu_since(None)
-        for w in [int(x) for x in args.workers.split(",") if x.strip()]:
-            lines.append(end_to_end(sample, cfg, w, args.total, cores))
+        for spec in [x.strip() for x in args.workers.split(",") if x.strip()]:
+            lines.append(end_to_end(sample, cfg, spec, args.total, cores))
         print("\n".join(lines))
         print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     for spec in args.recall:

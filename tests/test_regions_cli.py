@@ -90,7 +90,8 @@ def test_bench_features_main(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)).save(tmp_path / f"{i}.jpg")
-    assert bench(["--images", str(tmp_path), "--n", "2", "--total", "10", "--workers", "0", "--matmul-n", "128",
+    assert bench(["--images", str(tmp_path), "--n", "2", "--total", "10", "--workers", "0,2:workers", "--matmul-n", "128",
                   "--set", "pretrained=false", "--set", "image_size=64", "--set", "warp_size=32"]) == 0
     out = capsys.readouterr().out
-    assert "GFLOP/s" in out and "| selective search" in out and "| extract_features, 0 workers" in out
+    assert "GFLOP/s" in out and "| selective search" in out and "| extract_features, 0 workers, CNN in main" in out
+    assert "| extract_features, 2 workers, CNN in each" in out

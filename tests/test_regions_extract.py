@@ -23,7 +23,9 @@ def _images(tmp_path, n=6):
     return recs
 
 
-CFG = dict(pretrained=False, image_size=64, warp_size=48, ss_size=48, max_boxes=4, part_size=2, batch_size=2, progress=False)
+# workers=0: everything in this process, where the injected failures below can reach encode_batch
+CFG = dict(pretrained=False, image_size=64, warp_size=48, ss_size=48, max_boxes=4, part_size=2, batch_size=2, progress=False,
+           workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,34 @@ def test_cnn_threads_leave_room_for_the_workers():
 
     assert [cnn_threads(2, w) for w in (0, 1, 2, 3)] == [2, 2, 1, 1]
     assert cnn_threads(16, 4) == 13 and cnn_threads(1, 0) == 1
+
+
+def test_cnn_in_workers_equals_one_process(tmp_path, encoder):
+    """Two worker processes that each decode, propose and encode whole batches give the store of one process;
+    a corrupt image among them is reported and skipped."""
+    recs = _images(tmp_path, 5)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    recs.insert(2, ImageRecord(id="bad", path=str(bad)))
+    one = extract_features(recs, tmp_path / "one", RegionConfig(**CFG), encoder=encoder)
+    cfg = RegionConfig(**{**CFG, "workers": 2, "cnn_place": "workers"})
+    two = extract_features(recs, tmp_path / "two", cfg, encoder=encoder)
+    _same(one, two)
+    assert [d["id"] for d in two.failed()] == ["bad"]
+
+
+def test_resolve_workers():
+    from align.regions.extract import resolve_workers
+
+    cpu = RegionConfig()
+    assert resolve_workers(cpu, 2) == (2, True) and resolve_workers(cpu, 1) == (1, False)
+    assert resolve_workers(RegionConfig(workers=1), 8) == (1, False)
+    assert resolve_workers(RegionConfig(workers=3, cnn_place="main"), 8) == (3, False)
+    assert resolve_workers(RegionConfig(workers=1, cnn_place="workers"), 8) == (1, True)
+    assert resolve_workers(RegionConfig(device="cuda"), 16) == (15, False)
+    with pytest.raises(ValueError, match="workers >= 1"):
+        resolve_workers(RegionConfig(workers=0, cnn_place="workers"), 2)
+    with pytest.raises(ValueError, match="GPU"):
+        resolve_workers(RegionConfig(device="cuda", cnn_place="workers"), 2)
+    with pytest.raises(ValueError, match="cnn_place"):
+        RegionConfig(cnn_place="gpu")

@@ -13,7 +13,7 @@ BACKBONES = ("efficientnet_lite0", "resnet50", "vgg16")
 POOLINGS = ("warp", "roialign")
 
 # Run-time fields: they do not change the features and stay out of the store's meta.
-RUNTIME_FIELDS = ("device", "workers", "threads", "batch_size", "crop_batch", "part_size", "channels_last", "amp",
+RUNTIME_FIELDS = ("device", "workers", "cnn_place", "threads", "batch_size", "crop_batch", "part_size", "channels_last", "amp",
                   "max_pixels", "progress")
 # Recipe fields added later, with the value that older stores were made with (left out of recipe() at it).
 LATE_FIELDS = {"score_pooling": "roialign"}
@@ -62,8 +62,15 @@ class RegionConfig:
     dtype: str = "float32"  # float32 | float16 (storage dtype of the feature store)
     # --- run time (not part of the features) -------------------------------------------------------------
     device: str = "cpu"  # cpu | cuda | cuda:N
-    workers: int = 1  # DataLoader worker processes (decode + selective search run there, beside the CNN)
-    threads: int = 0  # torch threads of the CNN on the CPU; 0 = cores - (workers - 1) (extract.cnn_threads)
+    # DataLoader worker processes; -1 = one per core on the CPU, cores - 1 beside a GPU; 0 = all in this process
+    workers: int = -1
+    # where the CNN runs: "workers" (each worker decodes, proposes and encodes its own batches with one thread,
+    # the main process only writes: no threads wait on each other) | "main" (workers decode + propose, the CNN
+    # runs in the main process on cfg.device) | "auto" (workers on the CPU with >= 2 workers, main otherwise).
+    # Flickr8k on the 2 CPU cores (`dvsa bench features --n 200`, one run): 2 workers with the CNN 11.9 images/s,
+    # 1 worker + the CNN on 2 threads in the main process 8.2; the whole 7,000 images 9.97 images/s (11.7 min)
+    cnn_place: str = "auto"
+    threads: int = 0  # torch threads of the CNN in the main process; 0 = cores - (workers - 1) (extract.cnn_threads)
     batch_size: int = 16  # images per CNN pass
     # warped crops per CNN pass (pooling or score_pooling "warp"); 0 = 32 on the CPU (EfficientNet-Lite0 at 96 px
     # on the 2-core CPU, median of 8 rounds: 2.6 ms per crop at 32, 3.6 at 64, 2.9 at 16), 256 on a GPU
@@ -80,6 +87,8 @@ class RegionConfig:
                 raise ValueError(f"RegionConfig.{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
         if self.score_pooling not in POOLINGS:
             raise ValueError(f"RegionConfig.score_pooling={self.score_pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if self.cnn_place not in ("auto", "main", "workers"):
+            raise ValueError(f"RegionConfig.cnn_place={self.cnn_place!r}; choose auto, main or workers")
         if self.ss_mode not in ("fast", "single"):
             raise ValueError(f"RegionConfig.ss_mode={self.ss_mode!r}; choose fast or single")
         if self.objectness not in ("maxprob", "entropy"):

@@ -1,7 +1,9 @@
 """`extract_features`: records in, a resumable feature store out (batched, multi-process, multi-rank).
 
-Images are decoded and proposed (selective search) in DataLoader worker processes; the CNN runs in the main
-process on cfg.device. Results are appended to a `FeatureStoreWriter`, which commits atomically every
+Images are decoded and proposed (selective search) in DataLoader worker processes. On the CPU each worker also
+runs the CNN on its own batches with one thread (cfg.cnn_place "workers"): images in parallel rather than one
+image's convolutions split across threads, which on small tensors mostly wait on each other. Beside a GPU the
+CNN runs in the main process on cfg.device ("main"). Results are appended to a `FeatureStoreWriter`, which commits atomically every
 cfg.part_size images: a run killed at any point leaves whole parts only, and running the same command again
 skips the images already stored. Images that cannot be read are listed in failed.jsonl and in a printed report;
 the rest finishes. The resolved config is written next to the store as region_config.json.
@@ -12,11 +14,12 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from data.features import FeatureStore, FeatureStoreWriter
 from data.records import ImageRecord
@@ -54,18 +57,52 @@ class _Images(Dataset):
             return ("fail", r.id, r.path, f"cannot prepare: {type(e).__name__}: {e}")
 
 
+def _encode_rows(encoder: RegionEncoder, rows: list[tuple]) -> list[tuple]:
+    """Rows of `_Images` -> ("ok", id, path, (size, (boxes, regions, image_feature))) per prepared image, one
+    `encode_batch` for all of them; "fail" rows pass through."""
+    good = [r for r in rows if r[0] == "ok"]
+    results = iter(encoder.encode_batch([r[3] for r in good]))
+    return [("ok", r[1], r[2], (r[3]["size"], next(results))) if r[0] == "ok" else r for r in rows]
+
+
+class _Encoded(_Images):
+    """Decode, prepare and encode a batch of records in one process (a DataLoader worker): indices -> rows of
+    `_encode_rows`. The worker's copy of the encoder is the main process's, inherited at fork."""
+
+    def __init__(self, records, cfg, given, encoder: RegionEncoder):
+        super().__init__(records, cfg, given)
+        self.encoder = encoder
+
+    def __getitem__(self, indices):
+        return _encode_rows(self.encoder, [super(_Encoded, self).__getitem__(i) for i in indices])
+
+
+def resolve_workers(cfg: RegionConfig, cores: int) -> tuple[int, bool]:
+    """(DataLoader workers, whether they run the CNN) for cfg on a machine with `cores` cores."""
+    cpu = torch.device(cfg.device).type == "cpu"
+    workers = cfg.workers if cfg.workers >= 0 else (cores if cpu else max(1, cores - 1))
+    place = cfg.cnn_place
+    if place == "auto":
+        place = "workers" if cpu and workers >= 2 else "main"
+    if place == "workers" and workers == 0:
+        raise ValueError("cnn_place='workers' needs workers >= 1")
+    if place == "workers" and not cpu:
+        raise ValueError("cnn_place='workers' runs the CNN on the CPU; use cnn_place='main' with a GPU")
+    return workers, place == "workers"
+
+
 def cnn_threads(cores: int, workers: int) -> int:
-    """Torch threads for the CNN beside `workers` DataLoader workers: a worker (decode + selective search, about a
-    third of the CNN's CPU time per image) leaves most of its core to the CNN, so all but workers - 1 cores.
-    Flickr8k on 2 cores, 1 worker (`dvsa bench features --workers 1 [--set threads=2]`): 2 threads 7.4 images/s,
-    1 thread 6.0; 2 workers with 2 threads 6.3."""
+    """Torch threads for the CNN in the main process (cnn_place "main") beside `workers` DataLoader workers: a
+    worker (decode + selective search, about a quarter of the CNN's CPU time per image) leaves most of its core to
+    the CNN, so all but workers - 1 cores. Flickr8k on 2 cores, 1 worker: 2 threads 7.4 images/s, 1 thread 6.0;
+    2 workers with 2 threads 6.3 (the CNN in each of 2 workers instead: about 10)."""
     return max(1, cores - max(0, workers - 1))
 
 
-def _worker_init(_):
+def _worker_init(_, threads: int = 1):
     import cv2
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     cv2.setNumThreads(1)
 
 
@@ -108,12 +145,18 @@ def extract_features(
     failed_before = {d["id"] for d in FeatureStore(out).failed()}
     todo = [r for r in mine if not writer.done(r.id) and r.id not in failed_before]
     skipped = len(mine) - len(todo)
+    workers, in_workers = resolve_workers(cfg, os.cpu_count() or 1)
+    if in_workers:  # each worker takes whole batches (a list of indices per fetch) and encodes them
+        dataset = _Encoded(todo, cfg, given_boxes, encoder)
+        batching = {"batch_size": None, "sampler": BatchSampler(SequentialSampler(dataset), cfg.batch_size, False)}
+    else:
+        dataset, batching = _Images(todo, cfg, given_boxes), {"batch_size": cfg.batch_size}
     loader = DataLoader(
-        _Images(todo, cfg, given_boxes),
-        batch_size=cfg.batch_size,
-        num_workers=cfg.workers,
+        dataset,
+        **batching,
+        num_workers=workers,
         collate_fn=_collate,
-        worker_init_fn=_worker_init if cfg.workers > 0 else None,
+        worker_init_fn=partial(_worker_init, threads=(cfg.threads or 1) if in_workers else 1) if workers > 0 else None,
         persistent_workers=False,
         # workers are forked (Linux): selective_search keeps OpenCV's thread pool off, since a fork of a process
         # whose pool has run deadlocks in the child
@@ -124,18 +167,18 @@ def extract_features(
     t0 = time.perf_counter()
     n_ok = 0
     old_threads = torch.get_num_threads()
-    if encoder.device.type == "cpu":
-        torch.set_num_threads(cfg.threads or cnn_threads(os.cpu_count() or 1, cfg.workers))
+    if encoder.device.type == "cpu" and not in_workers:
+        torch.set_num_threads(cfg.threads or cnn_threads(os.cpu_count() or 1, workers))
     try:
         for batch in loader:
-            good = [b for b in batch if b[0] == "ok"]
-            for _, image_id, path, reason in (b for b in batch if b[0] == "fail"):
-                writer.fail(image_id, path, reason)
-                failures.append((image_id, path, reason))
-            for (_, image_id, _, item), (boxes, regions, image_feature) in zip(
-                good, encoder.encode_batch([g[3] for g in good])
-            ):
-                writer.add(image_id, boxes, regions, image_feature, item["size"])
+            rows = batch if in_workers else _encode_rows(encoder, batch)
+            for status, image_id, path, payload in rows:
+                if status == "fail":
+                    writer.fail(image_id, path, payload)
+                    failures.append((image_id, path, payload))
+                    continue
+                size, (boxes, regions, image_feature) = payload
+                writer.add(image_id, boxes, regions, image_feature, size)
                 n_ok += 1
             bar.update(len(batch))
     finally:
