@@ -156,6 +156,7 @@ def test_flickr8k_root_with_a_test_split_runs_the_features_stage(shared_datasets
 
 # ------------------------------------------------------------------------------------------ end to end
 SMALL = ["--synthetic", "n_train=60", "n_val=10", "n_test=20", "--config", "align.epochs=30", "align.lr_step=60",
+         "align.embed_dim=256", "align.hidden_dim=128", "align.word_dim=64",
          "gen.epochs=8", "gen_region.epochs=8", "beams=[1,3]", "report_beam=3", "region.part_size=16",
          "dense_images=2", "dense_eval_images=10", "show_images=2", "region.progress=false"]
 
