@@ -20,7 +20,7 @@ from scripts.pipeline import (PipelineConfig, StageError, _parse_value, apply_ov
 
 @dataclass
 class DemoConfig:
-    """The demo's sizes: chosen so the whole run takes a few minutes on a 2-core CPU. The only home of them."""
+    """The demo's sizes: the whole run takes about 18 minutes on a 2-core CPU (README). The only home of them."""
 
     # overrides of write_synthetic's keyword arguments: 1,600 train scenes (the default is 400). With 4x the scenes
     # the demo's aligner grounds 86-88% of the test words instead of 82% (README table)
