@@ -13,8 +13,8 @@ BACKBONES = ("efficientnet_lite0", "resnet50", "vgg16")
 POOLINGS = ("warp", "roialign")
 
 # Run-time fields: they do not change the features and stay out of the store's meta.
-RUNTIME_FIELDS = ("device", "workers", "cnn_place", "threads", "batch_size", "crop_batch", "part_size", "channels_last", "amp",
-                  "max_pixels", "progress")
+RUNTIME_FIELDS = ("device", "workers", "cnn_place", "threads", "batch_size", "crop_batch", "part_size",
+                  "channels_last", "amp", "max_pixels", "progress")
 # Recipe fields added later, with the value that older stores were made with (left out of recipe() at it).
 LATE_FIELDS = {"score_pooling": "roialign"}
 

@@ -3,10 +3,11 @@
 Images are decoded and proposed (selective search) in DataLoader worker processes. On the CPU each worker also
 runs the CNN on its own batches with one thread (cfg.cnn_place "workers"): images in parallel rather than one
 image's convolutions split across threads, which on small tensors mostly wait on each other. Beside a GPU the
-CNN runs in the main process on cfg.device ("main"). Results are appended to a `FeatureStoreWriter`, which commits atomically every
-cfg.part_size images: a run killed at any point leaves whole parts only, and running the same command again
-skips the images already stored. Images that cannot be read are listed in failed.jsonl and in a printed report;
-the rest finishes. The resolved config is written next to the store as region_config.json.
+CNN runs in the main process on cfg.device ("main"). Results are appended to a `FeatureStoreWriter` in the main
+process, which commits atomically every cfg.part_size images: a run killed at any point leaves whole parts only,
+and running the same command again skips the images already stored. Images that cannot be read are listed in
+failed.jsonl and in a printed report; the rest finishes. The resolved config is written next to the store as
+region_config.json.
 """
 from __future__ import annotations
 
