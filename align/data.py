@@ -73,8 +73,8 @@ def rank_slice(batch: np.ndarray, rank: int, world: int) -> np.ndarray:
 
 
 def collate(pairs: PairSet, idx: np.ndarray, store) -> dict[str, torch.Tensor]:
-    """One batch of pairs: feats float [B, R, D], boxes float [B, R, 4], rmask bool [B, R], tokens long [B, T], lengths long [B],
-    image long [B] (index of each pair's image, so pairs sharing an image are not taken as negatives)."""
+    """One batch of pairs: feats float [B, R, D], boxes float [B, R, 4], rmask bool [B, R], tokens long [B, T],
+    lengths long [B], image long [B] (index of each pair's image, so pairs sharing an image are not taken as negatives)."""
     image = pairs.pair_image[idx]
     feats, boxes, rmask = store.padded([pairs.image_ids[i] for i in image])
     tokens, lengths = pad_tokens([pairs.tokens[i] for i in idx])

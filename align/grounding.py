@@ -177,8 +177,9 @@ def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: fl
     phrase_accuracy_argmax, phrase_upper_bound, beta, mean_snippet_len, mean_snippet_len_argmax, n_words,
     n_phrases, n_phrases_no_box, n_sentences, n_images, n_missing_images, iou, phrase_accuracy_by_label,
     phrase_accuracy_by_label_argmax, word_accuracy_by_group, word_accuracy_by_group_argmax, n_words_by_group,
-    sweep}; `groups` ({name: words}) asks for the content-word accuracy per group of words; `sweep` lists {beta, word_accuracy, phrase_accuracy,
-    mean_snippet_len} for each extra beta asked for (to see how the gain of the MRF depends on beta).
+    sweep}; `groups` ({name: words}) asks for the content-word accuracy per group of words; `sweep` lists {beta,
+    word_accuracy, phrase_accuracy, mean_snippet_len} for each extra beta asked for (to see how the gain of the
+    MRF depends on beta).
     """
     grounded = grounded_records(records)
     if not any(phrase_boxes(r, p) for r in grounded for p in r.phrases):
@@ -220,7 +221,8 @@ def format_table(res: dict) -> str:
     lines += [f"{name:<26} {100 * w:>8.1f}% {100 * p:>10.1f}% {n:>12.2f}" for name, w, p, n in rows]
     for group, acc in res.get("word_accuracy_by_group", {}).items():
         base = res.get("word_accuracy_by_group_argmax", {}).get(group, float("nan"))
-        lines.append(f"  {group} words ({res['n_words_by_group'][group]}): MRF {100 * acc:.1f}%, argmax {100 * base:.1f}%")
+        n = res["n_words_by_group"][group]
+        lines.append(f"  {group} words ({n}): MRF {100 * acc:.1f}%, argmax {100 * base:.1f}%")
     lines.append(f"{res['n_words']} content words, {res['n_phrases']} phrases with a box ({res['n_phrases_no_box']} "
                  f"without, excluded), {res['n_images']} images; IoU >= {res['iou']}; boxes reachable for "
                  f"{100 * res['phrase_upper_bound']:.1f}% of phrases")

@@ -70,7 +70,9 @@ class RegionConfig:
     # Flickr8k on the 2 CPU cores (`dvsa bench features --n 200`, one run): 2 workers with the CNN 11.9 images/s,
     # 1 worker + the CNN on 2 threads in the main process 8.2; the whole 7,000 images 9.97 images/s (11.7 min)
     cnn_place: str = "auto"
-    threads: int = 0  # torch threads of the CNN in the main process; 0 = cores - (workers - 1) (extract.cnn_threads)
+    # torch threads of the CNN: in the main process, 0 = cores - (workers - 1) (extract.cnn_threads); with the CNN
+    # in the workers, per worker, 0 = 1
+    threads: int = 0
     batch_size: int = 16  # images per CNN pass
     # warped crops per CNN pass (pooling or score_pooling "warp"); 0 = 32 on the CPU (EfficientNet-Lite0 at 96 px
     # on the 2-core CPU, median of 8 rounds: 2.6 ms per crop at 32, 3.6 at 64, 2.9 at 16), 256 on a GPU

@@ -146,7 +146,8 @@ def extract_features(
     failed_before = {d["id"] for d in FeatureStore(out).failed()}
     todo = [r for r in mine if not writer.done(r.id) and r.id not in failed_before]
     skipped = len(mine) - len(todo)
-    workers, in_workers = resolve_workers(cfg, os.cpu_count() or 1)
+    cores = os.cpu_count() or 1
+    workers, in_workers = resolve_workers(cfg, cores)
     if in_workers:  # each worker takes whole batches (a list of indices per fetch) and encodes them
         dataset = _Encoded(todo, cfg, given_boxes, encoder)
         batching = {"batch_size": None, "sampler": BatchSampler(SequentialSampler(dataset), cfg.batch_size, False)}
@@ -169,7 +170,7 @@ def extract_features(
     n_ok = 0
     old_threads = torch.get_num_threads()
     if encoder.device.type == "cpu" and not in_workers:
-        torch.set_num_threads(cfg.threads or cnn_threads(os.cpu_count() or 1, workers))
+        torch.set_num_threads(cfg.threads or cnn_threads(cores, workers))
     try:
         for batch in loader:
             rows = batch if in_workers else _encode_rows(encoder, batch)
