@@ -24,10 +24,19 @@ from data.standardize import standardization
 GEOMETRY_DIM = 5  # x1 / W, y1 / H, x2 / W, y2 / H, box area / image area
 
 
-def box_geometry(boxes: torch.Tensor) -> torch.Tensor:
+def geometry_dim(bins: int = 0) -> int:
+    """Numbers `box_geometry(boxes, bins)` gives per box: the 5 of GEOMETRY_DIM, + 4 x bins with bins > 0."""
+    return GEOMETRY_DIM + 4 * bins
+
+
+def box_geometry(boxes: torch.Tensor, bins: int = 0) -> torch.Tensor:
     """float [..., R, 4] boxes of one image per leading index, row 0 = the whole image [0, 0, W, H] (as in every
-    feature store) -> float [..., R, GEOMETRY_DIM]: the box's corners as fractions of the image and its area as a
-    fraction of the image's. Padded rows (zero boxes) give zeros."""
+    feature store) -> float [..., R, geometry_dim(bins)]: the box's corners as fractions of the image and its area
+    as a fraction of the image's; with bins > 0 also its centre x, centre y, width and height (fractions of the
+    image) each spread over `bins` Gaussian bumps evenly spaced on [0, 1] (each as wide as their spacing), in that
+    order. A linear map of the 5 numbers gives a broad preference for larger or smaller boxes; of the bumps, for a
+    range of widths and heights ("large" = a large object's size: not a part of it, nor a box around more).
+    Padded rows (zero boxes) give zeros."""
     boxes = boxes.float()
     frame = boxes[..., :1, :]  # [..., 1, 4]
     w = (frame[..., 2] - frame[..., 0]).clamp_min(1e-6)[..., None]  # [..., 1, 1]
@@ -35,7 +44,15 @@ def box_geometry(boxes: torch.Tensor) -> torch.Tensor:
     scale = torch.cat([w, h, w, h], -1)  # [..., 1, 4]
     corners = boxes / scale
     area = ((corners[..., 2] - corners[..., 0]) * (corners[..., 3] - corners[..., 1]))[..., None]
-    return torch.cat([corners, area], -1)
+    if bins <= 0:
+        return torch.cat([corners, area], -1)
+    place = torch.stack([(corners[..., 0] + corners[..., 2]) / 2, (corners[..., 1] + corners[..., 3]) / 2,
+                         corners[..., 2] - corners[..., 0], corners[..., 3] - corners[..., 1]], -1)  # [..., R, 4]
+    centres = torch.linspace(0.0, 1.0, bins, device=boxes.device)  # [bins]
+    width = 1.0 / max(bins - 1, 1)
+    bumps = torch.exp(-0.5 * ((place[..., None] - centres) / width) ** 2)  # [..., R, 4, bins]
+    real = (boxes.abs().sum(-1, keepdim=True) > 0).float()  # [..., R, 1]
+    return torch.cat([corners, area, bumps.flatten(-2) * real], -1)
 
 
 @dataclass
@@ -52,6 +69,8 @@ class AlignConfig:
     geometry: bool = False  # True: each region's CNN feature is extended by its box's place and size in the image
     #                         (`box_geometry`, 5 numbers) before eq. 1. A warped crop has lost its size: without
     #                         this, "small" and "large" can only be read from the whole image. False = the paper.
+    geometry_bins: int = 0  # with geometry: > 0 adds the box's centre, width and height, each as this many
+    #                         Gaussian bumps over [0, 1] (`box_geometry`), so a word can prefer boxes of one size
     max_words: int = 40  # longer sentences are cut (keeps the recurrence short; Flickr/COCO sentences are < 40)
     min_count: int = 5  # vocabulary: words seen at least this often in the training sentences (paper: 5)
     # --- score and objective (eqs. 7-9) ---
@@ -96,6 +115,8 @@ class AlignConfig:
             raise ValueError(f"AlignConfig.whole_image_drop must be in [0, 1), got {self.whole_image_drop}")
         if self.score_norm not in ("none", "words"):
             raise ValueError(f"AlignConfig.score_norm must be 'none' or 'words', got {self.score_norm!r}")
+        if self.geometry_bins < 0 or (self.geometry_bins and not self.geometry):
+            raise ValueError(f"AlignConfig.geometry_bins must be >= 0 and needs geometry=True, got {self.geometry_bins}")
         if self.feat_norm not in ("none", "standardize"):
             raise ValueError(f"AlignConfig.feat_norm must be 'none' or 'standardize', got {self.feat_norm!r}")
         if self.train_words not in ("auto", "yes", "no"):
@@ -141,7 +162,8 @@ class AlignmentModel(nn.Module):
         """word_vectors: optional float array [V, E] (e.g. word2vec rows for the vocabulary) to initialise W_w."""
         super().__init__()
         self.cfg, self.vocab_size, self.feat_dim = cfg, vocab_size, feat_dim
-        self.in_dim = feat_dim + (GEOMETRY_DIM if cfg.geometry else 0)  # what eq. 1 projects (D, or D + 5)
+        # what eq. 1 projects: D, or D + geometry_dim(bins) with cfg.geometry
+        self.in_dim = feat_dim + (geometry_dim(cfg.geometry_bins) if cfg.geometry else 0)
         self.region_proj = nn.Linear(self.in_dim, cfg.embed_dim)  # W_m, b_m (eq. 1)
         self.words = nn.Embedding(vocab_size, cfg.word_dim, padding_idx=0)  # W_w (eq. 2)
         self.word_in = nn.Linear(cfg.word_dim, cfg.hidden_dim)  # W_e, b_e (eq. 3)
@@ -176,7 +198,7 @@ class AlignmentModel(nn.Module):
 
     def set_feature_norm(self, feats: torch.Tensor, eps: float = 1e-2) -> None:
         """Standardise region features with the statistics of training regions feats float [N, D] (with
-        `cfg.geometry`, [N, D + GEOMETRY_DIM]: `region_inputs` of the training boxes)."""
+        `cfg.geometry`, [N, D + geometry_dim(bins)]: `region_inputs` of the training boxes)."""
         mean, scale = standardization(feats, self.in_dim, eps)
         with torch.no_grad():
             self.feat_mean.copy_(mean)
@@ -184,7 +206,7 @@ class AlignmentModel(nn.Module):
 
     def region_inputs(self, feats: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """feats float [..., R, D] (+ boxes float [..., R, 4], row 0 the whole image, needed with `cfg.geometry`)
-        -> the input of eq. 1, float [..., R, D] or [..., R, D + GEOMETRY_DIM]."""
+        -> the input of eq. 1, float [..., R, D] or [..., R, D + geometry_dim(cfg.geometry_bins)]."""
         if feats.shape[-1] != self.feat_dim:
             raise ValueError(f"region features must have {self.feat_dim} values, got {list(feats.shape)}")
         if not self.cfg.geometry:
@@ -193,7 +215,8 @@ class AlignmentModel(nn.Module):
             raise ValueError("this alignment model reads box geometry (AlignConfig.geometry): pass the boxes too")
         if boxes.shape[:-1] != feats.shape[:-1] or boxes.shape[-1] != 4:
             raise ValueError(f"boxes must be {list(feats.shape[:-1]) + [4]}, got {list(boxes.shape)}")
-        return torch.cat([feats, box_geometry(boxes.to(feats.device)).to(feats.dtype)], -1)
+        geo = box_geometry(boxes.to(feats.device), self.cfg.geometry_bins)
+        return torch.cat([feats, geo.to(feats.dtype)], -1)
 
     def embed_regions(self, feats: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """feats float [B, R, D] (boxes float [B, R, 4] with `cfg.geometry`) -> v float [B, R, H] (eq. 1).

@@ -251,7 +251,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
 
 def region_sample(store, image_ids, n_images: int = 2000, seed: int = 0, model=None) -> np.ndarray:
     """float32 [N, D]: every region feature of up to `n_images` training images (a seeded sample); with a `model`,
-    its region inputs (`AlignmentModel.region_inputs`: [N, D + 5] when it reads box geometry)."""
+    its region inputs (`AlignmentModel.region_inputs`: [N, D + geometry_dim(bins)] when it reads box geometry)."""
     ids = list(image_ids)
     if len(ids) > n_images:
         pick = np.random.default_rng(seed).choice(len(ids), n_images, replace=False)

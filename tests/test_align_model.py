@@ -210,3 +210,64 @@ def test_box_geometry_and_the_geometry_input():
     plain = AlignmentModel(tiny_cfg(), 20, 5)
     assert plain.region_proj.in_features == 5
     torch.testing.assert_close(plain.region_inputs(feats, boxes), feats)  # the paper's input ignores boxes
+
+
+def test_box_geometry_bins_against_a_per_box_twin():
+    """bins > 0: the 5 numbers of bins = 0, then centre x, centre y, width, height (fractions of the image),
+    each as `bins` Gaussian bumps at linspace(0, 1, bins) of width 1 / (bins - 1); padded rows stay zero."""
+    import math
+
+    from align.model import box_geometry, geometry_dim
+
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(2, 6, 2, generator=g) * 100
+    wh = torch.rand(2, 6, 2, generator=g) * 90 + 5
+    boxes = torch.cat([xy, xy + wh], -1)
+    boxes[:, 0] = torch.tensor([0.0, 0.0, 200.0, 150.0])  # row 0: the whole image
+    boxes[1, 5] = 0  # padding
+    bins = 7
+    got = box_geometry(boxes, bins)
+    assert got.shape == (2, 6, geometry_dim(bins)) == (2, 6, 5 + 4 * bins)
+    torch.testing.assert_close(got[..., :5], box_geometry(boxes))
+    for b in range(2):
+        for r in range(6):
+            x1, y1, x2, y2 = (float(v) for v in boxes[b, r])
+            if (b, r) == (1, 5):
+                assert not got[b, r].any()
+                continue
+            place = [(x1 + x2) / 400, (y1 + y2) / 300, (x2 - x1) / 200, (y2 - y1) / 150]
+            want = [math.exp(-0.5 * ((p - c / (bins - 1)) * (bins - 1)) ** 2) for p in place for c in range(bins)]
+            torch.testing.assert_close(got[b, r, 5:], torch.tensor(want), atol=1e-5, rtol=1e-5)
+    model = AlignmentModel(tiny_cfg(geometry=True, geometry_bins=bins), 20, 5)
+    assert model.region_proj.in_features == 5 + geometry_dim(bins)
+    assert model.region_inputs(torch.randn(2, 6, 5), boxes).shape == (2, 6, 5 + geometry_dim(bins))
+    with pytest.raises(ValueError, match="geometry_bins"):
+        AlignConfig(geometry_bins=8)  # needs geometry=True
+    with pytest.raises(ValueError, match="geometry_bins"):
+        AlignConfig(geometry=True, geometry_bins=-1)
+
+
+def test_geometry_bins_let_a_linear_score_prefer_a_middle_size():
+    """What the bumps are for: a linear score of the 5 numbers (corners and area) cannot rank the boxes whose
+    width and height are both in one range (an object's size) above the smaller and larger ones; of the bumps it
+    can (least squares fit, ranking measured as the AUC)."""
+    from align.model import box_geometry
+
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    wh = torch.rand(n, 2, generator=g) * 0.9 + 0.05  # box width and height, fractions of a 100 px image
+    xy = torch.rand(n, 2, generator=g) * (1 - wh)
+    boxes = torch.cat([xy, xy + wh], -1) * 100
+    boxes = torch.cat([torch.tensor([[0.0, 0.0, 100.0, 100.0]]), boxes])[None]  # [1, n + 1, 4], row 0 the image
+    target = ((wh > 0.3) & (wh < 0.45)).all(1).float()  # neither parts of the object nor boxes around more
+    assert 10 <= int(target.sum()) <= 40
+    fit = {}
+    for bins in (0, 16):
+        geo = box_geometry(boxes, bins)[0, 1:]
+        a = torch.cat([geo, torch.ones(n, 1)], 1).double()
+        w = torch.linalg.lstsq(a, target.double()[:, None]).solution
+        score = (a @ w)[:, 0]
+        inside, outside = score[target > 0], score[target == 0]
+        fit[bins] = float((inside[:, None] > outside[None, :]).double().mean())
+    assert fit[16] > 0.97 and fit[0] < 0.85, fit
+
