@@ -5,8 +5,10 @@
 
 beta: ``--beta B``, or ``--beta-from snippets.summary.json`` (the beta the snippets were made with), or
 calibrated to ``--target-len`` on a sample of the dataset's train split (the evaluated split when there is no
-train split). ``--sweep 0.3,1,3`` adds a row per extra beta (scores are computed once). Needs records with phrases linked to boxes (synthetic, flickr30k_entities). Prints a table and
-writes the metrics (fractions 0..1) with the resolved settings as JSON.
+train split). ``--sweep 0.3,1,3`` adds a row per extra beta (scores are computed once). ``--box-scorer
+boxscore.pt --box-weight 0.5`` adds a learned box score (``dvsa align boxscore``) to the word-region scores.
+Needs records with phrases linked to boxes (synthetic, flickr30k_entities). Prints a table and writes the
+metrics (fractions 0..1) with the resolved settings as JSON.
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     res = evaluate_alignment(model, vocab, store, records, beta, iou=args.iou, batch_size=args.batch_size,
                              device=args.device, sweep=sweep, groups=word_groups_for(args.dataset))
     res["beta_source"] = how
-    print(f"{args.dataset} {args.split}: beta {beta:.4g} ({how})")
+    prior = f"; box score {args.box_scorer} x {args.box_weight:g}" if args.box_scorer else ""
+    print(f"{args.dataset} {args.split}: beta {beta:.4g} ({how}){prior}")
     print(format_table(res))
     if res["n_missing_images"]:
         print(f"warning: {res['n_missing_images']} images are not in the store and were skipped", file=sys.stderr)
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         run = {"checkpoint": args.checkpoint, "store": args.store, "dataset": args.dataset, "root": args.root,
-               "split": args.split, "limit": args.limit, "iou": args.iou, **res}
+               "split": args.split, "limit": args.limit, "iou": args.iou, "box_scorer": args.box_scorer,
+               "box_weight": args.box_weight if args.box_scorer else None, **res}
         out.write_text(json.dumps(run, indent=2))
         print(f"-> {out}")
     return 0

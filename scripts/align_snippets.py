@@ -33,6 +33,10 @@ def add_model_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--split", default=split, help=f"split to process (default {split})")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
     p.add_argument("--device", default="cpu", help="torch device for scoring (cpu, cuda)")
+    p.add_argument("--box-scorer", default=None,
+                   help="a learned box score (dvsa align boxscore): WEIGHT x its score of a region is added to "
+                        "every word's score for that region")
+    p.add_argument("--box-weight", type=float, default=0.5, help="WEIGHT of --box-scorer (default 0.5)")
 
 
 def open_inputs(args):
@@ -47,6 +51,10 @@ def open_inputs(args):
         records = records[: args.limit]
     store = FeatureStore(args.store)
     model, vocab, _ = load_model(args.checkpoint, args.device)
+    if getattr(args, "box_scorer", None):
+        from align.boxscore import BoxPrior, load_box_scorer
+
+        model = BoxPrior(model, load_box_scorer(args.box_scorer).to(args.device), args.box_weight)
     return model, vocab, store, records, all_records
 
 
@@ -75,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     side = out.with_name(out.stem + ".summary.json")
     run = {"config": dataclasses.asdict(cfg), "checkpoint": args.checkpoint, "store": args.store,
+           "box_scorer": args.box_scorer, "box_weight": args.box_weight if args.box_scorer else None,
            "dataset": args.dataset, "root": args.root, "split": args.split, "limit": args.limit, **summary}
     side.write_text(json.dumps(run, indent=2))
     if summary["missing_images"]:

@@ -104,6 +104,18 @@ def test_a_failing_stage_exits_1_naming_it_and_keeps_earlier_stages(tmp_path, fa
     assert (tmp_path / "run" / "a.done.json").is_file() and not (tmp_path / "run" / "b.done.json").exists()
 
 
+def test_box_score_stage_gives_weight_0_and_why_where_it_cannot_run():
+    from types import SimpleNamespace
+
+    from scripts import pipeline_align
+
+    rec = ImageRecord("t1", "t1.png", split="train", sentences=[Sentence(0, "a b", ["a", "b"])])
+    run = SimpleNamespace(cfg=PipelineConfig(), train=[rec], val=[rec], usable=lambda rs: rs, log=lambda *_: None)
+    assert pipeline_align.box_score(run) == {"weight": 0.0, "reason": "the train split has no annotated boxes"}
+    run.cfg = PipelineConfig(box_weights=())
+    assert pipeline_align.box_score(run)["reason"] == "box_weights is empty"
+
+
 def test_overrides_parse_values_and_groups():
     cfg = apply_overrides(PipelineConfig(), ["align.epochs=3", "gen.cell=lstm", "beams=[1,3]", "limit=5",
                                             "snippets.target_len=2.0", "skip=dense,report"])

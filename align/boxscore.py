@@ -1,0 +1,213 @@
+"""A learned box score: how much a region of the store looks like one whole object (R-CNN's detector score).
+
+The max-margin objective of stage 1 learns WHICH object a word is about, but not which of the boxes around that
+object is the object: a box on a part of a red circle is as red as the circle, and a box with background around
+it holds the same circle. R-CNN's detections come with a score learned from object boxes; the offline region
+encoder ranks its proposals by ImageNet entropy instead, which is no such score. `BoxScorer` is that score:
+a logistic regression on a region's CNN feature and its geometry (`align.model.box_geometry`), fitted on boxes
+of a set of images with annotated objects (boxes only: no words, no classes). Positives are the store's regions
+with IoU >= `BoxScoreConfig.iou` against an annotated box.
+
+`BoxPrior(model, scorer, weight)` adds ``weight * score(region)`` to every word's score for that region, so the
+chain MRF (eq. 12) prefers, among the regions a phrase could mean, the one that is a whole object:
+
+    unary[b, t, r] = v_r . s_t + weight * score_r       (score_0 = 0 for the whole image, row 0)
+
+It stands in for the model wherever `word_region_scores` is called (snippets, evaluation, pictures); the
+ranking of images against sentences (retrieval) does not use it.
+
+Glossary: N regions, D region features, G geometry numbers, B pairs, T words, R regions per image.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from align.grounding import box_iou
+from align.model import box_geometry, geometry_dim
+from data.checkpoint import load_checkpoint, save_checkpoint
+from data.records import ImageRecord
+
+
+@dataclass
+class BoxScoreConfig:
+    iou: float = 0.5  # a region is an object (positive) when its IoU with an annotated box is >= iou
+    geometry_bins: int = 16  # Gaussian bumps per box coordinate beside the 5 geometry numbers (box_geometry)
+    l2: float = 1e-3  # weight decay of the logistic regression (on standardised inputs)
+    max_iter: int = 200  # L-BFGS iterations
+    max_images: int = 5000  # at most this many images of the given records are used for fitting (the first ones)
+
+    def __post_init__(self):
+        if not 0.0 < self.iou <= 1.0:
+            raise ValueError(f"BoxScoreConfig.iou must be in (0, 1], got {self.iou}")
+        if self.geometry_bins < 0 or self.l2 < 0 or self.max_iter < 1 or self.max_images < 1:
+            raise ValueError("BoxScoreConfig: geometry_bins and l2 must be >= 0, max_iter and max_images >= 1")
+
+
+class BoxScorer(nn.Module):
+    """score(feats [..., R, D], boxes [..., R, 4]) -> float [..., R]: the logit of "this region is an object".
+
+    Row 0 (the whole image, as in every feature store) and padded rows (zero boxes) score 0.
+    """
+
+    def __init__(self, feature_dim: int, cfg: BoxScoreConfig):
+        super().__init__()
+        self.cfg = cfg
+        n = feature_dim + geometry_dim(cfg.geometry_bins)
+        self.register_buffer("mean", torch.zeros(n))
+        self.register_buffer("std", torch.ones(n))
+        self.linear = nn.Linear(n, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.requires_grad_(False)  # fitted by `fit_box_scorer`, never by backpropagation
+
+    def inputs(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """[..., R, D], [..., R, 4] -> standardised [..., R, D + G]."""
+        x = torch.cat([feats.float(), box_geometry(boxes, self.cfg.geometry_bins)], -1)
+        return (x - self.mean) / self.std
+
+    def forward(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        s = self.linear(self.inputs(feats, boxes))[..., 0]  # [..., R]
+        real = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        real[..., 0] = False  # the whole image is not scored as an object
+        return s.masked_fill(~real, 0.0)
+
+
+def region_labels(store, records: list[ImageRecord], iou: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The store's regions (row 0 left out) of records that have annotated boxes: features float [N, D], boxes
+    float [N, 4] in a [N, 2, 4] pair with their image's frame (row 0), label float [N] (1 = IoU >= iou)."""
+    feats, boxes, labels = [], [], []
+    for r in records:
+        gt = [reg.box for reg in r.regions]
+        if r.id not in store or not gt:
+            continue
+        b, f = store.regions(r.id)
+        b, f = torch.from_numpy(b.copy()), torch.from_numpy(f.copy())
+        best = box_iou(b[1:], torch.tensor(gt, dtype=torch.float32)).max(1).values  # [R - 1]
+        feats.append(f[1:])
+        boxes.append(torch.stack([b[:1].expand(len(b) - 1, 4), b[1:]], 1))  # [R - 1, 2, 4]: (frame, box)
+        labels.append((best >= iou).float())
+    if not feats:
+        raise ValueError("no record has both annotated boxes and regions in the store: nothing to fit a box score on")
+    return torch.cat(feats), torch.cat(boxes), torch.cat(labels)
+
+
+def fit_box_scorer(store, records: list[ImageRecord], cfg: BoxScoreConfig) -> tuple[BoxScorer, dict]:
+    """A `BoxScorer` fitted (L-BFGS, logistic loss + l2) on the regions of `records` with annotated boxes.
+
+    Returns (scorer, stats): stats has n_images, n_regions, positive_rate and the training accuracy.
+    """
+    records = [r for r in records if r.regions and r.id in store][: cfg.max_images]
+    feats, pairs, labels = region_labels(store, records, cfg.iou)
+    scorer = BoxScorer(feats.shape[1], cfg)
+    geo = box_geometry(pairs, cfg.geometry_bins)[:, 1]  # each box measured against its own image's frame
+    x = torch.cat([feats, geo], 1)
+    scorer.mean.copy_(x.mean(0))
+    scorer.std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1]))
+    z = (x - scorer.mean) / scorer.std
+    w = torch.zeros(z.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=cfg.max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(z @ w + b, labels) + cfg.l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        scorer.linear.weight.copy_(w[None])
+        scorer.linear.bias.copy_(b)
+        acc = float(((z @ w + b > 0).float() == labels).float().mean())
+    stats = {"n_images": len(records), "n_regions": len(labels), "positive_rate": float(labels.mean()),
+             "train_accuracy": acc}
+    return scorer.eval(), stats
+
+
+@torch.no_grad()
+def tight_box_rate(scorer: BoxScorer, store, records: list[ImageRecord], iou: float = 0.5) -> float:
+    """For every annotated object, among the store's regions that overlap it (IoU > 0.1), is the best-scored one
+    at IoU >= iou? The fraction of objects where it is (objects no region overlaps are left out; nan if none)."""
+    hit = n = 0
+    for r in records:
+        if r.id not in store or not r.regions:
+            continue
+        b, f = store.regions(r.id)
+        b, f = torch.from_numpy(b.copy()), torch.from_numpy(f.copy())
+        s = scorer(f, b)
+        ious = box_iou(b, torch.tensor([reg.box for reg in r.regions], dtype=torch.float32))  # [R, O]
+        ious[0] = 0.0
+        for o in range(ious.shape[1]):
+            near = (ious[:, o] > 0.1).nonzero()[:, 0]
+            if len(near):
+                n += 1
+                hit += int(ious[near[s[near].argmax()], o] >= iou)
+    return hit / n if n else float("nan")
+
+
+def save_box_scorer(path: str | os.PathLike, scorer: BoxScorer, stats: dict | None = None) -> None:
+    save_checkpoint(path, {"kind": "boxscore", "config": asdict(scorer.cfg), "feature_dim": scorer.mean.numel()
+                           - geometry_dim(scorer.cfg.geometry_bins), "model": scorer.state_dict(),
+                           "stats": stats or {}})
+
+
+def load_box_scorer(path: str | os.PathLike) -> BoxScorer:
+    ck = load_checkpoint(path, kind="boxscore")
+    scorer = BoxScorer(int(ck["feature_dim"]), BoxScoreConfig(**ck["config"]))
+    scorer.load_state_dict(ck["model"])
+    return scorer.eval()
+
+
+class BoxPrior(nn.Module):
+    """An alignment model whose word-region scores get ``weight * scorer(region)`` added (see the module doc)."""
+
+    def __init__(self, model: nn.Module, scorer: BoxScorer, weight: float):
+        super().__init__()
+        if not weight >= 0:
+            raise ValueError(f"the box score weight must be >= 0, got {weight}")
+        self.model, self.scorer, self.weight = model, scorer, float(weight)
+        self.cfg = getattr(model, "cfg", None)
+
+    def word_region_scores(self, feats, region_mask, tokens, lengths, boxes=None) -> torch.Tensor:
+        """float [B, T, R] like the model's: padded regions -inf, padded words 0."""
+        u = self.model.word_region_scores(feats, region_mask, tokens, lengths, boxes)
+        if boxes is None:
+            raise ValueError("BoxPrior needs the regions' boxes")
+        prior = self.scorer(feats, boxes.to(feats.device)).to(u.dtype)  # [B, R]
+        words = torch.arange(u.shape[1], device=u.device)[None, :] < lengths.to(u.device)[:, None]  # [B, T]
+        return u + self.weight * prior[:, None, :] * words[..., None]
+
+    def embed_words(self, tokens, lengths):
+        return self.model.embed_words(tokens, lengths)
+
+    def embed_regions(self, feats, boxes=None):
+        return self.model.embed_regions(feats, boxes)
+
+
+def choose_box_weight(model, scorer: BoxScorer, vocab, store, calib_records: list[ImageRecord],
+                      val_records: list[ImageRecord], weights, snippet_cfg, groups: dict | None = None
+                      ) -> tuple[float, list[dict]]:
+    """The weight of `weights` (0 = no box score, always tried) with the best content-word accuracy on the
+    phrase boxes of `val_records`, beta calibrated for each weight on `calib_records` as `snippet_cfg` says (or
+    its fixed beta). Returns (weight, [{weight, beta, word_accuracy, phrase_accuracy}] per weight tried);
+    ties go to the smaller weight."""
+    from align.grounding import evaluate_alignment
+    from align.snippets import calibrate_beta, calibration_batches
+
+    rows = []
+    for w in sorted({0.0, *(float(x) for x in weights)}):
+        m = BoxPrior(model, scorer, w) if w > 0 else model
+        beta = snippet_cfg.beta
+        if beta is None:
+            beta, _ = calibrate_beta(calibration_batches(m, vocab, store, calib_records, snippet_cfg),
+                                     snippet_cfg.target_len, snippet_cfg.calib_iters)
+        res = evaluate_alignment(m, vocab, store, val_records, beta, batch_size=snippet_cfg.batch_size,
+                                 device=snippet_cfg.device, groups=groups)
+        rows.append({"weight": w, "beta": beta, "word_accuracy": res["word_accuracy"],
+                     "phrase_accuracy": res["phrase_accuracy"]})
+    best = max(rows, key=lambda r: (r["word_accuracy"], -r["weight"]))
+    return best["weight"], rows
