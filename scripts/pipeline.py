@@ -3,7 +3,7 @@
     dvsa pipeline --dataset flickr8k --root ../shared/datasets/flickr8k --out runs/f8k --eval-split dev
     dvsa pipeline --dataset synthetic --root runs/demo/data --out runs/demo --limit 50 --config align.epochs=5
 
-Stages (see `scripts.pipeline_stages.STAGES`): features -> align_train -> retrieval -> snippets ->
+Stages (see `scripts.pipeline_stages.STAGES`): features -> align_train -> retrieval -> box_score -> snippets ->
 gen_full -> gen_region -> captions -> region_captions -> align_eval -> dense, then results.json and report.html.
 Stages the data cannot support (no described regions, no phrase ground truth) are recorded as not applicable.
 
@@ -57,6 +57,12 @@ class PipelineConfig:
     # region (snippet) model: the MRF gives several snippets per sentence, so fewer epochs are as many steps
     gen_region: dict = field(default_factory=lambda: {"input": "region+image", "epochs": 3, "patience": 2})
     snippets: dict = field(default_factory=dict)  # overrides of align.snippets.SnippetConfig (target_len, beta)
+    # The learned box score (align.boxscore), fitted on the train split's annotated boxes where it has them, is
+    # added to the word-region scores of the snippets and the evaluation with the weight of box_weights (or 0 = not
+    # at all) that aligns the validation split's phrases best; () = never. Datasets without boxes (Flickr8k) or
+    # without validation phrases skip it.
+    box_score: dict = field(default_factory=dict)  # overrides of align.boxscore.BoxScoreConfig
+    box_weights: tuple = (0.25, 0.5, 1.0)
     dense: dict = field(default_factory=dict)  # overrides of generate.dense.DenseConfig (beam, top)
     word_vectors: str | None = "train"  # None: learned from random (paper: little change) | "train": word2vec on
     #                                  the train split | a word2vec file (fixed vectors, eq. 2)
@@ -87,7 +93,7 @@ def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig
     """``key=value`` (PipelineConfig field) or ``group.key=value`` (group in region/align/gen/gen_region).
     Values parse as JSON when they can (``3``, ``0.5``, ``true``, ``[1,7]``), else as strings."""
     names = {f.name for f in dataclasses.fields(cfg)}
-    groups = {"region", "align", "snippets", "gen", "gen_region", "dense"}
+    groups = {"region", "align", "snippets", "box_score", "gen", "gen_region", "dense"}
     for item in overrides:
         if "=" not in item:
             raise SystemExit(f"--config: expected key=value, got {item!r}")

@@ -163,12 +163,58 @@ def _examples(run, records, scores, sent_img, sents, n) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ snippets and grounding
+def _snippet_config(run):
+    from align.snippets import SnippetConfig
+
+    return _dataclass_with(SnippetConfig, run.cfg.snippets, device=run.cfg.device, seed=run.cfg.seed)
+
+
+def box_score(run) -> dict:
+    """The learned box score on the train split's annotated boxes, and its weight in the word-region scores:
+    the best of `box_weights` and 0 on the validation phrases (beta calibrated for each). Weight 0, with the
+    reason, when the train split has no boxes or the validation split no phrases."""
+    from align.boxscore import BoxScoreConfig, choose_box_weight, fit_box_scorer, save_box_scorer, tight_box_rate
+    from align.grounding import word_groups_for
+
+    train, val = run.usable(run.train), run.usable(run.val)
+    reason = ("box_weights is empty" if not run.cfg.box_weights
+              else "the train split has no annotated boxes" if not any(r.regions for r in train)
+              else "the validation split has no phrase boxes to choose the weight on" if not any(r.phrases for r in val)
+              else None)
+    if reason:
+        run.log(f"  no box score: {reason}")
+        return {"weight": 0.0, "reason": reason}
+    cfg = _dataclass_with(BoxScoreConfig, run.cfg.box_score)
+    scorer, stats = fit_box_scorer(run.store(), train, cfg)
+    stats["tight_box_rate_val"] = tight_box_rate(scorer, run.store(), val)
+    model, vocab, _ = load_alignment(run)
+    weight, rows = choose_box_weight(model, scorer, vocab, run.store(), train, val, run.cfg.box_weights,
+                                     _snippet_config(run), groups=word_groups_for(run.cfg.dataset))
+    path = run.out / "box_score.pt"
+    save_box_scorer(path, scorer, {**stats, "weight": weight})
+    for r in rows:
+        run.log(f"  weight {r['weight']:g}: val word accuracy {r['word_accuracy']:.3f} (beta {r['beta']:.3g})")
+    run.log(f"  box score: tight box around {stats['tight_box_rate_val']:.1%} of val objects; weight {weight:g}")
+    return {"config": asdict(cfg), "path": str(path), "weight": weight, "val": rows, "stats": _plain(stats)}
+
+
+def aligned_model(run):
+    """(model, vocab): the alignment model, with the box score added at its chosen weight (`box_score`)."""
+    from align.boxscore import BoxPrior, load_box_scorer
+
+    model, vocab, _ = load_alignment(run)
+    res = run.results.get("box_score", {})
+    if res.get("weight", 0.0) > 0:
+        model = BoxPrior(model, load_box_scorer(res["path"]).to(run.cfg.device), res["weight"])
+    return model, vocab
+
+
 def snippets(run) -> dict:
     """MRF snippets of the train split; beta calibrated (SnippetConfig.target_len) on a sample of it."""
-    from align.snippets import SnippetConfig, write_snippets
+    from align.snippets import write_snippets
 
-    cfg = _dataclass_with(SnippetConfig, run.cfg.snippets, device=run.cfg.device, seed=run.cfg.seed)
-    model, vocab, _ = load_alignment(run)
+    cfg = _snippet_config(run)
+    model, vocab = aligned_model(run)
     path = run.out / "snippets.jsonl"
     stats = write_snippets(model, vocab, run.store(), run.usable(run.train), path, cfg)
     run.log(f"  beta {stats['beta']:.3g}: {stats['n_snippets']} snippets, mean {stats['mean_snippet_len']:.2f} words")
@@ -182,20 +228,34 @@ def align_eval(run) -> dict:
     from align.grounding import evaluate_alignment, word_groups_for
     from scripts.pipeline_stages import has_phrases
 
-    model, vocab, _ = load_alignment(run)
+    model, vocab = aligned_model(run)
     beta = run.results["snippets"]["beta"]
     pictures = _pictures(run, model, vocab, beta)
     reason = has_phrases(run)
     if reason:  # e.g. Flickr8k: the pictures only
         run.log(f"  no accuracy: {reason}")
         return {"no_metrics": reason, "pictures": pictures}
+    groups = word_groups_for(run.cfg.dataset)
     metrics = evaluate_alignment(model, vocab, run.store(), run.usable(run.eval), beta, device=run.cfg.device,
-                                 groups=word_groups_for(run.cfg.dataset))
+                                 groups=groups)
     keep = ("word_accuracy", "word_accuracy_argmax", "phrase_accuracy", "phrase_accuracy_argmax",
             "phrase_upper_bound", "mean_snippet_len", "mean_snippet_len_argmax", "n_words", "n_phrases",
             "n_sentences", "n_images", "iou", "word_accuracy_by_group", "word_accuracy_by_group_argmax")
-    return {"metrics": {k: _plain(metrics[k]) for k in keep if k in metrics}, "details": _plain(metrics),
-            "pictures": pictures}
+    out = {"box_weight": run.results.get("box_score", {}).get("weight", 0.0),
+           "metrics": {k: _plain(metrics[k]) for k in keep if k in metrics}, "details": _plain(metrics),
+           "pictures": pictures}
+    if out["box_weight"] > 0:  # the aligner alone, its beta calibrated the same way, for comparison
+        from align.snippets import calibrate_beta, calibration_batches
+
+        plain, _, _ = load_alignment(run)
+        cfg = _snippet_config(run)
+        b0 = cfg.beta if cfg.beta is not None else calibrate_beta(
+            calibration_batches(plain, vocab, run.store(), run.usable(run.train), cfg), cfg.target_len,
+            cfg.calib_iters)[0]
+        m0 = evaluate_alignment(plain, vocab, run.store(), run.usable(run.eval), b0, device=run.cfg.device,
+                                groups=groups)
+        out["metrics_without_box_score"] = {"beta": b0, **{k: _plain(m0[k]) for k in keep if k in m0}}
+    return out
 
 
 def _pictures(run, model, vocab, beta) -> list[str]:

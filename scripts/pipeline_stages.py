@@ -129,7 +129,9 @@ def _stages() -> list[Stage]:
               doc="stage-1 alignment model (BRNN + region projection, max-margin)"),
         Stage("retrieval", A.retrieval, ("retrieval_protocol", "eval_split"), ("align_train",),
               ("retrieval_examples.json",), doc="image-sentence ranking on the eval split (1K protocol)"),
-        Stage("snippets", A.snippets, ("snippets",), ("align_train",),
+        Stage("box_score", A.box_score, ("box_score", "box_weights", "snippets"), ("align_train",),
+              ("box_score.pt",), doc="learned box score (whole object or not) and its weight in the MRF"),
+        Stage("snippets", A.snippets, ("snippets",), ("align_train", "box_score"),
               ("snippets.jsonl", "snippets"), doc="MRF snippets of the train split"),
         Stage("gen_full", G.gen_full, ("gen",), ("features",), ("gen_full",),
               doc="multimodal RNN on (whole image, sentence)"),
@@ -141,7 +143,7 @@ def _stages() -> list[Stage]:
               ("gen_full", "gen_region"),
               ("region_captions.json",), applies=has_region_text,
               doc="region model vs full-frame model on ground-truth region descriptions"),
-        Stage("align_eval", A.align_eval, ("show_images", "eval_split"), ("align_train", "snippets"),
+        Stage("align_eval", A.align_eval, ("show_images", "eval_split"), ("align_train", "box_score", "snippets"),
               ("align_eval",), doc="alignment pictures; word-to-region accuracy, MRF vs argmax, where the data "
                                    "has phrase boxes"),
         Stage("dense", G.dense, ("dense", "dense_images", "dense_eval_images", "eval_split"), ("gen_region",),
@@ -190,6 +192,11 @@ def assemble_results(run: Run) -> dict:
                 if k in ev:
                     ev[k.replace("mean_snippet_len", "eval_mean_snippet_len")] = ev.pop(k)
             out["alignment"].update(ev)
+            out["alignment"]["box_weight"] = R["align_eval"].get("box_weight", 0.0)
+            plain = R["align_eval"].get("metrics_without_box_score")
+            if plain:  # the aligner alone beside it
+                out["alignment"]["without_box_score"] = {k: plain[k] for k in (
+                    "beta", "word_accuracy", "word_accuracy_argmax", "phrase_accuracy") if k in plain}
     if "metrics" in R.get("region_captions", {}):
         out["region_captioning"] = R["region_captions"]["metrics"]
     if "metrics" in R.get("dense", {}):
