@@ -64,12 +64,20 @@ class BoxScorer(nn.Module):
         nn.init.zeros_(self.linear.bias)
         self.requires_grad_(False)  # fitted by `fit_box_scorer`, never by backpropagation
 
+    @property
+    def feature_dim(self) -> int:
+        """D: the size of the region features it was made for."""
+        return self.mean.numel() - geometry_dim(self.cfg.geometry_bins)
+
     def inputs(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """[..., R, D], [..., R, 4] -> standardised [..., R, D + G]."""
         x = torch.cat([feats.float(), box_geometry(boxes, self.cfg.geometry_bins)], -1)
         return (x - self.mean) / self.std
 
     def forward(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        if feats.shape[-1] != self.feature_dim:
+            raise ValueError(f"the box score was fitted on {self.feature_dim}-dim region features, these have "
+                             f"{feats.shape[-1]}: fit it on a store of the same feature recipe")
         s = self.linear(self.inputs(feats, boxes))[..., 0]  # [..., R]
         real = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
         real[..., 0] = False  # the whole image is not scored as an object
@@ -150,9 +158,8 @@ def tight_box_rate(scorer: BoxScorer, store, records: list[ImageRecord], iou: fl
 
 
 def save_box_scorer(path: str | os.PathLike, scorer: BoxScorer, stats: dict | None = None) -> None:
-    save_checkpoint(path, {"kind": "boxscore", "config": asdict(scorer.cfg), "feature_dim": scorer.mean.numel()
-                           - geometry_dim(scorer.cfg.geometry_bins), "model": scorer.state_dict(),
-                           "stats": stats or {}})
+    save_checkpoint(path, {"kind": "boxscore", "config": asdict(scorer.cfg), "feature_dim": scorer.feature_dim,
+                           "model": scorer.state_dict(), "stats": stats or {}})
 
 
 def load_box_scorer(path: str | os.PathLike) -> BoxScorer:

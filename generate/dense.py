@@ -9,16 +9,20 @@ region's caption is the best beam of `generate.decode.beam_search`.
 
 Score of a caption: its mean log-probability per generated word, END included,
 ``logprob / (len(tokens) + 1)`` (natural log, <= 0; higher = the model is surer of what it says). The encoder
-does not expose detection confidences for every backend, so the score is the caption model's alone; regions
-are sorted by it, near-duplicates removed by greedy NMS (`nms_iou`, DenseCap's final NMS at 0.3) and the best
-`top` kept. The whole-image row 0 is left out unless `whole_image` (it is not a
-region; an image with no detection keeps it so that every image gets at least one caption).
+does not expose detection confidences for every backend; given a learned box score (`align.boxscore`, fitted
+on annotated boxes of the same feature recipe) as `box_scorer`, each region's score also gets
+``box_weight * log sigmoid(box score)``, the log-probability that the region is a whole object (weight 1: the
+product of the two probabilities). Regions are sorted by the score, near-duplicates removed by greedy NMS
+(`nms_iou`, DenseCap's final NMS at 0.3) and the best `top` kept. The whole-image row 0 is left out unless
+`whole_image` (it is not a region; an image with no detection keeps it so that every image gets at least one
+caption).
 
 Result per image (JSON-able)::
 
     {"image_id": str, "path": str | None, "width": int, "height": int,
      "regions": [{"box": [x1, y1, x2, y2] (pixels), "caption": str, "score": float, "logprob": float,
-                  "row": int (row of the image's regions; 0 = whole image)}, ...]}   best score first
+                  "row": int (row of the image's regions; 0 = whole image),
+                  "box_score": float (the box scorer's logit; only with a box scorer)}, ...]}   best score first
 
 Dimensions: R regions of an image (row 0 = whole image), D feature size, Din generator input size.
 """
@@ -48,6 +52,7 @@ class DenseConfig:
     #                               final NMS, 0.3); None = keep all (the encoder may fill its free slots with
     #                               near-duplicate boxes)
     whole_image: bool = False  # also caption row 0 (the whole image) as a region
+    box_weight: float = 1.0  # with a box scorer: score += box_weight * log sigmoid(box score); 0 = captions only
     full_frame_input: str = "crop"  # a full-frame ("image") model sees each region as an image: "crop" = the
     #                                 region's own feature (the paper's full-frame baseline on regions);
     #                                 "image" = the whole image's feature for every region
@@ -148,14 +153,15 @@ def _regions_of(source, item, root: str | None):
 
 
 def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig | None = None, *,
-                   root: str | None = None, failed: list | None = None, log=None, **overrides):
+                   root: str | None = None, failed: list | None = None, log=None, box_scorer=None, **overrides):
     """Dense captions of images.
 
     model, vocab, gen_cfg: a generator (`generate.train.load_generator`); source: a `RegionEncoder` (images are
     file paths or ImageRecords, decoded and encoded here) or a `FeatureStore` (images are image ids or
     ImageRecords in it). `overrides` set DenseConfig fields (beam=, top=, max_len= ...). An image that cannot be
     read is reported (to `log`, default stderr, and appended to `failed` as {"image_id", "path", "reason"})
-    and skipped. Returns a list of per-image results (module doc); a single image (not a list) gives one result.
+    and skipped. `box_scorer`: an `align.boxscore.BoxScorer` whose score joins the caption's (module doc).
+    Returns a list of per-image results (module doc); a single image (not a list) gives one result.
     """
     from align.regions.images import ImageError
 
@@ -182,6 +188,13 @@ def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig
             {"box": [float(v) for v in boxes[r]], "caption": c, "score": lp / (n + 1), "logprob": lp, "row": int(r)}
             for r, (c, lp, n) in zip(rows, caps)
         ]
+        if box_scorer is not None:
+            with torch.no_grad():
+                z = box_scorer(torch.tensor(np.asarray(feats, np.float32)),
+                               torch.tensor(np.asarray(boxes, np.float32))).double()  # [R]
+            for d in regions:
+                d["box_score"] = float(z[d["row"]])
+                d["score"] += cfg.box_weight * float(torch.nn.functional.logsigmoid(z[d["row"]]))
         regions.sort(key=lambda d: -d["score"])
         if cfg.nms_iou is not None:
             regions = [regions[i] for i in nms([d["box"] for d in regions], cfg.nms_iou)]

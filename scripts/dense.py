@@ -37,6 +37,10 @@ def parse_args(argv):
     p.add_argument("--backend", default=None,
                    help="box backend for the images (default: the checkpoint's; rcnn when that was 'given')")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--box-scorer", default=None,
+                   help="a learned box score (dvsa align boxscore, same feature recipe): ranks whole objects first")
+    p.add_argument("--box-weight", type=float, default=d.box_weight,
+                   help=f"weight of log sigmoid(box score) in a region's score (default {d.box_weight})")
     return p.parse_args(argv)
 
 
@@ -49,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
 
     nms_iou = None if args.nms is None or args.nms < 0 else args.nms
     cfg = DenseConfig(beam=args.beam, top=args.top, nms_iou=nms_iou, max_len=args.max_len, length_norm=args.length_norm,
-                      whole_image=args.whole_image, full_frame_input=args.full_frame_input)
+                      whole_image=args.whole_image, full_frame_input=args.full_frame_input, box_weight=args.box_weight)
     try:
         model, vocab, gen_cfg, ck = load_generator(args.checkpoint, device=args.device)
+        box_scorer = None
+        if args.box_scorer:
+            from align.boxscore import load_box_scorer
+
+            box_scorer = load_box_scorer(args.box_scorer)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f"dvsa dense: {e}", file=sys.stderr)
         return 2
@@ -68,13 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"dvsa dense: {args.checkpoint}: {e}", file=sys.stderr)
         return 2
+    if box_scorer is not None and box_scorer.feature_dim != encoder.dim:
+        print(f"dvsa dense: {args.box_scorer} was fitted on {box_scorer.feature_dim}-dim features; the generator's "
+              f"region encoder gives {encoder.dim}", file=sys.stderr)
+        return 2
     paths = image_files(args.images)
     if not paths:
         print(f"dvsa dense: no images in {args.images}", file=sys.stderr)
         return 2
     failed: list[dict] = []
     t0 = time.time()
-    results = dense_captions(model, vocab, gen_cfg, encoder, [str(p) for p in paths], cfg, failed=failed)
+    results = dense_captions(model, vocab, gen_cfg, encoder, [str(p) for p in paths], cfg, failed=failed,
+                             box_scorer=box_scorer)
     dt = time.time() - t0
     resolved = dataclasses.asdict(resolve_config(cfg, gen_cfg))
     out = {"checkpoint": str(args.checkpoint), "config": resolved, "backend": encoder.cfg.backend,

@@ -103,9 +103,9 @@ def region_captions(run) -> dict:
 
 
 def dense(run) -> dict:
-    """Dense captions (the region model on every detected region) of the eval images; the first `dense_images`
-    are kept for the report, and DenseCap mAP is computed on up to `dense_eval_images` of them where the eval
-    regions carry descriptions."""
+    """Dense captions (the region model on every detected region, ranked with the box score where `box_score`
+    fitted one) of the eval images; the first `dense_images` are kept for the report, and DenseCap mAP is
+    computed on up to `dense_eval_images` of them where the eval regions carry descriptions."""
     from generate.dense import DenseConfig, dense_captions
 
     model, vocab, gen_cfg = load_generator(run, "gen_region")
@@ -113,8 +113,13 @@ def dense(run) -> dict:
     records = run.usable(run.eval)
     described = [r for r in records if any(g.text for g in r.regions)][: run.cfg.dense_eval_images]
     todo = {r.id: r for r in records[: run.cfg.dense_images] + described}
+    scorer = None
+    if run.results.get("box_score", {}).get("path"):  # the learned box score ranks whole objects first
+        from align.boxscore import load_box_scorer
+
+        scorer = load_box_scorer(run.results["box_score"]["path"])
     results = dense_captions(model, vocab, gen_cfg, run.store(), list(todo.values()), cfg, root=run.cfg.root,
-                             log=run.log)
+                             log=run.log, box_scorer=scorer)
     by_id = {d["image_id"]: d for d in results}
     for d in by_id.values():  # the report reads the picture from the path
         d["path"] = run.image_path(todo[d["image_id"]])
@@ -128,6 +133,7 @@ def dense(run) -> dict:
 
         ev = densecap_evaluate([by_id[r.id] for r in described if r.id in by_id], described, scorer=run.meteor())
         result["metrics"] = {"map": round(100 * ev["map"], 2), "det_map": round(100 * ev["det_map"], 2),
+                             "box_score": scorer is not None,
                              "n_images": ev["n_images"], "n_gt": ev["n_gt"], "n_pred": ev["n_pred"],
                              "scorer": ev["scorer"]}
     return result

@@ -146,7 +146,8 @@ def _stages() -> list[Stage]:
         Stage("align_eval", A.align_eval, ("show_images", "eval_split"), ("align_train", "box_score", "snippets"),
               ("align_eval",), doc="alignment pictures; word-to-region accuracy, MRF vs argmax, where the data "
                                    "has phrase boxes"),
-        Stage("dense", G.dense, ("dense", "dense_images", "dense_eval_images", "eval_split"), ("gen_region",),
+        Stage("dense", G.dense, ("dense", "dense_images", "dense_eval_images", "eval_split"),
+              ("gen_region", "box_score"),
               ("dense",), doc="dense captions of a sample (and DenseCap mAP where regions have text)"),
     ]
 

@@ -63,6 +63,32 @@ def test_dense_from_store(store, beam):
     assert one["regions"] == every["regions"][:2]
 
 
+def test_box_score_joins_the_caption_score(store):
+    from align.boxscore import BoxScoreConfig, BoxScorer
+
+    st, images = store
+    scorer = BoxScorer(8, BoxScoreConfig(geometry_bins=2))
+    scorer.linear.weight.copy_(torch.linspace(-2, 2, scorer.mean.numel())[None])
+    scorer.linear.bias.fill_(0.5)
+    model = OneWordModel(8)
+    plain = dense_captions(model, vocab(), Gen(), st, ["a", "b"], top=0, nms_iou=None)
+    got = dense_captions(model, vocab(), Gen(), st, ["a", "b"], top=0, nms_iou=None, box_scorer=scorer,
+                         box_weight=3.0)
+    for p, g in zip(plain, got):
+        boxes, feats, _ = images[g["image_id"]]
+        z = scorer(torch.from_numpy(feats), torch.from_numpy(boxes))
+        by_row = {d["row"]: d for d in p["regions"]}
+        for d in g["regions"]:
+            assert d["box_score"] == pytest.approx(float(z[d["row"]]), abs=1e-5)
+            want = by_row[d["row"]]["score"] + 3.0 * float(torch.nn.functional.logsigmoid(z[d["row"]]))
+            assert d["score"] == pytest.approx(want, abs=1e-5)
+        assert [d["score"] for d in g["regions"]] == sorted((d["score"] for d in g["regions"]), reverse=True)
+    assert any([d["row"] for d in g["regions"]] != [d["row"] for d in p["regions"]]  # the box score reorders
+               for p, g in zip(plain, got))
+    with pytest.raises(ValueError, match="fitted on 5-dim"):
+        dense_captions(model, vocab(), Gen(), st, ["a"], box_scorer=BoxScorer(5, BoxScoreConfig()))
+
+
 def test_nms_drops_near_duplicates_of_better_regions(store):
     boxes = [[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [0, 0, 10, 40], [21, 20, 30, 30]]
     assert nms(boxes, 0.3) == [0, 2, 3]  # IoU(1, 0) = 0.91, IoU(4, 2) = 0.9; IoU(3, 0) = 0.25 is kept
@@ -177,6 +203,19 @@ def test_cli_dense_end_to_end(tmp_path, capsys):
             assert all(w in vocab().itos for w in x["caption"].split())
     html = page.read_text()
     assert html.count("data:image/jpeg;base64,") == 2 and "zbad.png" in html
+    # with a box scorer of the encoder's features: every region carries its box score
+    from align.boxscore import BoxScoreConfig, BoxScorer, save_box_scorer
+
+    save_box_scorer(tmp_path / "bs.pt", BoxScorer(enc.dim, BoxScoreConfig()))
+    assert main(["--checkpoint", str(ck), "--images", str(d), "--out", str(out), "--top", "3",
+                 "--box-scorer", str(tmp_path / "bs.pt")]) == 0
+    res = json.loads(out.read_text())
+    assert res["config"]["box_weight"] == 1.0
+    assert all(x["box_score"] == 0.0 for r in res["images"] for x in r["regions"])  # an all-zero scorer
+    save_box_scorer(tmp_path / "bs3.pt", BoxScorer(3, BoxScoreConfig()))
+    assert main(["--checkpoint", str(ck), "--images", str(d), "--out", str(out),
+                 "--box-scorer", str(tmp_path / "bs3.pt")]) == 2
+    assert "fitted on 3-dim features" in capsys.readouterr().err
     # a checkpoint whose features were not made by the region encoder cannot featurise new images
     bad = tiny_checkpoint(tmp_path / "bad.pt", vocab(), enc.dim, {"dim": enc.dim, "producer": "elsewhere"})
     assert main(["--checkpoint", str(bad), "--images", str(d), "--out", str(out)]) == 2
