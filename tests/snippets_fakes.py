@@ -68,6 +68,24 @@ def sorted2(g, w, h):
     return [x[0], y[0], x[1] + 1, y[1] + 1]
 
 
+COLORS, SHAPES = ["red", "blue"], ["circle", "square"]
+
+
+def shape_words(extra_dims: int = 0) -> tuple[Vocabulary, torch.Tensor]:
+    """The vocabulary of the grounded scenes' sentences and a FakeAligner table over region features laid out as
+    [colour one-hot, shape one-hot, `extra_dims` features no word reads, whole-image marker]. Function words
+    prefer the whole image a little (0.6), as a trained model's do; without that the MRF has exact ties."""
+    vocab = Vocabulary(["a", "the", "left", "of"] + COLORS + SHAPES)
+    table = torch.zeros(len(vocab), len(COLORS) + len(SHAPES) + extra_dims + 1)
+    for w in ("a", "the", "left", "of"):
+        table[vocab.stoi[w], -1] = 0.6
+    for i, c in enumerate(COLORS):
+        table[vocab.stoi[c], i] = 1.0
+    for i, s in enumerate(SHAPES):
+        table[vocab.stoi[s], len(COLORS) + i] = 1.0
+    return vocab, table
+
+
 def grounded_world(tmp_path, n_images=5, noise=0.0, seed=0):
     """Scenes of coloured shapes with ground-truth phrases, and a FakeAligner that knows which word names which
     object kind (plus `noise`). Region row r+1 of the store is object r's box (row 0 = whole image).
@@ -76,17 +94,10 @@ def grounded_world(tmp_path, n_images=5, noise=0.0, seed=0):
     prefer the whole image a little (0.6), as a trained model's do; without that the MRF has exact ties.
     """
     g = np.random.default_rng(seed)
-    colors, shapes = ["red", "blue"], ["circle", "square"]
-    kinds = [(c, s) for c in colors for s in shapes]
-    vocab = Vocabulary(["a", "the", "left", "of"] + colors + shapes)
-    dim = len(colors) + len(shapes) + 1  # the last feature marks the whole image
-    table = torch.zeros(len(vocab), dim)
-    for w in ("a", "the", "left", "of"):
-        table[vocab.stoi[w], -1] = 0.6
-    for i, c in enumerate(colors):
-        table[vocab.stoi[c], i] = 1.0
-    for i, s in enumerate(shapes):
-        table[vocab.stoi[s], len(colors) + i] = 1.0
+    kinds = [(c, s) for c in COLORS for s in SHAPES]
+    colors, shapes = COLORS, SHAPES
+    vocab, table = shape_words(extra_dims=0)
+    dim = table.shape[1]
     writer = FeatureStoreWriter(tmp_path / "store", {"dim": dim, "producer": "test"}, part_size=3)
     records, sid = [], 0
     for k in range(n_images):

@@ -14,8 +14,7 @@ from align.model import box_geometry
 from align.snippets import SnippetConfig
 from data.features import FeatureStore, FeatureStoreWriter
 from data.records import ImageRecord, Phrase, Region, Sentence
-from data.text import Vocabulary
-from snippets_fakes import FakeAligner
+from snippets_fakes import COLORS, SHAPES, FakeAligner, shape_words
 
 
 def random_scorer(dim, bins, seed=0):
@@ -90,16 +89,9 @@ def part_world(tmp_path, n_images=12, seed=0):
     one more feature (dim -2) is 1 on whole objects and 0 on parts: only a score learned from boxes can use it.
     """
     g = np.random.default_rng(seed)
-    colors, shapes = ["red", "blue"], ["circle", "square"]
-    vocab = Vocabulary(["a", "the", "left", "of"] + colors + shapes)
-    dim = len(colors) + len(shapes) + 2  # ..., wholeness, whole image
-    table = torch.zeros(len(vocab), dim)
-    for w in ("a", "the", "left", "of"):
-        table[vocab.stoi[w], -1] = 0.6
-    for i, c in enumerate(colors):
-        table[vocab.stoi[c], i] = 1.0
-    for i, s in enumerate(shapes):
-        table[vocab.stoi[s], len(colors) + i] = 1.0
+    colors, shapes = COLORS, SHAPES
+    vocab, table = shape_words(extra_dims=1)  # the extra feature: wholeness
+    dim = table.shape[1]
     writer = FeatureStoreWriter(tmp_path / "store", {"dim": dim, "producer": "test"}, part_size=5)
     records, sid = [], 0
     for k in range(n_images):
