@@ -47,6 +47,12 @@ class BoxScoreConfig:
             raise ValueError("BoxScoreConfig: geometry_bins and l2 must be >= 0, max_iter and max_images >= 1")
 
 
+def box_inputs(feats: torch.Tensor, boxes: torch.Tensor, bins: int) -> torch.Tensor:
+    """What the box score reads: feats [..., R, D] and boxes [..., R, 4] (row 0 the whole image) -> float
+    [..., R, D + G], each region's feature and its `box_geometry`."""
+    return torch.cat([feats.float(), box_geometry(boxes, bins)], -1)
+
+
 class BoxScorer(nn.Module):
     """score(feats [..., R, D], boxes [..., R, 4]) -> float [..., R]: the logit of "this region is an object".
 
@@ -71,8 +77,7 @@ class BoxScorer(nn.Module):
 
     def inputs(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """[..., R, D], [..., R, 4] -> standardised [..., R, D + G]."""
-        x = torch.cat([feats.float(), box_geometry(boxes, self.cfg.geometry_bins)], -1)
-        return (x - self.mean) / self.std
+        return (box_inputs(feats, boxes, self.cfg.geometry_bins) - self.mean) / self.std
 
     def forward(self, feats: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         if feats.shape[-1] != self.feature_dim:
@@ -84,10 +89,10 @@ class BoxScorer(nn.Module):
         return s.masked_fill(~real, 0.0)
 
 
-def region_labels(store, records: list[ImageRecord], iou: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The store's regions (row 0 left out) of records that have annotated boxes: features float [N, D], boxes
-    float [N, 4] in a [N, 2, 4] pair with their image's frame (row 0), label float [N] (1 = IoU >= iou)."""
-    feats, boxes, labels = [], [], []
+def region_labels(store, records: list[ImageRecord], iou: float, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The store's regions (row 0 left out) of records that have annotated boxes: their `box_inputs` float
+    [N, D + G] and labels float [N] (1 = IoU >= iou with an annotated box)."""
+    inputs, labels = [], []
     for r in records:
         gt = [reg.box for reg in r.regions]
         if r.id not in store or not gt:
@@ -95,12 +100,11 @@ def region_labels(store, records: list[ImageRecord], iou: float) -> tuple[torch.
         b, f = store.regions(r.id)
         b, f = torch.from_numpy(b.copy()), torch.from_numpy(f.copy())
         best = box_iou(b[1:], torch.tensor(gt, dtype=torch.float32)).max(1).values  # [R - 1]
-        feats.append(f[1:])
-        boxes.append(torch.stack([b[:1].expand(len(b) - 1, 4), b[1:]], 1))  # [R - 1, 2, 4]: (frame, box)
+        inputs.append(box_inputs(f, b, bins)[1:])
         labels.append((best >= iou).float())
-    if not feats:
+    if not inputs:
         raise ValueError("no record has both annotated boxes and regions in the store: nothing to fit a box score on")
-    return torch.cat(feats), torch.cat(boxes), torch.cat(labels)
+    return torch.cat(inputs), torch.cat(labels)
 
 
 def fit_box_scorer(store, records: list[ImageRecord], cfg: BoxScoreConfig) -> tuple[BoxScorer, dict]:
@@ -109,10 +113,8 @@ def fit_box_scorer(store, records: list[ImageRecord], cfg: BoxScoreConfig) -> tu
     Returns (scorer, stats): stats has n_images, n_regions, positive_rate and the training accuracy.
     """
     records = [r for r in records if r.regions and r.id in store][: cfg.max_images]
-    feats, pairs, labels = region_labels(store, records, cfg.iou)
-    scorer = BoxScorer(feats.shape[1], cfg)
-    geo = box_geometry(pairs, cfg.geometry_bins)[:, 1]  # each box measured against its own image's frame
-    x = torch.cat([feats, geo], 1)
+    x, labels = region_labels(store, records, cfg.iou, cfg.geometry_bins)  # [N, D + G], [N]
+    scorer = BoxScorer(x.shape[1] - geometry_dim(cfg.geometry_bins), cfg)
     scorer.mean.copy_(x.mean(0))
     scorer.std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1]))
     z = (x - scorer.mean) / scorer.std
@@ -181,9 +183,9 @@ class BoxPrior(nn.Module):
 
     def word_region_scores(self, feats, region_mask, tokens, lengths, boxes=None) -> torch.Tensor:
         """float [B, T, R] like the model's: padded regions -inf, padded words 0."""
-        u = self.model.word_region_scores(feats, region_mask, tokens, lengths, boxes)
         if boxes is None:
             raise ValueError("BoxPrior needs the regions' boxes")
+        u = self.model.word_region_scores(feats, region_mask, tokens, lengths, boxes)
         prior = self.scorer(feats, boxes.to(feats.device)).to(u.dtype)  # [B, R]
         words = torch.arange(u.shape[1], device=u.device)[None, :] < lengths.to(u.device)[:, None]  # [B, T]
         return u + self.weight * prior[:, None, :] * words[..., None]
@@ -203,15 +205,12 @@ def choose_box_weight(model, scorer: BoxScorer, vocab, store, calib_records: lis
     its fixed beta). Returns (weight, [{weight, beta, word_accuracy, phrase_accuracy}] per weight tried);
     ties go to the smaller weight."""
     from align.grounding import evaluate_alignment
-    from align.snippets import calibrate_beta, calibration_batches
+    from align.snippets import snippet_beta
 
     rows = []
     for w in sorted({0.0, *(float(x) for x in weights)}):
         m = BoxPrior(model, scorer, w) if w > 0 else model
-        beta = snippet_cfg.beta
-        if beta is None:
-            beta, _ = calibrate_beta(calibration_batches(m, vocab, store, calib_records, snippet_cfg),
-                                     snippet_cfg.target_len, snippet_cfg.calib_iters)
+        beta, _ = snippet_beta(m, vocab, store, calib_records, snippet_cfg)
         res = evaluate_alignment(m, vocab, store, val_records, beta, batch_size=snippet_cfg.batch_size,
                                  device=snippet_cfg.device, groups=groups)
         rows.append({"weight": w, "beta": beta, "word_accuracy": res["word_accuracy"],

@@ -205,6 +205,16 @@ def calibration_batches(model, vocab, store, records: list[ImageRecord], cfg: Sn
     return list(score_pairs(model, vocab, store, pairs, cfg.batch_size, cfg.device))
 
 
+def snippet_beta(model, vocab, store, records: list[ImageRecord], cfg: SnippetConfig) -> tuple[float, float | None]:
+    """(beta, calib_len): `cfg.beta` when fixed (calib_len None), else the beta calibrated on a seeded sample of
+    `records` (`calibration_batches`) to `cfg.target_len`, and the sample's mean snippet length at it."""
+    if cfg.beta is not None:
+        return float(cfg.beta), None
+    beta, calib_len = calibrate_beta(calibration_batches(model, vocab, store, records, cfg), cfg.target_len,
+                                     cfg.calib_iters)
+    return float(beta), calib_len
+
+
 def batch_snippets(batch: PairBatch, assign: torch.Tensor, score: str = "sum") -> Iterator[dict]:
     """Snippet dicts (the contract above) of one scored batch and its assignment long [B, T]."""
     for k, (rec, sent) in enumerate(zip(batch.records, batch.sentences)):
@@ -235,13 +245,9 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
     whole_image_fraction (snippets on row 0, the whole image), missing_images (ids absent from the store).
     """
     cfg = cfg or SnippetConfig()
-    summary: dict = {"beta": cfg.beta, "target_len": None, "calib_len": None}
-    if cfg.beta is None:
-        sample = calibration_batches(model, vocab, store, calib_records or records, cfg)
-        beta, calib_len = calibrate_beta(sample, cfg.target_len, cfg.calib_iters)
-        summary.update(beta=beta, target_len=cfg.target_len, calib_len=calib_len)
-        del sample
-    beta = float(summary["beta"])
+    beta, calib_len = snippet_beta(model, vocab, store, calib_records or records, cfg)
+    summary: dict = {"beta": beta, "target_len": None if calib_len is None else cfg.target_len,
+                     "calib_len": calib_len}
     missing: list[str] = []
     pairs = sentence_pairs(records, store, missing)
     out = Path(out)

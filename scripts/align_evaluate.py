@@ -33,7 +33,7 @@ def add_beta_args(p: argparse.ArgumentParser) -> None:
 
 def resolve_beta(args, model, vocab, store, all_records) -> tuple[float, str]:
     """(beta, how it was chosen) from --beta / --beta-from / --target-len."""
-    from align.snippets import SnippetConfig, calibrate_beta, calibration_batches
+    from align.snippets import SnippetConfig, snippet_beta
     from data.records import DataError, select_split
 
     if args.beta is not None:
@@ -47,8 +47,7 @@ def resolve_beta(args, model, vocab, store, all_records) -> tuple[float, str]:
         sample = select_split(all_records, args.split)
         where = args.split
     cfg = SnippetConfig(target_len=args.target_len, device=args.device)
-    beta, got = calibrate_beta(calibration_batches(model, vocab, store, sample, cfg), cfg.target_len,
-                               cfg.calib_iters)
+    beta, got = snippet_beta(model, vocab, store, sample, cfg)
     return beta, f"calibrated on {where} to mean snippet length {cfg.target_len} (got {got:.2f})"
 
 

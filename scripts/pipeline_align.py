@@ -244,15 +244,9 @@ def align_eval(run) -> dict:
     out = {"box_weight": run.results.get("box_score", {}).get("weight", 0.0),
            "metrics": {k: _plain(metrics[k]) for k in keep if k in metrics}, "details": _plain(metrics),
            "pictures": pictures}
-    if out["box_weight"] > 0:  # the aligner alone, its beta calibrated the same way, for comparison
-        from align.snippets import calibrate_beta, calibration_batches
-
-        plain, _, _ = load_alignment(run)
-        cfg = _snippet_config(run)
-        b0 = cfg.beta if cfg.beta is not None else calibrate_beta(
-            calibration_batches(plain, vocab, run.store(), run.usable(run.train), cfg), cfg.target_len,
-            cfg.calib_iters)[0]
-        m0 = evaluate_alignment(plain, vocab, run.store(), run.usable(run.eval), b0, device=run.cfg.device,
+    if out["box_weight"] > 0:  # the aligner alone (model.model) for comparison, at the beta `box_score` found for it
+        b0 = next(r["beta"] for r in run.results["box_score"]["val"] if r["weight"] == 0)
+        m0 = evaluate_alignment(model.model, vocab, run.store(), run.usable(run.eval), b0, device=run.cfg.device,
                                 groups=groups)
         out["metrics_without_box_score"] = {"beta": b0, **{k: _plain(m0[k]) for k in keep if k in m0}}
     return out
