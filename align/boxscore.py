@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from align.grounding import box_iou
-from align.model import box_geometry, geometry_dim
-from data.checkpoint import load_checkpoint, save_checkpoint
-from data.records import ImageRecord
+from dvsa.align.grounding import box_iou
+from dvsa.align.model import box_geometry, geometry_dim
+from dvsa.data.checkpoint import load_checkpoint, save_checkpoint
+from dvsa.data.records import ImageRecord
 
 
 @dataclass
@@ -204,8 +204,8 @@ def choose_box_weight(model, scorer: BoxScorer, vocab, store, calib_records: lis
     phrase boxes of `val_records`, beta calibrated for each weight on `calib_records` as `snippet_cfg` says (or
     its fixed beta). Returns (weight, [{weight, beta, word_accuracy, phrase_accuracy}] per weight tried);
     ties go to the smaller weight."""
-    from align.grounding import evaluate_alignment
-    from align.snippets import snippet_beta
+    from dvsa.align.grounding import evaluate_alignment
+    from dvsa.align.snippets import snippet_beta
 
     rows = []
     for w in sorted({0.0, *(float(x) for x in weights)}):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from align.retrieval import pad_tokens
-from data.text import Vocabulary
+from dvsa.align.retrieval import pad_tokens
+from dvsa.data.text import Vocabulary
 
 
 @dataclass

@@ -29,9 +29,9 @@ from collections import Counter, defaultdict
 
 import torch
 
-from align.mrf import chain_mrf, snippet_counts
-from align.snippets import PairBatch, score_pairs, sentence_pairs
-from data.records import ImageRecord, Phrase
+from dvsa.align.mrf import chain_mrf, snippet_counts
+from dvsa.align.snippets import PairBatch, score_pairs, sentence_pairs
+from dvsa.data.records import ImageRecord, Phrase
 
 STOPWORDS = frozenset(
     "a an the this that these those some one his her their its my your our of and or with in on at to".split()
@@ -157,7 +157,7 @@ def word_groups_for(dataset: str) -> dict | None:
     scenes (`data.synthetic_text.word_groups`), None elsewhere."""
     if dataset != "synthetic":
         return None
-    from data.synthetic_text import word_groups
+    from dvsa.data.synthetic_text import word_groups
 
     return word_groups()
 

@@ -13,7 +13,7 @@ import io
 
 from PIL import Image
 
-from align.draw import _pieces, region_color, text_color
+from dvsa.align.draw import _pieces, region_color, text_color
 
 CSS = """
 body { font-family: sans-serif; margin: 20px; color: #222; background: #fafafa; }

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from data.standardize import standardization
+from dvsa.data.standardize import standardization
 
 
 GEOMETRY_DIM = 5  # x1 / W, y1 / H, x2 / W, y2 / H, box area / image area

@@ -18,8 +18,8 @@ import math
 import numpy as np
 import torch
 
-from align.model import lengths_mask
-from align.scores import image_sentence_scores_packed
+from dvsa.align.model import lengths_mask
+from dvsa.align.scores import image_sentence_scores_packed
 
 RECALLS = (1, 5, 10)
 PROTOCOLS = ("1k", "5k", "coco1k", "all")

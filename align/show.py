@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from align.draw import load_image, render_alignment
-from align.html import alignment_page, retrieval_page
-from align.mrf import chain_mrf
-from align.snippets import batch_snippets, score_pairs
-from data.records import ImageRecord, Sentence
-from data.text import tokenize
+from dvsa.align.draw import load_image, render_alignment
+from dvsa.align.html import alignment_page, retrieval_page
+from dvsa.align.mrf import chain_mrf
+from dvsa.align.snippets import batch_snippets, score_pairs
+from dvsa.data.records import ImageRecord, Sentence
+from dvsa.data.text import tokenize
 
 
 def image_path(record: ImageRecord, root: str | os.PathLike | None = None) -> Path:
@@ -84,7 +84,7 @@ def write_alignment_page(model, vocab, store, records: list[ImageRecord], beta: 
 
 def picture_boxes(store, record: ImageRecord, aligned, root=None, width: int = 448):
     """The image with the aligned boxes only (the HTML page writes the sentences as text)."""
-    from align.draw import draw_boxes
+    from dvsa.align.draw import draw_boxes
 
     size = store.image_size(record.id)
     image, ok = load_image(image_path(record, root), size)
@@ -104,7 +104,7 @@ def rank_images(model, store, image_ids: list[str], tokens: torch.Tensor, length
 
     tokens long [Q, T] (PAD 0), lengths long [Q] >= 1.
     """
-    from align.scores import image_sentence_scores
+    from dvsa.align.scores import image_sentence_scores
 
     kind = getattr(getattr(model, "cfg", None), "score", "max")
     s = model.embed_words(tokens.to(device), lengths.to(device))  # [Q, T, H]

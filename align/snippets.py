@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from align.mrf import chain_mrf, runs, snippet_counts
-from data.records import ImageRecord, Sentence
+from dvsa.align.mrf import chain_mrf, runs, snippet_counts
+from dvsa.data.records import ImageRecord, Sentence
 
 SNIPPET_KEYS = ("image_id", "sentence_id", "start", "end", "text", "region", "box", "score")
 
@@ -285,7 +285,7 @@ def read_snippets(path: str | os.PathLike) -> list[dict]:
 
     `image_id` comes back as a str and each dict gains `_line` (its 1-based line number, for later errors).
     A missing file or a malformed line raises DataError naming the file (and line)."""
-    from data.records import DataError
+    from dvsa.data.records import DataError
 
     if not os.path.isfile(path):
         raise DataError(str(path), "snippets file not found")

@@ -1,6 +1,6 @@
 """A catalog of dataset readers by name. Every reader returns ``list[ImageRecord]``.
 
-    from data.catalog import load_dataset
+    from dvsa.data.catalog import load_dataset
     records = load_dataset("flickr8k", root="../shared/datasets/flickr8k")
 
 Readers register themselves with ``@register("name")``; `load_dataset` imports the reader modules lazily.
@@ -16,14 +16,14 @@ _READERS: dict[str, Callable[..., list[ImageRecord]]] = {}
 
 # name -> module that defines it (imported on first use, so a missing optional dependency stays local)
 _MODULES = {
-    "flickr8k": "data.readers.flickr",
-    "flickr30k": "data.readers.flickr",
-    "karpathy": "data.readers.karpathy",
-    "coco": "data.readers.coco",
-    "folder": "data.readers.folder",
-    "visual_genome": "data.readers.visual_genome",
-    "flickr30k_entities": "data.readers.flickr30k_entities",
-    "synthetic": "data.readers.synthetic",
+    "flickr8k": "dvsa.data.readers.flickr",
+    "flickr30k": "dvsa.data.readers.flickr",
+    "karpathy": "dvsa.data.readers.karpathy",
+    "coco": "dvsa.data.readers.coco",
+    "folder": "dvsa.data.readers.folder",
+    "visual_genome": "dvsa.data.readers.visual_genome",
+    "flickr30k_entities": "dvsa.data.readers.flickr30k_entities",
+    "synthetic": "dvsa.data.readers.synthetic",
 }
 
 

@@ -3,7 +3,7 @@
 The whole system runs on them anywhere, with known answers: which object every phrase names, each object's
 box, and a canonical description per object for dense captioning.
 
-    from data.synthetic import write_synthetic
+    from dvsa.data.synthetic import write_synthetic
     write_synthetic("runs/synth", n_train=400, n_val=50, n_test=50, size=192, seed=0)
 
 writes ``images/<id>.png`` (RGB, size x size), ``dataset_synthetic.json`` (Karpathy split format) and

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generate.dense import FULL_FRAME_INPUTS, caption_inputs
-from generate.densecap_eval import box_iou
-from generate.metrics import caption_metrics
+from dvsa.generate.dense import FULL_FRAME_INPUTS, caption_inputs
+from dvsa.generate.densecap_eval import box_iou
+from dvsa.generate.metrics import caption_metrics
 
 REGION_BOXES = ("match", "encode")
 
@@ -63,7 +63,7 @@ class CaptionEvalConfig:
 def caption_split(model, vocab, gen_cfg, store, records, beam: int, max_len: int | None = None,
                   length_norm: float | None = None, batch: int = 256) -> tuple[dict[str, str], list[str]]:
     """Full-frame captions of records in the store: ({image_id: caption}, [ids not in the store])."""
-    from generate.inputs import full_frame_features
+    from dvsa.generate.inputs import full_frame_features
 
     ids = [r.id for r in records if r.id in store]
     skipped = [r.id for r in records if r.id not in store]
@@ -109,7 +109,7 @@ def region_items(records, store, boxes: str = "match", encoder=None, root: str |
                 imgs.append(image)
                 ious.append(float(b))
         else:
-            from align.regions.images import ImageError, load_rgb
+            from dvsa.align.regions.images import ImageError, load_rgb
 
             try:
                 pil = load_rgb(_image_path(rec, root))
@@ -146,7 +146,7 @@ def snippet_references(snippets_path: str | os.PathLike, store, image_ids: Seque
     Same layout as `region_items` (keys "<image_id>@<row>"); snippets of images outside `image_ids` (when
     given) or outside the store are left out.
     """
-    from data.records import DataError
+    from dvsa.data.records import DataError
 
     want = None if image_ids is None else set(image_ids)
     groups: dict[tuple[str, int], list[str]] = defaultdict(list)
@@ -220,7 +220,7 @@ def region_caption_metrics(model, vocab, gen_cfg, records, store, *, boxes: str 
     if boxes not in REGION_BOXES:
         raise ValueError(f"boxes must be one of {REGION_BOXES}, got {boxes!r}")
     if boxes == "encode" and encoder is None:
-        from align.regions.encoder import RegionEncoder
+        from dvsa.align.regions.encoder import RegionEncoder
 
         encoder = RegionEncoder.from_meta(store.meta, progress=False)
     items = region_items(records, store, boxes, encoder, root, min_iou)

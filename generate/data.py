@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from data.records import DataError, ImageRecord, select_split
-from data.text import END_ID, PAD_ID, START_ID, UNK, Vocabulary
-from generate.inputs import full_frame_features, input_features
+from dvsa.data.records import DataError, ImageRecord, select_split
+from dvsa.data.text import END_ID, PAD_ID, START_ID, UNK, Vocabulary
+from dvsa.generate.inputs import full_frame_features, input_features
 
 
 @dataclass

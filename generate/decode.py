@@ -22,8 +22,8 @@ import contextlib
 
 import torch
 
-from data.text import END_ID, PAD_ID, START_ID
-from generate.model import CaptionModel, GenConfig, reorder_state
+from dvsa.data.text import END_ID, PAD_ID, START_ID
+from dvsa.generate.model import CaptionModel, GenConfig, reorder_state
 
 Hypothesis = tuple[list[int], float]
 

@@ -72,7 +72,7 @@ def region_inputs(regions: np.ndarray, image: np.ndarray, mode: str, full_frame_
     ("image") model gets each region's own feature as if the region were an image when full_frame_input="crop",
     or the whole image's feature when "image" (then every region gets the same caption).
     """
-    from generate.inputs import combine
+    from dvsa.generate.inputs import combine
 
     if mode == "image" and full_frame_input == "crop":
         return np.asarray(regions, np.float32).copy()
@@ -85,7 +85,7 @@ def caption_inputs(model, vocab, feats: np.ndarray, beam: int, max_len: int, len
 
     beam 1 is greedy decoding (exactly: beam search with one beam); logprob includes END when the caption ended.
     """
-    from generate.decode import beam_search, greedy
+    from dvsa.generate.decode import beam_search, greedy
 
     device = next(model.parameters()).device
     out = []
@@ -102,7 +102,7 @@ def caption_inputs(model, vocab, feats: np.ndarray, beam: int, max_len: int, len
 def nms(boxes, iou: float) -> list[int]:
     """Greedy non-maximum suppression of boxes [n, 4] already sorted best first: indices of the kept boxes
     (a box is dropped when its IoU with a kept, better box is > iou)."""
-    from generate.densecap_eval import box_iou
+    from dvsa.generate.densecap_eval import box_iou
 
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     over = box_iou(b, b) > iou  # [n, n]
@@ -131,14 +131,14 @@ def resolve_config(dense_cfg: DenseConfig | None, gen_cfg, **overrides) -> Dense
 
 def _regions_of(source, item, root: str | None):
     """(image_id, path, (w, h), boxes [R, 4], regions [R, D], image [D]) of one item, from a store or an encoder."""
-    from data.records import ImageRecord
+    from dvsa.data.records import ImageRecord
 
     if hasattr(source, "image_feature"):  # a FeatureStore: items are image ids or records
         image_id = item.id if isinstance(item, ImageRecord) else str(item)
         path = item.path if isinstance(item, ImageRecord) else None
         boxes, feats = source.regions(image_id)
         return image_id, path, source.image_size(image_id), boxes, feats, source.image_feature(image_id)
-    from align.regions.images import load_rgb
+    from dvsa.align.regions.images import load_rgb
 
     if isinstance(item, ImageRecord):
         image_id, path = item.id, item.path
@@ -163,7 +163,7 @@ def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig
     and skipped. `box_scorer`: an `align.boxscore.BoxScorer` whose score joins the caption's (module doc).
     Returns a list of per-image results (module doc); a single image (not a list) gives one result.
     """
-    from align.regions.images import ImageError
+    from dvsa.align.regions.images import ImageError
 
     cfg = resolve_config(dense_cfg, gen_cfg, **overrides)
     single = isinstance(images, (str, os.PathLike)) or not isinstance(images, Iterable)

@@ -23,7 +23,7 @@ def _data_uri(path: str | None, max_side: int) -> str | None:
     if not path:
         return None
     try:
-        from align.regions.images import load_rgb
+        from dvsa.align.regions.images import load_rgb
 
         im = load_rgb(path)
     except Exception:

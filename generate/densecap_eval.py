@@ -236,7 +236,7 @@ class DenseCapEvaluator:
             name = getattr(self.scorer, "name", None) or getattr(self.scorer, "__name__", type(self.scorer).__name__)
             vals = self.scorer(cands, refs)
         else:
-            from generate.metrics import JavaMissingError, MeteorScorer
+            from dvsa.generate.metrics import JavaMissingError, MeteorScorer
 
             try:
                 with MeteorScorer() as m:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from generate.model import INPUTS
+from dvsa.generate.model import INPUTS
 
 
 def combine(regions: np.ndarray, image: np.ndarray, mode: str) -> np.ndarray:

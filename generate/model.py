@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data.standardize import standardization
-from data.text import END_ID, PAD_ID, Vocabulary
+from dvsa.data.standardize import standardization
+from dvsa.data.text import END_ID, PAD_ID, Vocabulary
 
 CELLS = ("rnn", "lstm")
 INPUTS = ("image", "region", "region+image")

@@ -1,13 +1,13 @@
 """``dvsa align``: stage 1 commands."""
-from scripts._dispatch import dispatch
+from dvsa.scripts._dispatch import dispatch
 
 TABLE = {
-    "train": ("scripts.align_train", "train the alignment model on a feature store"),
-    "eval": ("scripts.align_eval", "image-sentence retrieval metrics (R@K, median rank)"),
-    "boxscore": ("scripts.align_boxscore", "fit a box score (whole object or not) on annotated boxes"),
-    "snippets": ("scripts.align_snippets", "MRF word-to-region snippets as JSON lines"),
-    "evaluate": ("scripts.align_evaluate", "word-to-region / phrase grounding accuracy"),
-    "show": ("scripts.align_show", "alignment pictures (PNG + HTML)"),
+    "train": ("dvsa.scripts.align_train", "train the alignment model on a feature store"),
+    "eval": ("dvsa.scripts.align_eval", "image-sentence retrieval metrics (R@K, median rank)"),
+    "boxscore": ("dvsa.scripts.align_boxscore", "fit a box score (whole object or not) on annotated boxes"),
+    "snippets": ("dvsa.scripts.align_snippets", "MRF word-to-region snippets as JSON lines"),
+    "evaluate": ("dvsa.scripts.align_evaluate", "word-to-region / phrase grounding accuracy"),
+    "show": ("dvsa.scripts.align_show", "alignment pictures (PNG + HTML)"),
 }
 
 

@@ -15,10 +15,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align.boxscore import BoxScoreConfig, fit_box_scorer, save_box_scorer, tight_box_rate
-    from data.catalog import load_dataset
-    from data.features import FeatureStore
-    from data.records import DataError, select_split
+    from dvsa.align.boxscore import BoxScoreConfig, fit_box_scorer, save_box_scorer, tight_box_rate
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStore
+    from dvsa.data.records import DataError, select_split
 
     d = BoxScoreConfig()
     p = argparse.ArgumentParser(prog="dvsa align boxscore", description=__doc__.split("\n\n")[0])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align.retrieval import PROTOCOLS
+    from dvsa.align.retrieval import PROTOCOLS
 
     p = argparse.ArgumentParser(prog="dvsa align eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="model.pt from dvsa align train")
@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="metrics JSON")
     args = p.parse_args(argv)
 
-    from align.retrieval import evaluate_retrieval, metrics_table
-    from align.train import load_alignment
-    from data.catalog import load_dataset
-    from data.features import FeatureStore
-    from data.records import DataError, select_split
-    from scripts.align_train import dataset_kwargs
+    from dvsa.align.retrieval import evaluate_retrieval, metrics_table
+    from dvsa.align.train import load_alignment
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStore
+    from dvsa.data.records import DataError, select_split
+    from dvsa.scripts.align_train import dataset_kwargs
 
     try:
         model, vocab, cfg = load_alignment(args.checkpoint, device=args.device)

@@ -17,12 +17,12 @@ import json
 import sys
 from pathlib import Path
 
-from scripts.align_snippets import add_model_args, open_inputs
+from dvsa.scripts.align_snippets import add_model_args, open_inputs
 
 
 def add_beta_args(p: argparse.ArgumentParser) -> None:
     """The beta flags that `resolve_beta` reads: --beta | --beta-from | --target-len (one of them)."""
-    from align.snippets import SnippetConfig
+    from dvsa.align.snippets import SnippetConfig
 
     g = p.add_mutually_exclusive_group()
     g.add_argument("--beta", type=float, default=None, help="fixed beta of eq. 12")
@@ -33,8 +33,8 @@ def add_beta_args(p: argparse.ArgumentParser) -> None:
 
 def resolve_beta(args, model, vocab, store, all_records) -> tuple[float, str]:
     """(beta, how it was chosen) from --beta / --beta-from / --target-len."""
-    from align.snippets import SnippetConfig, snippet_beta
-    from data.records import DataError, select_split
+    from dvsa.align.snippets import SnippetConfig, snippet_beta
+    from dvsa.data.records import DataError, select_split
 
     if args.beta is not None:
         return float(args.beta), "fixed"
@@ -52,8 +52,8 @@ def resolve_beta(args, model, vocab, store, all_records) -> tuple[float, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align.grounding import evaluate_alignment, format_table, word_groups_for
-    from align.snippets import SnippetConfig
+    from dvsa.align.grounding import evaluate_alignment, format_table, word_groups_for
+    from dvsa.align.snippets import SnippetConfig
 
     p = argparse.ArgumentParser(prog="dvsa align evaluate", description=__doc__.split("\n\n")[0])
     add_model_args(p, "test")

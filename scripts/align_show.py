@@ -15,12 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from scripts.align_evaluate import add_beta_args, resolve_beta
-from scripts.align_snippets import add_model_args, open_inputs
+from dvsa.scripts.align_evaluate import add_beta_args, resolve_beta
+from dvsa.scripts.align_snippets import add_model_args, open_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align.show import write_alignment_page, write_retrieval_page
+    from dvsa.align.show import write_alignment_page, write_retrieval_page
 
     p = argparse.ArgumentParser(prog="dvsa align show", description=__doc__.split("\n\n")[0])
     add_model_args(p, "test")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 def load_model(path: str, device: str = "cpu"):
     """(model in eval mode on `device`, vocab, cfg) from an alignment checkpoint."""
-    from align.train import load_alignment
+    from dvsa.align.train import load_alignment
 
     model, vocab, cfg = load_alignment(path)
     model.to(device).eval()
@@ -41,9 +41,9 @@ def add_model_args(p: argparse.ArgumentParser, split: str) -> None:
 
 def open_inputs(args):
     """(model, vocab, store, records of args.split) from the common arguments; errors name the bad input."""
-    from data.catalog import load_dataset
-    from data.features import FeatureStore
-    from data.records import select_split
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStore
+    from dvsa.data.records import select_split
 
     all_records = load_dataset(args.dataset, args.root)
     records = select_split(all_records, args.split)
@@ -52,14 +52,14 @@ def open_inputs(args):
     store = FeatureStore(args.store)
     model, vocab, _ = load_model(args.checkpoint, args.device)
     if getattr(args, "box_scorer", None):
-        from align.boxscore import BoxPrior, load_box_scorer
+        from dvsa.align.boxscore import BoxPrior, load_box_scorer
 
         model = BoxPrior(model, load_box_scorer(args.box_scorer).to(args.device), args.box_weight)
     return model, vocab, store, records, all_records
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align.snippets import SnippetConfig, write_snippets
+    from dvsa.align.snippets import SnippetConfig, write_snippets
 
     d = SnippetConfig()
     p = argparse.ArgumentParser(prog="dvsa align snippets", description=__doc__.split("\n\n")[0])

@@ -8,7 +8,7 @@ Every `align.model.AlignConfig` field is a flag (``--embed-dim 1000 --no-amp``);
 dict of fields first. The train split trains (vocabulary built on it), the val split validates (R@K sum, early
 stopping). ``--vectors`` gives fixed word vectors: a .npy from ``dvsa vectors`` or a word2vec file.
 Writes OUT/model.pt (best), OUT/last.pt (resume: run the same command again), OUT/config.json, OUT/history.json.
-Several processes or GPUs: ``torchrun --nproc_per_node N -m scripts.align_train ...`` (the global batch is split).
+Several processes or GPUs: ``torchrun --nproc_per_node N -m dvsa.scripts.align_train ...`` (the global batch is split).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import sys
 
-from scripts._config import add_config_flags, config_from_args
+from dvsa.scripts._config import add_config_flags, config_from_args
 
 
 def dataset_kwargs(pairs: list[str]) -> dict:
@@ -32,7 +32,7 @@ def dataset_kwargs(pairs: list[str]) -> dict:
 
 def word_vectors_for(path: str, vocab, log=print):
     """float [V, E] for `vocab` from a .npy written by `dvsa vectors`, or from a word2vec file."""
-    from data.vectors import load_vectors, load_word2vec, vectors_for_vocab
+    from dvsa.data.vectors import load_vectors, load_word2vec, vectors_for_vocab
 
     if path.endswith(".npy"):
         mat, cov = load_vectors(path, vocab)
@@ -43,7 +43,7 @@ def word_vectors_for(path: str, vocab, log=print):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align.model import AlignConfig
+    from dvsa.align.model import AlignConfig
 
     p = argparse.ArgumentParser(prog="dvsa align train", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(p, AlignConfig)
     args = p.parse_args(argv)
 
-    from align import distributed as dist
-    from align.train import train_alignment
-    from data.catalog import load_dataset
-    from data.features import FeatureStore
-    from data.records import DataError, select_split
-    from data.text import Vocabulary
+    from dvsa.align import distributed as dist
+    from dvsa.align.train import train_alignment
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStore
+    from dvsa.data.records import DataError, select_split
+    from dvsa.data.text import Vocabulary
 
     device = dist.init_distributed(None if args.device == "auto" else args.device)
     main_process = dist.is_main()

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from align.scores import image_sentence_scores
+    from dvsa.align.scores import image_sentence_scores
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 def _train_rate(args, g) -> dict:
     import torch
 
-    from align.loss import max_margin_loss
-    from align.model import AlignConfig, AlignmentModel, lengths_mask
-    from align.scores import image_sentence_scores
-    from align.train import make_optimizer
+    from dvsa.align.loss import max_margin_loss
+    from dvsa.align.model import AlignConfig, AlignmentModel, lengths_mask
+    from dvsa.align.scores import image_sentence_scores
+    from dvsa.align.train import make_optimizer
 
     cfg = AlignConfig(embed_dim=args.embed)
     model = AlignmentModel(cfg, 3000, args.feat_dim).train()

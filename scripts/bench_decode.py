@@ -27,8 +27,8 @@ def _rate(fn, n_images: int, repeat: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from generate.decode import beam_search, beam_search_single
-    from generate.model import CaptionModel, GenConfig
+    from dvsa.generate.decode import beam_search, beam_search_single
+    from dvsa.generate.model import CaptionModel, GenConfig
 
     d = GenConfig()
     p = argparse.ArgumentParser(prog="dvsa bench decode", description=__doc__.split("\n\n")[0])

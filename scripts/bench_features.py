@@ -1,6 +1,6 @@
-"""``dvsa bench features`` (or ``python -m scripts.bench_features``): how fast is the offline region recipe here?
+"""``dvsa bench features`` (or ``python -m dvsa.scripts.bench_features``): how fast is the offline region recipe here?
 
-    python -m scripts.bench_features --images ../shared/datasets/flickr8k/images --n 200 --total 7000
+    python -m dvsa.scripts.bench_features --images ../shared/datasets/flickr8k/images --n 200 --total 7000
 
 Encodes a sample of `--n` images with `RegionConfig` defaults (selective search + EfficientNet-Lite0), stage by
 stage (decode, proposals, CNN), then end to end through `extract_features` (DataLoader workers, resumable store;
@@ -80,9 +80,9 @@ def _row(name, wall, cpu, n, total, cores):
 
 
 def stage_table(paths: list[str], cfg, total: int, cores: int) -> list[str]:
-    from align.regions.encoder import RegionEncoder, prepare
-    from align.regions.images import load_rgb
-    from align.regions.proposals import selective_search
+    from dvsa.align.regions.encoder import RegionEncoder, prepare
+    from dvsa.align.regions.images import load_rgb
+    from dvsa.align.regions.proposals import selective_search
 
     n = len(paths)
     enc = RegionEncoder(cfg)
@@ -113,9 +113,9 @@ def stage_table(paths: list[str], cfg, total: int, cores: int) -> list[str]:
 def end_to_end(paths: list[str], cfg, spec: str, total: int, cores: int) -> str:
     """One `extract_features` run; spec "N" (N workers, the CNN where cfg.cnn_place says) or "N:main" /
     "N:workers" (the CNN in the main process / in each worker)."""
-    from align.regions import extract_features
-    from align.regions.extract import resolve_workers
-    from data.records import ImageRecord
+    from dvsa.align.regions import extract_features
+    from dvsa.align.regions.extract import resolve_workers
+    from dvsa.data.records import ImageRecord
 
     n, _, place = spec.partition(":")
     records = [ImageRecord(id=Path(p).stem, path=p) for p in paths]
@@ -147,9 +147,9 @@ def recall(spec: str, n: int, cfg) -> str:
     import torch
     from torchvision.ops import box_iou
 
-    from align.regions.encoder import RegionEncoder, prepare
-    from align.regions.images import load_rgb
-    from data.catalog import load_dataset
+    from dvsa.align.regions.encoder import RegionEncoder, prepare
+    from dvsa.align.regions.images import load_rgb
+    from dvsa.data.catalog import load_dataset
 
     name, root = spec.split(":", 1)
     records = [r for r in load_dataset(name, root) if r.regions][:n]
@@ -195,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from align.regions.backbones import build_backbone
-    from align.regions.config import RegionConfig
-    from scripts.features import _parse_set
+    from dvsa.align.regions.backbones import build_backbone
+    from dvsa.align.regions.config import RegionConfig
+    from dvsa.scripts.features import _parse_set
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -251,10 +251,10 @@ def probe(root: str, cfg, n: int = 200) -> str:
     ground-truth boxes: trained on the objects of the train split, accuracy on the objects of the val split."""
     import torch
 
-    from align.regions.encoder import RegionEncoder, prepare
-    from align.regions.images import load_rgb
-    from data.catalog import load_dataset
-    from data.synthetic import COLOUR_WORDS
+    from dvsa.align.regions.encoder import RegionEncoder, prepare
+    from dvsa.align.regions.images import load_rgb
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.synthetic import COLOUR_WORDS
 
     records = load_dataset("synthetic", root)
     enc = RegionEncoder(type(cfg)(**{**cfg.__dict__, "backend": "given"}))

@@ -27,13 +27,13 @@ import numpy as np
 
 def make_encoder(meta: dict, device: str):
     """The region encoder of a feature-store meta (tests replace this with a fake)."""
-    from align.regions.encoder import RegionEncoder
+    from dvsa.align.regions.encoder import RegionEncoder
 
     return RegionEncoder.from_meta(meta, device=device, progress=False)
 
 
 def _read(path: Path):
-    from align.regions.images import load_rgb
+    from dvsa.align.regions.images import load_rgb
 
     return load_rgb(str(path))
 
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="do not print the captions")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
-    from generate.dense import image_files
-    from generate.train import load_generator
+    from dvsa.generate.dense import image_files
+    from dvsa.generate.train import load_generator
 
     try:
         model, vocab, cfg, ck = load_generator(args.checkpoint, device=args.device)
@@ -98,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _inputs(encoder, pil, mode: str) -> np.ndarray:
     """Whole-frame generator input float32 [Din] of one image: encode it with no boxes (row 0 only)."""
-    from generate.inputs import combine
+    from dvsa.generate.inputs import combine
 
     _, regions, image = encoder.encode(pil, boxes=np.zeros((0, 4), np.float32))
     return combine(regions[:1], image, mode)[0]
 
 
 def _decode(model, feats: np.ndarray, beam: int, max_len: int, length_norm: float, min_len: int):
-    from generate.decode import beam_search, greedy
+    from dvsa.generate.decode import beam_search, greedy
 
     if beam == 1:
         return greedy(model, feats, max_len, min_len)

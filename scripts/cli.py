@@ -5,18 +5,18 @@ import importlib
 import sys
 
 COMMANDS = {
-    "synth": ("scripts.synth", "write the synthetic scenes (Karpathy JSON + ground-truth sidecar)"),
-    "vectors": ("scripts.vectors", "load or train word vectors for a vocabulary and report coverage"),
-    "features": ("scripts.features", "detect regions and compute CNN features into a feature store"),
-    "align": ("scripts.align", "stage 1: train | eval | snippets | evaluate | show"),
-    "retrieve": ("scripts.retrieve", "sentence -> top images, image -> top sentences"),
-    "generate": ("scripts.generate", "stage 2: train | eval"),
-    "caption": ("scripts.caption", "full-frame captions for images"),
-    "dense": ("scripts.dense", "dense region captions for images"),
-    "pipeline": ("scripts.pipeline", "the whole two-stage system, cached and resumable"),
-    "demo": ("scripts.demo", "the pipeline on the embedded synthetic scenes"),
-    "bench": ("scripts.bench", "benchmarks that print a table"),
-    "report": ("scripts.report", "rebuild the HTML report of a pipeline run folder"),
+    "synth": ("dvsa.scripts.synth", "write the synthetic scenes (Karpathy JSON + ground-truth sidecar)"),
+    "vectors": ("dvsa.scripts.vectors", "load or train word vectors for a vocabulary and report coverage"),
+    "features": ("dvsa.scripts.features", "detect regions and compute CNN features into a feature store"),
+    "align": ("dvsa.scripts.align", "stage 1: train | eval | snippets | evaluate | show"),
+    "retrieve": ("dvsa.scripts.retrieve", "sentence -> top images, image -> top sentences"),
+    "generate": ("dvsa.scripts.generate", "stage 2: train | eval"),
+    "caption": ("dvsa.scripts.caption", "full-frame captions for images"),
+    "dense": ("dvsa.scripts.dense", "dense region captions for images"),
+    "pipeline": ("dvsa.scripts.pipeline", "the whole two-stage system, cached and resumable"),
+    "demo": ("dvsa.scripts.demo", "the pipeline on the embedded synthetic scenes"),
+    "bench": ("dvsa.scripts.bench", "benchmarks that print a table"),
+    "report": ("dvsa.scripts.report", "rebuild the HTML report of a pipeline run folder"),
 }
 
 

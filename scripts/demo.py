@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from scripts.pipeline import (PipelineConfig, StageError, _parse_value, apply_overrides, run_pipeline,
+from dvsa.scripts.pipeline import (PipelineConfig, StageError, _parse_value, apply_overrides, run_pipeline,
                               write_json_atomic)
 
 
@@ -61,7 +61,7 @@ class DemoConfig:
 
 def make_data(out: Path, overrides: dict, log=print) -> float:
     """Write the synthetic scenes into `out` (write_synthetic leaves a complete set of the same config alone)."""
-    from data.synthetic import write_synthetic
+    from dvsa.data.synthetic import write_synthetic
 
     t0 = time.perf_counter()
     write_synthetic(str(out), **overrides)

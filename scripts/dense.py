@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from generate.dense import FULL_FRAME_INPUTS, DenseConfig
+from dvsa.generate.dense import FULL_FRAME_INPUTS, DenseConfig
 
 
 def parse_args(argv):
@@ -46,10 +46,10 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from align.regions.encoder import RegionEncoder
-    from generate.dense import dense_captions, image_files, resolve_config
-    from generate.dense_html import write_dense_html
-    from generate.train import load_generator
+    from dvsa.align.regions.encoder import RegionEncoder
+    from dvsa.generate.dense import dense_captions, image_files, resolve_config
+    from dvsa.generate.dense_html import write_dense_html
+    from dvsa.generate.train import load_generator
 
     nms_iou = None if args.nms is None or args.nms < 0 else args.nms
     cfg = DenseConfig(beam=args.beam, top=args.top, nms_iou=nms_iou, max_len=args.max_len, length_norm=args.length_norm,
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         model, vocab, gen_cfg, ck = load_generator(args.checkpoint, device=args.device)
         box_scorer = None
         if args.box_scorer:
-            from align.boxscore import load_box_scorer
+            from dvsa.align.boxscore import load_box_scorer
 
             box_scorer = load_box_scorer(args.box_scorer)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:

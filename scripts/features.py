@@ -19,7 +19,7 @@ from dataclasses import fields
 
 
 def _parse_set(items: list[str]) -> dict:
-    from align.regions.config import RegionConfig
+    from dvsa.align.regions.config import RegionConfig
 
     types = {f.name: f.type for f in fields(RegionConfig)}
     out = {}
@@ -64,10 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from data.records import DataError
+    from dvsa.data.records import DataError
 
     if args.import_bottomup:
-        from align.regions.bottomup import import_bottomup
+        from dvsa.align.regions.bottomup import import_bottomup
 
         try:
             store = import_bottomup(args.import_bottomup, args.out, dtype="float16" if args.fp16 else "float32",
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print("dvsa features: --dataset and --root are required (or --import-bottomup TSV)", file=sys.stderr)
         return 2
 
-    from align.regions import RegionConfig, extract_features
-    from align.regions.proposals import load_given_boxes
-    from data.catalog import load_dataset
-    from data.records import select_split
+    from dvsa.align.regions import RegionConfig, extract_features
+    from dvsa.align.regions.proposals import load_given_boxes
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.records import select_split
 
     try:
         overrides = _parse_set(args.set)

@@ -1,9 +1,9 @@
 """``dvsa generate``: stage 2 commands."""
-from scripts._dispatch import dispatch
+from dvsa.scripts._dispatch import dispatch
 
 TABLE = {
-    "train": ("scripts.generate_train", "train the multimodal RNN on full images or region snippets"),
-    "eval": ("scripts.generate_eval", "caption a split and score it (BLEU, METEOR, ROUGE-L, CIDEr)"),
+    "train": ("dvsa.scripts.generate_train", "train the multimodal RNN on full images or region snippets"),
+    "eval": ("dvsa.scripts.generate_eval", "caption a split and score it (BLEU, METEOR, ROUGE-L, CIDEr)"),
 }
 
 

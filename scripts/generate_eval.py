@@ -20,8 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from generate.caption_eval import REGION_BOXES, CaptionEvalConfig
-from generate.dense import FULL_FRAME_INPUTS
+from dvsa.generate.caption_eval import REGION_BOXES, CaptionEvalConfig
+from dvsa.generate.dense import FULL_FRAME_INPUTS
 
 
 def _beams(text: str) -> tuple[int, ...]:
@@ -67,12 +67,12 @@ def _write_json(path: Path, obj) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from data.catalog import load_dataset
-    from data.features import FeatureStore
-    from data.records import DataError, select_split
-    from generate.caption_eval import caption_split, region_caption_metrics, score_region_items, snippet_references
-    from generate.metrics import caption_metrics, format_metrics, format_table, references_of, write_coco_results
-    from generate.train import load_generator
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStore
+    from dvsa.data.records import DataError, select_split
+    from dvsa.generate.caption_eval import caption_split, region_caption_metrics, score_region_items, snippet_references
+    from dvsa.generate.metrics import caption_metrics, format_metrics, format_table, references_of, write_coco_results
+    from dvsa.generate.train import load_generator
 
     try:
         model, vocab, gen_cfg, _ = load_generator(args.checkpoint, device=args.device)

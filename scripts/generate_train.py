@@ -7,18 +7,18 @@
 Every `generate.model.GenConfig` field is a flag (``--hidden 256 --cell lstm --no-amp``); ``--config FILE``
 reads a JSON dict of fields first. The train split trains and the val split validates (CIDEr, early stopping).
 Writes OUT/model.pt (best), OUT/last.pt (resume: run the same command again), OUT/config.json, OUT/history.json.
-Several GPUs: ``torchrun --nproc_per_node N -m scripts.generate_train ...``.
+Several GPUs: ``torchrun --nproc_per_node N -m dvsa.scripts.generate_train ...``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from scripts._config import add_config_flags, config_from_args
+from dvsa.scripts._config import add_config_flags, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    from generate.model import CELLS, IMAGE_AT, INPUTS, GenConfig
+    from dvsa.generate.model import CELLS, IMAGE_AT, INPUTS, GenConfig
 
     p = argparse.ArgumentParser(prog="dvsa generate train", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         "schedule": ("none", "step", "cosine"), "optimizer": ("rmsprop", "adam", "sgd")})
     args = p.parse_args(argv)
 
-    from data.catalog import load_dataset
-    from data.features import FeatureStore
-    from data.records import DataError
-    from generate.train import train_generator
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStore
+    from dvsa.data.records import DataError
+    from dvsa.generate.train import train_generator
 
     try:
         cfg = config_from_args(args, GenConfig)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.records import DataError
+from dvsa.data.records import DataError
 
 
 @dataclass
@@ -154,7 +154,7 @@ class Runner:
     """Runs `scripts.pipeline_stages.STAGES` in order with the done-file protocol described above."""
 
     def __init__(self, cfg: PipelineConfig, log=print):
-        from scripts.pipeline_stages import Run
+        from dvsa.scripts.pipeline_stages import Run
 
         self.cfg = cfg
         self.out = Path(cfg.out)
@@ -225,7 +225,7 @@ class Runner:
         self.log(f"[{stage.name}] done in {seconds:.1f} s")
 
     def __call__(self) -> dict:
-        from scripts.pipeline_stages import STAGES, assemble_results
+        from dvsa.scripts.pipeline_stages import STAGES, assemble_results
 
         t0 = time.perf_counter()
         self.run.load_records()
@@ -241,7 +241,7 @@ class Runner:
         write_json_atomic(self.out / "results.json", results)
         report = self.out / "report.html"
         if "report" not in self.cfg.skip:
-            from scripts.report import write_report
+            from dvsa.scripts.report import write_report
 
             write_report(self.out, results, report)
         results["_ran"] = list(self.ran)

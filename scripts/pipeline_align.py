@@ -37,7 +37,7 @@ def features(run) -> dict:
     eval split, are added to it; a store made with another recipe is removed first)."""
     import shutil
 
-    from align.regions import RegionConfig, RegionEncoder, extract_features
+    from dvsa.align.regions import RegionConfig, RegionEncoder, extract_features
 
     cfg = _dataclass_with(RegionConfig, run.cfg.region, device=run.cfg.device)
     encoder = RegionEncoder.from_config(cfg)
@@ -66,8 +66,8 @@ def features(run) -> dict:
 # ------------------------------------------------------------------------------------------ alignment model
 def align_train(run) -> dict:
     """The alignment model on the train split, early-stopped on the validation images (`run.val`)."""
-    from align.model import AlignConfig
-    from align.train import train_alignment
+    from dvsa.align.model import AlignConfig
+    from dvsa.align.train import train_alignment
 
     cfg = _dataclass_with(AlignConfig, run.cfg.align, seed=run.cfg.seed)
     out = run.out / "align"
@@ -84,8 +84,8 @@ def align_train(run) -> dict:
 def _word_vectors(run, cfg):
     """(vocab, float [V, E] vectors, coverage) for `word_vectors`: "train" = word2vec on the train sentences,
     else a word2vec file (binary or text)."""
-    from data.text import Vocabulary
-    from data.vectors import VectorsConfig, load_word2vec, train_word2vec, vectors_for_vocab
+    from dvsa.data.text import Vocabulary
+    from dvsa.data.vectors import VectorsConfig, load_word2vec, train_word2vec, vectors_for_vocab
 
     sents = [s.tokens for r in run.train for s in r.sentences]
     vocab = Vocabulary.build(sents, min_count=cfg.min_count)
@@ -101,7 +101,7 @@ def _word_vectors(run, cfg):
 
 
 def load_alignment(run):
-    from align.train import load_alignment as load
+    from dvsa.align.train import load_alignment as load
 
     model, vocab, cfg = load(run.out / "align" / "model.pt")
     return model.eval(), vocab, cfg
@@ -110,7 +110,7 @@ def load_alignment(run):
 def retrieval(run) -> dict:
     """Image annotation and image search on the eval split (`retrieval_protocol`, default the 1K protocol:
     the first 1000 images, 5 sentences each), plus a few ranked examples of the first fold for the report."""
-    from align.retrieval import eval_items, evaluate_retrieval, protocol_folds, score_collection
+    from dvsa.align.retrieval import eval_items, evaluate_retrieval, protocol_folds, score_collection
 
     model, vocab, cfg = load_alignment(run)
     records = run.usable(run.eval)
@@ -164,7 +164,7 @@ def _examples(run, records, scores, sent_img, sents, n) -> dict:
 
 # ------------------------------------------------------------------------------------------ snippets and grounding
 def _snippet_config(run):
-    from align.snippets import SnippetConfig
+    from dvsa.align.snippets import SnippetConfig
 
     return _dataclass_with(SnippetConfig, run.cfg.snippets, device=run.cfg.device, seed=run.cfg.seed)
 
@@ -173,8 +173,8 @@ def box_score(run) -> dict:
     """The learned box score on the train split's annotated boxes, and its weight in the word-region scores:
     the best of `box_weights` and 0 on the validation phrases (beta calibrated for each). Weight 0, with the
     reason, when the train split has no boxes or the validation split no phrases."""
-    from align.boxscore import BoxScoreConfig, choose_box_weight, fit_box_scorer, save_box_scorer, tight_box_rate
-    from align.grounding import word_groups_for
+    from dvsa.align.boxscore import BoxScoreConfig, choose_box_weight, fit_box_scorer, save_box_scorer, tight_box_rate
+    from dvsa.align.grounding import word_groups_for
 
     train, val = run.usable(run.train), run.usable(run.val)
     reason = ("box_weights is empty" if not run.cfg.box_weights
@@ -200,7 +200,7 @@ def box_score(run) -> dict:
 
 def aligned_model(run):
     """(model, vocab): the alignment model, with the box score added at its chosen weight (`box_score`)."""
-    from align.boxscore import BoxPrior, load_box_scorer
+    from dvsa.align.boxscore import BoxPrior, load_box_scorer
 
     model, vocab, _ = load_alignment(run)
     res = run.results.get("box_score", {})
@@ -211,7 +211,7 @@ def aligned_model(run):
 
 def snippets(run) -> dict:
     """MRF snippets of the train split; beta calibrated (SnippetConfig.target_len) on a sample of it."""
-    from align.snippets import write_snippets
+    from dvsa.align.snippets import write_snippets
 
     cfg = _snippet_config(run)
     model, vocab = aligned_model(run)
@@ -225,8 +225,8 @@ def snippets(run) -> dict:
 def align_eval(run) -> dict:
     """The alignment pictures of the first `show_images` eval images; and, where the eval split has phrase
     boxes, word-to-region accuracy against them, MRF (the snippets' beta) vs the per-word argmax."""
-    from align.grounding import evaluate_alignment, word_groups_for
-    from scripts.pipeline_stages import has_phrases
+    from dvsa.align.grounding import evaluate_alignment, word_groups_for
+    from dvsa.scripts.pipeline_stages import has_phrases
 
     model, vocab = aligned_model(run)
     beta = run.results["snippets"]["beta"]
@@ -254,7 +254,7 @@ def align_eval(run) -> dict:
 
 def _pictures(run, model, vocab, beta) -> list[str]:
     """PNG alignment figures (align.show.picture: boxes in colours, snippets below) of a few eval images."""
-    from align.show import picture
+    from dvsa.align.show import picture
 
     out = run.out / "align_eval"
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from scripts.pipeline_align import _dataclass_with, _plain
+from dvsa.scripts.pipeline_align import _dataclass_with, _plain
 
 
 def _x100(metrics: dict) -> dict:
@@ -18,8 +18,8 @@ def _x100(metrics: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ training
 def _train(run, name: str, overrides: dict, data) -> dict:
-    from generate.model import GenConfig
-    from generate.train import train_generator
+    from dvsa.generate.model import GenConfig
+    from dvsa.generate.train import train_generator
 
     cfg = _dataclass_with(GenConfig, overrides, seed=run.cfg.seed, device=run.cfg.device)
     out = run.out / name
@@ -43,7 +43,7 @@ def gen_region(run) -> dict:
 
 
 def load_generator(run, name: str):
-    from generate.train import load_generator as load
+    from dvsa.generate.train import load_generator as load
 
     model, vocab, cfg, _ = load(run.out / name / "model.pt", device="cuda" if run.cfg.device == "cuda" else "cpu")
     return model.eval(), vocab, cfg
@@ -52,8 +52,8 @@ def load_generator(run, name: str):
 # ------------------------------------------------------------------------------------------ evaluation
 def captions(run) -> dict:
     """Full-frame captions of the eval split at every configured beam size, scored against its sentences."""
-    from generate.caption_eval import caption_split
-    from generate.metrics import caption_metrics, references_of
+    from dvsa.generate.caption_eval import caption_split
+    from dvsa.generate.metrics import caption_metrics, references_of
 
     model, vocab, cfg = load_generator(run, "gen_full")
     records = run.usable(run.eval)
@@ -76,10 +76,10 @@ def region_captions(run) -> dict:
     Beam `report_beam`."""
     import numpy as np
 
-    from align.regions import RegionEncoder
-    from generate.caption_eval import region_items
-    from generate.dense import caption_inputs
-    from generate.metrics import caption_metrics
+    from dvsa.align.regions import RegionEncoder
+    from dvsa.generate.caption_eval import region_items
+    from dvsa.generate.dense import caption_inputs
+    from dvsa.generate.metrics import caption_metrics
 
     store = run.store()
     encoder = RegionEncoder.from_meta(store.meta, device=run.cfg.device, progress=False)
@@ -106,7 +106,7 @@ def dense(run) -> dict:
     """Dense captions (the region model on every detected region, ranked with the box score where `box_score`
     fitted one) of the eval images; the first `dense_images` are kept for the report, and DenseCap mAP is
     computed on up to `dense_eval_images` of them where the eval regions carry descriptions."""
-    from generate.dense import DenseConfig, dense_captions
+    from dvsa.generate.dense import DenseConfig, dense_captions
 
     model, vocab, gen_cfg = load_generator(run, "gen_region")
     cfg = _dataclass_with(DenseConfig, run.cfg.dense)
@@ -115,7 +115,7 @@ def dense(run) -> dict:
     todo = {r.id: r for r in records[: run.cfg.dense_images] + described}
     scorer = None
     if run.results.get("box_score", {}).get("path"):  # the learned box score ranks whole objects first
-        from align.boxscore import load_box_scorer
+        from dvsa.align.boxscore import load_box_scorer
 
         scorer = load_box_scorer(run.results["box_score"]["path"])
     results = dense_captions(model, vocab, gen_cfg, run.store(), list(todo.values()), cfg, root=run.cfg.root,
@@ -129,7 +129,7 @@ def dense(run) -> dict:
     (out / "captions.json").write_text(json.dumps(_plain(sample), indent=0))
     result: dict = {"config": asdict(cfg), "n_images": len(sample)}
     if described:
-        from generate.densecap_eval import densecap_evaluate
+        from dvsa.generate.densecap_eval import densecap_evaluate
 
         ev = densecap_evaluate([by_id[r.id] for r in described if r.id in by_id], described, scorer=run.meteor())
         result["metrics"] = {"map": round(100 * ev["map"], 2), "det_map": round(100 * ev["det_map"], 2),

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data.records import ImageRecord
+from dvsa.data.records import ImageRecord
 
 
 class Run:
@@ -34,8 +34,8 @@ class Run:
         """train / val / eval records. With eval split "val", validation is a held-out slice of train."""
         import dataclasses
 
-        from data.catalog import load_dataset
-        from data.records import DataError, select_split
+        from dvsa.data.catalog import load_dataset
+        from dvsa.data.records import DataError, select_split
 
         cfg = self.cfg
         records = load_dataset(cfg.dataset, cfg.root)
@@ -62,7 +62,7 @@ class Run:
     def store(self, name: str = "features"):
         """The feature store under ``out/name`` (opened once per run)."""
         if name not in self._stores:
-            from data.features import FeatureStore
+            from dvsa.data.features import FeatureStore
 
             self._stores[name] = FeatureStore(self.out / name)
         return self._stores[name]
@@ -70,7 +70,7 @@ class Run:
     def meteor(self):
         """One METEOR scorer (a JVM that takes ~30 s to load its tables) shared by every stage; None without Java
         (caption_metrics then scores without METEOR)."""
-        from generate.metrics import MeteorScorer, find_java
+        from dvsa.generate.metrics import MeteorScorer, find_java
 
         if self._meteor is None and find_java() is not None:
             self._meteor = MeteorScorer()
@@ -119,8 +119,8 @@ def has_phrases(run: Run) -> str | None:
 
 
 def _stages() -> list[Stage]:
-    from scripts import pipeline_align as A
-    from scripts import pipeline_generate as G
+    from dvsa.scripts import pipeline_align as A
+    from dvsa.scripts import pipeline_generate as G
 
     return [
         Stage("features", A.features, ("region", "eval_split"), (), (),

@@ -169,7 +169,7 @@ def dense_section(run: Path) -> str:
     if not dense:
         return ""
     try:
-        from generate.dense_html import _figure
+        from dvsa.generate.dense_html import _figure
     except ImportError:
         _figure = None
     cards = []

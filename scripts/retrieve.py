@@ -33,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from align.retrieval import eval_items, score_collection
-    from align.train import load_alignment
-    from data.catalog import load_dataset
-    from data.features import FeatureStore
-    from data.records import DataError, select_split
-    from data.text import tokenize
-    from scripts.align_train import dataset_kwargs
+    from dvsa.align.retrieval import eval_items, score_collection
+    from dvsa.align.train import load_alignment
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStore
+    from dvsa.data.records import DataError, select_split
+    from dvsa.data.text import tokenize
+    from dvsa.scripts.align_train import dataset_kwargs
 
     try:
         model, vocab, cfg = load_alignment(args.checkpoint, device=args.device)

@@ -14,10 +14,10 @@ import argparse
 import sys
 from dataclasses import asdict, fields
 
-from data.catalog import available, load_dataset
-from data.records import DataError, select_split
-from data.text import Vocabulary
-from data.vectors import VectorsConfig, load_word2vec, save_vectors, train_word2vec, vectors_for_vocab
+from dvsa.data.catalog import available, load_dataset
+from dvsa.data.records import DataError, select_split
+from dvsa.data.text import Vocabulary
+from dvsa.data.vectors import VectorsConfig, load_word2vec, save_vectors, train_word2vec, vectors_for_vocab
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data.features import FeatureStore, FeatureStoreWriter
-from data.text import END_ID, Vocabulary
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.text import END_ID, Vocabulary
 
 N_WORDS = 6
 WORDS = [f"w{i}" for i in range(N_WORDS)]
@@ -98,8 +98,8 @@ def make_store(path, images: dict) -> FeatureStore:
 
 def tiny_checkpoint(path, vocab_, feat_dim, features_meta, input_mode="region"):
     """A real (untrained) CaptionModel checkpoint that `generate.train.load_generator` reads."""
-    from data.checkpoint import save_checkpoint
-    from generate.model import CaptionModel, GenConfig
+    from dvsa.data.checkpoint import save_checkpoint
+    from dvsa.generate.model import CaptionModel, GenConfig
 
     cfg = GenConfig(hidden=8, embed=8, input=input_mode, max_len=6, beam=2, dropout=0.0)
     torch.manual_seed(0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from data.features import FeatureStore, FeatureStoreWriter
-from data.records import ImageRecord, Phrase, Region, Sentence
-from data.text import Vocabulary
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.records import ImageRecord, Phrase, Region, Sentence
+from dvsa.data.text import Vocabulary
 
 
 class FakeAligner:

@@ -1,7 +1,7 @@
 """dvsa bench align on tiny sizes: runs, prints a table, writes consistent JSON."""
 import json
 
-from scripts import bench_align
+from dvsa.scripts import bench_align
 
 
 def test_bench_align_tiny(tmp_path, capsys):

@@ -2,7 +2,7 @@
 import json
 
 from align_fakes import one_thread  # noqa: F401 (autouse fixture)
-from scripts import align_eval, align_train, retrieve
+from dvsa.scripts import align_eval, align_train, retrieve
 from test_align_train import make_toy
 
 

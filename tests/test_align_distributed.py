@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from align import distributed as dist
-from align.model import AlignmentModel
-from align.train import train_alignment
-from data.checkpoint import load_checkpoint
-from data.features import FeatureStore
+from dvsa.align import distributed as dist
+from dvsa.align.model import AlignmentModel
+from dvsa.align.train import train_alignment
+from dvsa.data.checkpoint import load_checkpoint
+from dvsa.data.features import FeatureStore
 from test_align_train import make_toy, toy_cfg
 
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from align_fakes import one_thread  # noqa: F401 (autouse fixture)
-from align.loss import max_margin_loss, max_margin_loss_slow
-from align.model import AlignConfig, AlignmentModel, reverse_padded
-from align.scores import image_sentence_scores, image_sentence_scores_slow
+from dvsa.align.loss import max_margin_loss, max_margin_loss_slow
+from dvsa.align.model import AlignConfig, AlignmentModel, reverse_padded
+from dvsa.align.scores import image_sentence_scores, image_sentence_scores_slow
 
 
 def tiny_cfg(**kw):
@@ -189,7 +189,7 @@ def test_score_gradients_match_a_plain_masked_version(kind):
 
 
 def test_box_geometry_and_the_geometry_input():
-    from align.model import GEOMETRY_DIM, box_geometry
+    from dvsa.align.model import GEOMETRY_DIM, box_geometry
 
     boxes = torch.tensor([[[0, 0, 200, 100], [50, 25, 150, 75], [0, 0, 0, 0]]], dtype=torch.float32)  # row 2: padding
     g = box_geometry(boxes)
@@ -217,7 +217,7 @@ def test_box_geometry_bins_against_a_per_box_twin():
     each as `bins` Gaussian bumps at linspace(0, 1, bins) of width 1 / (bins - 1); padded rows stay zero."""
     import math
 
-    from align.model import box_geometry, geometry_dim
+    from dvsa.align.model import box_geometry, geometry_dim
 
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(2, 6, 2, generator=g) * 100
@@ -251,7 +251,7 @@ def test_geometry_bins_let_a_linear_score_prefer_a_middle_size():
     """What the bumps are for: a linear score of the 5 numbers (corners and area) cannot rank the boxes whose
     width and height are both in one range (an object's size) above the smaller and larger ones; of the bumps it
     can (least squares fit, ranking measured as the AUC)."""
-    from align.model import box_geometry
+    from dvsa.align.model import box_geometry
 
     g = torch.Generator().manual_seed(0)
     n = 600

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from align_fakes import one_thread  # noqa: F401 (autouse fixture)
-from align.model import AlignConfig
-from align.retrieval import evaluate_retrieval
-from align.train import load_alignment, train_alignment
-from data.checkpoint import load_checkpoint
-from data.features import FeatureStore, FeatureStoreWriter
-from data.records import ImageRecord, Sentence
+from dvsa.align.model import AlignConfig
+from dvsa.align.retrieval import evaluate_retrieval
+from dvsa.align.train import load_alignment, train_alignment
+from dvsa.data.checkpoint import load_checkpoint
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.records import ImageRecord, Sentence
 
 N_OBJ, DIM = 12, 16
 
@@ -158,8 +158,8 @@ def test_box_geometry_lets_size_words_tell_images_apart(tmp_path):
         cfg = toy_cfg(epochs=40, geometry=geometry, feat_norm="standardize", optimizer="adam", lr=3e-3, dropout=0.0)
         train_alignment(records, store, tmp_path / f"g{geometry}", cfg, progress=False, log=lambda *a: None)
         model, vocab, _ = load_alignment(tmp_path / f"g{geometry}" / "model.pt")
-        from align.retrieval import pad_tokens
-        from align.show import rank_images
+        from dvsa.align.retrieval import pad_tokens
+        from dvsa.align.show import rank_images
 
         tokens, lengths = pad_tokens([vocab.encode(r.sentences[0].tokens) for r in test])
         with torch.no_grad():
@@ -173,9 +173,9 @@ def test_box_geometry_lets_size_words_tell_images_apart(tmp_path):
 def test_whole_image_drop_hides_row_0_in_training_only(monkeypatch):
     """whole_image_drop: the loss sees row 0 masked for the drawn images (never for an image with no detection);
     in eval mode, or at 0, nothing changes."""
-    import align.train as train_mod
-    from align.model import AlignmentModel
-    from align.train import batch_loss
+    import dvsa.align.train as train_mod
+    from dvsa.align.model import AlignmentModel
+    from dvsa.align.train import batch_loss
 
     seen = []
     real = train_mod.image_sentence_scores

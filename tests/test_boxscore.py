@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from align.boxscore import (BoxPrior, BoxScoreConfig, BoxScorer, choose_box_weight, fit_box_scorer,
+from dvsa.align.boxscore import (BoxPrior, BoxScoreConfig, BoxScorer, choose_box_weight, fit_box_scorer,
                             load_box_scorer, save_box_scorer, tight_box_rate)
-from align.grounding import evaluate_alignment
-from align.model import box_geometry
-from align.snippets import SnippetConfig
-from data.features import FeatureStore, FeatureStoreWriter
-from data.records import ImageRecord, Phrase, Region, Sentence
+from dvsa.align.grounding import evaluate_alignment
+from dvsa.align.model import box_geometry
+from dvsa.align.snippets import SnippetConfig
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.records import ImageRecord, Phrase, Region, Sentence
 from snippets_fakes import COLORS, SHAPES, FakeAligner, shape_words
 
 
@@ -151,7 +151,7 @@ def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
                                                        dtype=torch.float32)
     assert torch.allclose(back(feats, boxes), scorer(feats, boxes))
     with pytest.raises(ValueError, match="boxscore"):
-        from data.checkpoint import load_checkpoint
+        from dvsa.data.checkpoint import load_checkpoint
 
         load_checkpoint(tmp_path / "bs.pt", kind="align")
 
@@ -166,13 +166,13 @@ def test_config_and_empty_inputs_give_clear_errors(tmp_path):
 
 
 def test_cli_fits_and_evaluate_uses_it(tmp_path, monkeypatch, capsys):
-    import data.catalog
-    import scripts.align_boxscore as fit_cli
-    import scripts.align_evaluate as eval_cli
-    import scripts.align_snippets as common
+    import dvsa.data.catalog
+    import dvsa.scripts.align_boxscore as fit_cli
+    import dvsa.scripts.align_evaluate as eval_cli
+    import dvsa.scripts.align_snippets as common
 
     records, store, model, vocab = part_world(tmp_path)
-    monkeypatch.setattr(data.catalog, "load_dataset", lambda name, root, **kw: records)
+    monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)
     monkeypatch.setattr(common, "load_model", lambda path, device="cpu": (model, vocab, None))
     data_args = ["--store", str(tmp_path / "store"), "--dataset", "synthetic", "--root", "r"]
     assert fit_cli.main(data_args + ["--out", str(tmp_path / "bs.pt")]) == 0

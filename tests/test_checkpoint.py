@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
-from data.text import Vocabulary
+from dvsa.data.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from dvsa.data.text import Vocabulary
 
 
 def _payload(seed=0):

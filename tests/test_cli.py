@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from scripts import cli
+from dvsa.scripts import cli
 
 
 def _help_code(module: str, argv=("--help",)) -> int:
@@ -47,7 +47,7 @@ def test_every_command_answers_help(name, capsys):
 
 def _sub_modules():
     out = []
-    for group in ("scripts.align", "scripts.generate", "scripts.bench"):
+    for group in ("dvsa.scripts.align", "dvsa.scripts.generate", "dvsa.scripts.bench"):
         for sub, (module, _) in importlib.import_module(group).TABLE.items():
             out.append(module)
     return out
@@ -60,5 +60,5 @@ def test_every_subcommand_answers_help(module, capsys):
 
 
 def test_console_script_entry_point():
-    r = subprocess.run([sys.executable, "-m", "scripts.cli", "nope"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "dvsa.scripts.cli", "nope"], capture_output=True, text=True)
     assert r.returncode == 2

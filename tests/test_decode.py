@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.text import END_ID, START_ID
-from generate.decode import beam_search, beam_search_single, decode, greedy, sample
-from generate.model import CaptionModel, GenConfig
+from dvsa.data.text import END_ID, START_ID
+from dvsa.generate.decode import beam_search, beam_search_single, decode, greedy, sample
+from dvsa.generate.model import CaptionModel, GenConfig
 
 torch.set_num_threads(1)
 V, D = 13, 6
@@ -116,7 +116,7 @@ def test_decoding_restores_training_mode_and_needs_no_grad():
 
 
 def test_bench_decode_prints_a_table(capsys):
-    from scripts.bench_decode import main
+    from dvsa.scripts.bench_decode import main
 
     assert main(["--images", "3", "--vocab", "20", "--feat-dim", "8", "--hidden", "16", "--embed", "8",
                  "--max-len", "5", "--beams", "1", "3", "--repeat", "1", "--single-images", "1"]) == 0

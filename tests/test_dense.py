@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from dense_fakes import WORDS, FakeEncoder, Gen, OneWordModel, expected, make_store, vocab
-from data.records import ImageRecord, Region
-from generate.dense import DenseConfig, dense_captions, image_files, nms, region_inputs
-from generate.dense_html import dense_html, write_dense_html
-from generate.densecap_eval import box_iou, densecap_evaluate, exact_match_scorer
+from dvsa.data.records import ImageRecord, Region
+from dvsa.generate.dense import DenseConfig, dense_captions, image_files, nms, region_inputs
+from dvsa.generate.dense_html import dense_html, write_dense_html
+from dvsa.generate.densecap_eval import box_iou, densecap_evaluate, exact_match_scorer
 
 torch.set_num_threads(1)
 
@@ -64,7 +64,7 @@ def test_dense_from_store(store, beam):
 
 
 def test_box_score_joins_the_caption_score(store):
-    from align.boxscore import BoxScoreConfig, BoxScorer
+    from dvsa.align.boxscore import BoxScoreConfig, BoxScorer
 
     st, images = store
     scorer = BoxScorer(8, BoxScoreConfig(geometry_bins=2))
@@ -169,10 +169,10 @@ def test_densecap_on_dense_results():
 
 def test_cli_dense_end_to_end(tmp_path, capsys):
     """`dvsa dense` with a real (untrained) region encoder rebuilt from the checkpoint's feature meta."""
-    from align.regions.config import RegionConfig
-    from align.regions.encoder import RegionEncoder
+    from dvsa.align.regions.config import RegionConfig
+    from dvsa.align.regions.encoder import RegionEncoder
     from dense_fakes import tiny_checkpoint
-    from scripts.dense import main
+    from dvsa.scripts.dense import main
 
     enc = RegionEncoder.from_config(RegionConfig(pretrained=False, max_boxes=4, progress=False))
     ck = tiny_checkpoint(tmp_path / "gen.pt", vocab(), enc.dim, enc.meta)
@@ -204,7 +204,7 @@ def test_cli_dense_end_to_end(tmp_path, capsys):
     html = page.read_text()
     assert html.count("data:image/jpeg;base64,") == 2 and "zbad.png" in html
     # with a box scorer of the encoder's features: every region carries its box score
-    from align.boxscore import BoxScoreConfig, BoxScorer, save_box_scorer
+    from dvsa.align.boxscore import BoxScoreConfig, BoxScorer, save_box_scorer
 
     save_box_scorer(tmp_path / "bs.pt", BoxScorer(enc.dim, BoxScoreConfig()))
     assert main(["--checkpoint", str(ck), "--images", str(d), "--out", str(out), "--top", "3",

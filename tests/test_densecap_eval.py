@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from generate import densecap_eval as dc
-from generate.densecap_eval import DenseCapEvaluator, exact_match_scorer, meteor_exact
+from dvsa.generate import densecap_eval as dc
+from dvsa.generate.densecap_eval import DenseCapEvaluator, exact_match_scorer, meteor_exact
 
 WORDS = ["dog", "cat", "red", "ball", "man", "tree"]
 
@@ -208,7 +208,7 @@ def test_meteor_fallback_without_java(monkeypatch):
     assert meteor_exact(["a red ball", "a dog"], [["a red ball"], ["the cat sat"]]) == [1.0, 0.0]
     mid = meteor_exact(["a dog runs on grass"], [["a dog runs fast on the grass"]])[0]
     assert 0.3 < mid < 1.0
-    import generate.metrics as metrics
+    import dvsa.generate.metrics as metrics
 
     monkeypatch.setattr(metrics, "find_java", lambda: None)
     ev = DenseCapEvaluator()  # default scorer: METEOR via Java, absent here
@@ -219,9 +219,9 @@ def test_meteor_fallback_without_java(monkeypatch):
 
 
 def test_synthetic_scenes_ground_truth_scores_one(tmp_path):
-    from data.catalog import load_dataset
-    from data.synthetic import write_synthetic
-    from generate.densecap_eval import densecap_evaluate
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.synthetic import write_synthetic
+    from dvsa.generate.densecap_eval import densecap_evaluate
 
     root = write_synthetic(tmp_path / "synth", n_train=0, n_val=12, n_test=0, size=64, seed=2)
     records = load_dataset("synthetic", str(root))

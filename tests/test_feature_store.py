@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
 
 D = 5
 

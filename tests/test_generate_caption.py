@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-import scripts.caption as caption_cli
-from data.features import FeatureStore, FeatureStoreWriter
-from data.records import ImageRecord, Sentence
-from generate.model import GenConfig
-from generate.train import train_generator
+import dvsa.scripts.caption as caption_cli
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.records import ImageRecord, Sentence
+from dvsa.generate.model import GenConfig
+from dvsa.generate.train import train_generator
 from test_generate_train import COLORS, D, SHAPES, caption, make_toy, small
 
 torch.set_num_threads(1)
@@ -56,9 +56,9 @@ def test_caption_command_on_a_trained_toy(tmp_path, monkeypatch, capsys):
 
 def test_caption_command_with_the_real_encoder(tmp_path):
     """The encoder is rebuilt from the checkpoint's feature meta (untrained backbone weights: no downloads)."""
-    pytest.importorskip("align.regions.encoder")
-    from align.regions.config import RegionConfig
-    from align.regions.encoder import RegionEncoder
+    pytest.importorskip("dvsa.align.regions.encoder")
+    from dvsa.align.regions.config import RegionConfig
+    from dvsa.align.regions.encoder import RegionEncoder
 
     enc = RegionEncoder.from_config(RegionConfig(backend="given", pretrained=False, device="cpu", progress=False))
     rng = np.random.default_rng(0)

@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from dense_fakes import FakeEncoder, Gen, OneWordModel, expected, make_store, tiny_checkpoint, vocab
-from data.records import DataError, ImageRecord, Region, Sentence
-from generate import caption_eval as ce
-from generate.dense import region_inputs
-from generate.densecap_eval import box_iou
+from dvsa.data.records import DataError, ImageRecord, Region, Sentence
+from dvsa.generate import caption_eval as ce
+from dvsa.generate.dense import region_inputs
+from dvsa.generate.densecap_eval import box_iou
 
 torch.set_num_threads(1)
 
@@ -114,11 +114,11 @@ def test_snippet_references(store, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ CLI
 def test_cli_end_to_end_on_synthetic_scenes(tmp_path, capsys):
-    from data.catalog import load_dataset
-    from data.features import FeatureStoreWriter
-    from data.synthetic import write_synthetic
-    from data.text import Vocabulary
-    from scripts.generate_eval import main
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStoreWriter
+    from dvsa.data.synthetic import write_synthetic
+    from dvsa.data.text import Vocabulary
+    from dvsa.scripts.generate_eval import main
 
     root = write_synthetic(tmp_path / "synth", n_train=4, n_val=3, n_test=0, size=64, seed=1)
     records = load_dataset("synthetic", str(root))
@@ -169,8 +169,8 @@ def test_cli_end_to_end_on_synthetic_scenes(tmp_path, capsys):
 def test_region_items_encode_with_the_real_encoder(tmp_path):
     """Ground-truth boxes featurised in chunks of max_boxes equal boxes featurised one at a time; a degenerate
     box (dropped by the encoder) is counted as unmatched, not shifted onto its neighbour's features."""
-    from align.regions.config import RegionConfig
-    from align.regions.encoder import RegionEncoder
+    from dvsa.align.regions.config import RegionConfig
+    from dvsa.align.regions.encoder import RegionEncoder
 
     enc = RegionEncoder.from_config(RegionConfig(pretrained=False, max_boxes=2, progress=False))
     a = (np.random.default_rng(0).random((60, 70, 3)) * 255).astype(np.uint8)

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data.text import END_ID, START_ID, Vocabulary
-from generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias, input_dim
+from dvsa.data.text import END_ID, START_ID, Vocabulary
+from dvsa.generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias, input_dim
 
 torch.set_num_threads(1)
 

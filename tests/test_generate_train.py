@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from data.features import FeatureStore, FeatureStoreWriter
-from data.records import DataError, ImageRecord, Sentence
-from generate.decode import greedy
-from generate.inputs import full_frame_features, input_features
-from generate.model import GenConfig
-from generate.train import load_generator, lr_at, train_generator
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.records import DataError, ImageRecord, Sentence
+from dvsa.generate.decode import greedy
+from dvsa.generate.inputs import full_frame_features, input_features
+from dvsa.generate.model import GenConfig
+from dvsa.generate.train import load_generator, lr_at, train_generator
 
 torch.set_num_threads(1)
 COLORS, SHAPES, D = ["red", "green", "blue"], ["circle", "square"], 8
@@ -178,9 +178,9 @@ def test_learning_rate_schedules():
 
 
 def test_generate_train_command(tmp_path):
-    from data.catalog import load_dataset
-    from data.synthetic import write_synthetic
-    from scripts.generate_train import main
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.synthetic import write_synthetic
+    from dvsa.scripts.generate_train import main
 
     root = write_synthetic(tmp_path / "syn", n_train=12, n_val=4, n_test=2, seed=0)
     recs = load_dataset("synthetic", str(root))

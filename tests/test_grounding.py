@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from align.grounding import STOPWORDS, AlignmentEvaluator, box_iou, evaluate_alignment, format_table
-from data.features import FeatureStore, FeatureStoreWriter
-from data.records import ImageRecord, Phrase, Region, Sentence
-from data.text import Vocabulary
+from dvsa.align.grounding import STOPWORDS, AlignmentEvaluator, box_iou, evaluate_alignment, format_table
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.records import ImageRecord, Phrase, Region, Sentence
+from dvsa.data.text import Vocabulary
 from snippets_fakes import FakeAligner, grounded_world, random_world
 from test_mrf import brute_force
 
@@ -170,7 +170,7 @@ def write_entities_fixture(root):
 
 
 def test_flickr30k_entities_fixture(tmp_path):
-    from data.catalog import load_dataset
+    from dvsa.data.catalog import load_dataset
 
     root = tmp_path / "f30k"
     write_entities_fixture(root)
@@ -201,12 +201,12 @@ def test_flickr30k_entities_fixture(tmp_path):
 def test_cli_evaluate(tmp_path, monkeypatch, capsys):
     import json
 
-    import data.catalog
-    import scripts.align_evaluate as cli
-    import scripts.align_snippets as common
+    import dvsa.data.catalog
+    import dvsa.scripts.align_evaluate as cli
+    import dvsa.scripts.align_snippets as common
 
     records, store, model, vocab = grounded_world(tmp_path, n_images=4, seed=1)
-    monkeypatch.setattr(data.catalog, "load_dataset", lambda name, root, **kw: records)
+    monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)
     monkeypatch.setattr(common, "load_model", lambda path, device="cpu": (model, vocab, None))
     base = ["--checkpoint", "m.pt", "--store", str(tmp_path / "store"), "--dataset", "synthetic", "--root", "r"]
     assert cli.main(base + ["--beta", "0.5", "--sweep", "0.1,2", "--out", str(tmp_path / "e.json")]) == 0

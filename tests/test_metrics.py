@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-import generate.metrics as metrics
-from generate.metrics import caption_metrics, coco_results, format_metrics, simple_ptb_tokenize
+import dvsa.generate.metrics as metrics
+from dvsa.generate.metrics import caption_metrics, coco_results, format_metrics, simple_ptb_tokenize
 
 UNIQUE = {  # every image's caption shares few n-grams with the others
     "1": ["a brown dog runs on the grass"],
@@ -123,7 +123,7 @@ def test_java_tokenizer_and_meteor():
         with_java = caption_metrics(gts, res, meteor=m, info=info)
         assert info == {"tokenizer": "ptb", "meteor": "meteor-1.5", "n": 3}
         pairs = m.score_pairs(["a dog", "a cat on a mat", "purple"], [["a dog"], ["the cat sat on the mat"], ["x y"]])
-        from generate.densecap_eval import DenseCapEvaluator
+        from dvsa.generate.densecap_eval import DenseCapEvaluator
 
         ev = DenseCapEvaluator(scorer=m)  # the open scorer serves the dense captioning mAP too
         ev.add([[0, 0, 10, 10], [20, 20, 40, 40]], ["a red ball", "a dog"], [[0, 0, 10, 10], [20, 20, 40, 40]],

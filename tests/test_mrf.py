@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from align.mrf import argmax_assign, chain_mrf, runs, snippet_counts
+from dvsa.align.mrf import argmax_assign, chain_mrf, runs, snippet_counts
 
 
 def brute_force(u: torch.Tensor, n: int, regions: list[int], beta: float) -> tuple[list[int], float]:

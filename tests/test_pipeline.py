@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from data.records import ImageRecord, Sentence
-from scripts import pipeline, pipeline_stages
-from scripts.pipeline import PipelineConfig, apply_overrides, run_pipeline
-from scripts.pipeline_stages import Stage
+from dvsa.data.records import ImageRecord, Sentence
+from dvsa.scripts import pipeline, pipeline_stages
+from dvsa.scripts.pipeline import PipelineConfig, apply_overrides, run_pipeline
+from dvsa.scripts.pipeline_stages import Stage
 
 
 # ------------------------------------------------------------------------------------------ stand-in stages
@@ -107,7 +107,7 @@ def test_a_failing_stage_exits_1_naming_it_and_keeps_earlier_stages(tmp_path, fa
 def test_box_score_stage_gives_weight_0_and_why_where_it_cannot_run():
     from types import SimpleNamespace
 
-    from scripts import pipeline_align
+    from dvsa.scripts import pipeline_align
 
     rec = ImageRecord("t1", "t1.png", split="train", sentences=[Sentence(0, "a b", ["a", "b"])])
     run = SimpleNamespace(cfg=PipelineConfig(), train=[rec], val=[rec], usable=lambda rs: rs, log=lambda *_: None)
@@ -178,12 +178,12 @@ def _random_model_word_accuracy(out: Path) -> float:
     broken alignment stage would score."""
     import torch
 
-    from align.grounding import evaluate_alignment
-    from align.model import AlignConfig, AlignmentModel
-    from align.train import load_alignment
-    from data.catalog import load_dataset
-    from data.features import FeatureStore
-    from data.records import select_split
+    from dvsa.align.grounding import evaluate_alignment
+    from dvsa.align.model import AlignConfig, AlignmentModel
+    from dvsa.align.train import load_alignment
+    from dvsa.data.catalog import load_dataset
+    from dvsa.data.features import FeatureStore
+    from dvsa.data.records import select_split
 
     _, vocab, cfg = load_alignment(out / "align" / "model.pt")
     store = FeatureStore(out / "features")
@@ -198,7 +198,7 @@ def _random_model_word_accuracy(out: Path) -> float:
 
 @pytest.mark.slow
 def test_small_demo_end_to_end_then_resume(tmp_path, capsys):
-    from scripts import demo
+    from dvsa.scripts import demo
 
     out = tmp_path / "demo"
     assert demo.main(["--out", str(out)] + SMALL) == 0
@@ -251,7 +251,7 @@ def test_small_demo_end_to_end_then_resume(tmp_path, capsys):
     assert demo.main(["--out", str(out)] + SMALL) == 0
     log = capsys.readouterr().out
     assert "[features] running" in log and "[align_train] cached" in log and "[dense] cached" in log
-    from data.features import FeatureStore
+    from dvsa.data.features import FeatureStore
 
     assert len(FeatureStore(out / "features")) == 90
 

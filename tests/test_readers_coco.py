@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from data.catalog import load_dataset
-from data.readers.common import DataWarning
-from data.records import DataError, select_split
+from dvsa.data.catalog import load_dataset
+from dvsa.data.readers.common import DataWarning
+from dvsa.data.records import DataError, select_split
 from fixtures.formats import CAPTIONS, write_coco
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from data.readers.common import (
+from dvsa.data.readers.common import (
     DataWarning,
     deterministic_split,
     fill_sizes,
@@ -12,8 +12,8 @@ from data.readers.common import (
     report_unknown,
     scaled_holdout,
 )
-from data.records import DataError, ImageRecord, Sentence
-from data.text import Vocabulary, tokenize
+from dvsa.data.records import DataError, ImageRecord, Sentence
+from dvsa.data.text import Vocabulary, tokenize
 from fixtures.formats import make_image
 
 

@@ -4,11 +4,11 @@ from collections import Counter
 
 import pytest
 
-from data.catalog import load_dataset
-from data.readers.common import DataWarning
-from data.readers.flickr30k_entities import parse_sentence
-from data.records import DataError
-from data.text import tokenize
+from dvsa.data.catalog import load_dataset
+from dvsa.data.readers.common import DataWarning
+from dvsa.data.readers.flickr30k_entities import parse_sentence
+from dvsa.data.records import DataError
+from dvsa.data.text import tokenize
 from fixtures.formats import make_image
 
 SENTS = {

@@ -4,10 +4,10 @@ from collections import Counter
 
 import pytest
 
-from data.catalog import load_dataset
-from data.readers.common import DataWarning
-from data.records import DataError, select_split
-from data.text import tokenize
+from dvsa.data.catalog import load_dataset
+from dvsa.data.readers.common import DataWarning
+from dvsa.data.records import DataError, select_split
+from dvsa.data.text import tokenize
 from fixtures.formats import CAPTIONS, make_image, write_flickr8k
 
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from data.catalog import load_dataset
-from data.readers.common import DataWarning
-from data.records import DataError
+from dvsa.data.catalog import load_dataset
+from dvsa.data.readers.common import DataWarning
+from dvsa.data.records import DataError
 
 
 def write_vg(root, n=4):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from data.records import DataError, ImageRecord, Phrase, Region, Sentence, select_split
+from dvsa.data.records import DataError, ImageRecord, Phrase, Region, Sentence, select_split
 
 
 def _record(i="1", split="train"):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
-from align.regions import RegionEncoder
-from align.regions.bottomup import import_bottomup
-from data.features import FeatureStore
-from scripts.features import main
+from dvsa.align.regions import RegionEncoder
+from dvsa.align.regions.bottomup import import_bottomup
+from dvsa.data.features import FeatureStore
+from dvsa.scripts.features import main
 
 
 def _tsv(path, n_images=3, n_boxes=36, dim=2048, seed=0):
@@ -57,7 +57,7 @@ def test_bottomup_cli_resume_and_bad_line(tmp_path, capsys):
 
 
 def test_features_cli_on_synthetic(tmp_path, capsys):
-    from data.synthetic import write_synthetic
+    from dvsa.data.synthetic import write_synthetic
 
     root = write_synthetic(tmp_path / "synth", n_train=3, n_val=1, n_test=0, size=64)
     out = tmp_path / "feats"
@@ -85,7 +85,7 @@ def test_features_cli_on_synthetic(tmp_path, capsys):
 def test_bench_features_main(tmp_path, capsys):
     from PIL import Image
 
-    from scripts.bench_features import main as bench
+    from dvsa.scripts.bench_features import main as bench
 
     rng = np.random.default_rng(0)
     for i in range(2):

@@ -6,9 +6,9 @@ from PIL import Image
 from torchvision.ops import roi_align
 
 from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
-from align.regions import RegionConfig, RegionEncoder
-from align.regions.backbones import box_mean_pool
-from align.regions.proposals import select_boxes
+from dvsa.align.regions import RegionConfig, RegionEncoder
+from dvsa.align.regions.backbones import box_mean_pool
+from dvsa.align.regions.proposals import select_boxes
 
 
 def _scene(w=96, h=80, seed=0):
@@ -101,7 +101,7 @@ def test_meta_round_trip(encoder):
 
 def test_warp_scoring_matches_one_proposal_at_a_time(encoder):
     """score_pooling="warp": boxes chosen by the CNN on each warped proposal, features reused for the kept ones."""
-    from align.regions.encoder import objectness, prepare
+    from dvsa.align.regions.encoder import objectness, prepare
 
     cfg = RegionConfig(**{**encoder.cfg.recipe(), "score_pooling": "warp"})
     enc = RegionEncoder(cfg, backbone=encoder.backbone)
@@ -131,7 +131,7 @@ def test_late_recipe_fields_are_left_out_at_their_default():
 
 def test_crop_batch_changes_speed_not_features(encoder):
     """crop_batch is a run-time field: one crop per CNN pass gives the features of the default chunking."""
-    from align.regions.encoder import prepare
+    from dvsa.align.regions.encoder import prepare
 
     one = RegionEncoder(RegionConfig(**{**encoder.cfg.recipe(), "crop_batch": 1}), backbone=encoder.backbone)
     assert one.meta == encoder.meta  # the store's recipe does not see it

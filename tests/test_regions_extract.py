@@ -5,10 +5,10 @@ import torch
 from PIL import Image
 
 from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
-from align.regions import RegionConfig, RegionEncoder, extract_features
-from align.regions import encoder as encoder_mod
-from data.features import FeatureStore
-from data.records import ImageRecord
+from dvsa.align.regions import RegionConfig, RegionEncoder, extract_features
+from dvsa.align.regions import encoder as encoder_mod
+from dvsa.data.features import FeatureStore
+from dvsa.data.records import ImageRecord
 
 
 def _images(tmp_path, n=6):
@@ -83,7 +83,7 @@ def test_fp16_store(tmp_path, encoder):
 
 
 def test_cnn_threads_leave_room_for_the_workers():
-    from align.regions.extract import cnn_threads
+    from dvsa.align.regions.extract import cnn_threads
 
     assert [cnn_threads(2, w) for w in (0, 1, 2, 3)] == [2, 2, 1, 1]
     assert cnn_threads(16, 4) == 13 and cnn_threads(1, 0) == 1
@@ -104,7 +104,7 @@ def test_cnn_in_workers_equals_one_process(tmp_path, encoder):
 
 
 def test_resolve_workers():
-    from align.regions.extract import resolve_workers
+    from dvsa.align.regions.extract import resolve_workers
 
     cpu = RegionConfig()
     assert resolve_workers(cpu, 2) == (2, True) and resolve_workers(cpu, 1) == (1, False)

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
-from align.regions import RegionConfig, extract_features
-from align.regions.images import ImageError, load_rgb
-from data.records import ImageRecord
+from dvsa.align.regions import RegionConfig, extract_features
+from dvsa.align.regions.images import ImageError, load_rgb
+from dvsa.data.records import ImageRecord
 
 
 def _png_header_only(path, w, h):

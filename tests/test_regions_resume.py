@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.features import FeatureStore
+from dvsa.data.features import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,15 +19,15 @@ SCRIPT = r"""
 import sys, torch
 torch.set_num_threads(1)
 torch.manual_seed(0)
-from align.regions import RegionConfig, extract_features
-from data.records import ImageRecord
+from dvsa.align.regions import RegionConfig, extract_features
+from dvsa.data.records import ImageRecord
 folder, out, n, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 recs = [ImageRecord(id=f"im{i}", path=f"{folder}/im{i}.png") for i in range(n)]
 cfg = RegionConfig(pretrained=False, image_size=64, warp_size=48, ss_size=48, ss_mode="single", max_boxes=3, part_size=2,
                    batch_size=1, progress=False)
 if delay:
     import time
-    from align.regions import encoder as E
+    from dvsa.align.regions import encoder as E
     real = E.RegionEncoder.encode_batch
     def slow(self, items):
         time.sleep(delay)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from align.draw import _pieces, region_color, render_alignment
-from align.html import sentence_html
-from align.show import align_sentences, draw_alignment, rank_images, write_alignment_page, write_retrieval_page
-from data.records import Sentence
+from dvsa.align.draw import _pieces, region_color, render_alignment
+from dvsa.align.html import sentence_html
+from dvsa.align.show import align_sentences, draw_alignment, rank_images, write_alignment_page, write_retrieval_page
+from dvsa.data.records import Sentence
 from snippets_fakes import grounded_world
 
 
@@ -83,12 +83,12 @@ def test_retrieval_ranks_matching_images_first(tmp_path):
 
 
 def test_cli_show(tmp_path, monkeypatch):
-    import data.catalog
-    import scripts.align_show as cli
-    import scripts.align_snippets as common
+    import dvsa.data.catalog
+    import dvsa.scripts.align_show as cli
+    import dvsa.scripts.align_snippets as common
 
     records, store, model, vocab = world_with_images(tmp_path, n_images=3, seed=4)
-    monkeypatch.setattr(data.catalog, "load_dataset", lambda name, root, **kw: records)
+    monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)
     monkeypatch.setattr(common, "load_model", lambda path, device="cpu": (model, vocab, None))
     rc = cli.main(["--checkpoint", "m.pt", "--store", str(tmp_path / "store"), "--dataset", "synthetic",
                    "--root", str(tmp_path), "--beta", "0.5", "--images", "2", "--query", "a red circle",

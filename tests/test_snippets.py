@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from align.mrf import chain_mrf
-from align.snippets import (
+from dvsa.align.mrf import chain_mrf
+from dvsa.align.snippets import (
     SnippetConfig,
     calibrate_beta,
     calibration_batches,
@@ -16,7 +16,7 @@ from align.snippets import (
     sentence_pairs,
     write_snippets,
 )
-from data.records import DataError
+from dvsa.data.records import DataError
 from snippets_fakes import random_world
 
 
@@ -91,7 +91,7 @@ def test_calibration_reaches_target_and_is_monotone(tmp_path):
 
 def test_write_snippets_calibrates_and_reports_missing(tmp_path):
     records, store, model, vocab = random_world(tmp_path, n_images=4, seed=2)
-    from data.records import ImageRecord, Sentence
+    from dvsa.data.records import ImageRecord, Sentence
 
     records.append(ImageRecord("gone", "gone.png", 10, 10, "train", [Sentence(999, "a", ["a"])]))
     summary = write_snippets(model, vocab, store, records, tmp_path / "out" / "s.jsonl",
@@ -134,11 +134,11 @@ def test_config_validation():
 
 
 def test_cli_writes_snippets_and_summary(tmp_path, monkeypatch):
-    import data.catalog
-    import scripts.align_snippets as cli
+    import dvsa.data.catalog
+    import dvsa.scripts.align_snippets as cli
 
     records, store, model, vocab = random_world(tmp_path, seed=4)
-    monkeypatch.setattr(data.catalog, "load_dataset", lambda name, root, **kw: records)
+    monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)
     monkeypatch.setattr(cli, "load_model", lambda path, device="cpu": (model, vocab, None))
     out = tmp_path / "run" / "snippets.jsonl"
     rc = cli.main(["--checkpoint", "x.pt", "--store", str(tmp_path / "store"), "--dataset", "fake", "--root", "r",

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.catalog import load_dataset
-from data.records import DataError
-from data.synthetic import PALETTE, SynthConfig, iter_scenes, make_scene, write_synthetic
-from data.synthetic_text import (
+from dvsa.data.catalog import load_dataset
+from dvsa.data.records import DataError
+from dvsa.data.synthetic import PALETTE, SynthConfig, iter_scenes, make_scene, write_synthetic
+from dvsa.data.synthetic_text import (
     COLOUR_WORDS,
     CONTENT_WORDS,
     SHAPE_WORDS,
@@ -17,7 +17,7 @@ from data.synthetic_text import (
     content_word_targets,
     uncovered_content_words,
 )
-from data.text import tokenize
+from dvsa.data.text import tokenize
 
 SMALL = dict(n_train=8, n_val=3, n_test=3, size=128, seed=3)
 
@@ -183,7 +183,7 @@ def test_reader_errors_name_the_file(tmp_path, synth_dir):
 
 
 def test_cli_writes_folder_and_preview(tmp_path, capsys):
-    from scripts.synth import main
+    from dvsa.scripts.synth import main
 
     out = tmp_path / "cli"
     assert main(["--out", str(out), "--train", "4", "--val", "1", "--test", "1", "--size", "96", "--seed", "2",

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from data.records import DataError
-from data.text import PAD_ID, UNK_ID, Vocabulary
-from data.vectors import (
+from dvsa.data.records import DataError
+from dvsa.data.text import PAD_ID, UNK_ID, Vocabulary
+from dvsa.data.vectors import (
     VectorsConfig,
     guess_binary,
     load_vectors,
@@ -143,7 +143,7 @@ def _dataset(tmp_path):
 
 
 def test_cli_word2vec_and_train(tmp_path, w2v_files, capsys):
-    from scripts.vectors import main
+    from dvsa.scripts.vectors import main
 
     _, b, t = w2v_files
     root = _dataset(tmp_path)

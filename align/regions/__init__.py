@@ -1,6 +1,6 @@
 """Regions for stage 1 (eq. 1): boxes per image (R-CNN proposals, detectors or given boxes) and CNN features.
 
-    from align.regions import RegionConfig, RegionEncoder, extract_features
+    from dvsa.align.regions import RegionConfig, RegionEncoder, extract_features
     store = extract_features(records, "features/flickr8k", RegionConfig())   # resumable FeatureStore
     enc = RegionEncoder.from_meta(store.meta)                                # same recipe for new images
     boxes, regions, image_feature = enc.encode(pil_image)                    # row 0 = whole image

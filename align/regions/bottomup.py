@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.features import FeatureStore, FeatureStoreWriter
-from data.records import DataError
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.records import DataError
 
 FIELDS = ["image_id", "image_w", "image_h", "num_boxes", "boxes", "features"]
 

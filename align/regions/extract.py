@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from data.features import FeatureStore, FeatureStoreWriter
-from data.records import ImageRecord
+from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.records import ImageRecord
 
 from . import distributed
 from .config import RegionConfig

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou, nms
 
-from data.records import DataError, ImageRecord
+from dvsa.data.records import DataError, ImageRecord
 
 from .config import RegionConfig
 
