@@ -24,12 +24,11 @@ import os
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
-
 from dvsa.align.grounding import box_iou
 from dvsa.align.model import box_geometry, geometry_dim
 from dvsa.data.checkpoint import load_checkpoint, save_checkpoint
 from dvsa.data.records import ImageRecord
+from torch import nn
 
 
 @dataclass

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from dvsa.align.retrieval import pad_tokens
 from dvsa.data.text import Vocabulary
 

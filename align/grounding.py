@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import torch
-
 from dvsa.align.mrf import chain_mrf, snippet_counts
 from dvsa.align.snippets import PairBatch, score_pairs, sentence_pairs
 from dvsa.data.records import ImageRecord, Phrase

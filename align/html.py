@@ -11,9 +11,8 @@ import base64
 import html
 import io
 
-from PIL import Image
-
 from dvsa.align.draw import _pieces, region_color, text_color
+from PIL import Image
 
 CSS = """
 body { font-family: sans-serif; margin: 20px; color: #222; background: #fafafa; }

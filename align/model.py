@@ -15,11 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+from dvsa.data.standardize import standardization
 from torch import nn
 from torch.nn import functional as F
-
-from dvsa.data.standardize import standardization
-
 
 GEOMETRY_DIM = 5  # x1 / W, y1 / H, x2 / W, y2 / H, box area / image area
 

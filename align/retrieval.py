@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import torch
-
 from dvsa.align.model import lengths_mask
 from dvsa.align.scores import image_sentence_scores_packed
 

@@ -15,14 +15,13 @@ import os
 from pathlib import Path
 
 import torch
-from PIL import Image
-
 from dvsa.align.draw import load_image, render_alignment
 from dvsa.align.html import alignment_page, retrieval_page
 from dvsa.align.mrf import chain_mrf
 from dvsa.align.snippets import batch_snippets, score_pairs
 from dvsa.data.records import ImageRecord, Sentence
 from dvsa.data.text import tokenize
+from PIL import Image
 
 
 def image_path(record: ImageRecord, root: str | os.PathLike | None = None) -> Path:

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
 from dvsa.align.mrf import chain_mrf, runs, snippet_counts
+from dvsa.data.io import atomic_open
 from dvsa.data.records import ImageRecord, Sentence
 
 SNIPPET_KEYS = ("image_id", "sentence_id", "start", "end", "text", "region", "box", "score")
@@ -251,8 +251,6 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
     missing: list[str] = []
     pairs = sentence_pairs(records, store, missing)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     words = snips = sentences = whole = 0
     hist: Counter[int] = Counter()  # snippets by length in words
     bar = None
@@ -260,7 +258,7 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
         from tqdm import tqdm
 
         bar = tqdm(total=len(pairs), unit="sent", desc="snippets")
-    with open(tmp, "w") as f:
+    with atomic_open(out) as f:  # the file appears whole, or not at all
         for batch in score_pairs(model, vocab, store, pairs, cfg.batch_size, cfg.device):
             res = chain_mrf(batch.unary, batch.lengths, batch.region_mask, beta)
             for d in batch_snippets(batch, res.assign, cfg.score):
@@ -273,7 +271,6 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
                 bar.update(len(batch.records))
     if bar is not None:
         bar.close()
-    os.replace(tmp, out)
     summary.update(mean_snippet_len=words / snips if snips else 0.0, n_snippets=snips, n_sentences=sentences,
                    n_words=words, length_hist={str(n): hist[n] for n in sorted(hist)},
                    whole_image_fraction=whole / snips if snips else 0.0, missing_images=missing)

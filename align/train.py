@@ -21,18 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from dvsa.align import distributed as dist
 from dvsa.align.data import PairSet, build_pairs, collate, epoch_batches, rank_slice
 from dvsa.align.loss import max_margin_loss
 from dvsa.align.model import AlignConfig, AlignmentModel, lengths_mask
 from dvsa.align.retrieval import evaluate_retrieval
 from dvsa.align.scores import image_sentence_scores
-from dvsa.data.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dvsa.data.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from dvsa.data.features import FeatureStore
 from dvsa.data.records import select_split
 from dvsa.data.text import Vocabulary
+from tqdm import tqdm
 
 KIND = "align"
 # Fields that may change when a run is resumed (they do not change what was learnt so far).

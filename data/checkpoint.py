@@ -6,37 +6,28 @@ Extra keys (optimizer state, epoch, step, RNG states, metrics) are allowed as lo
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from dvsa.data.io import atomic_write_bytes
 
 FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically: a temporary file in the same folder, fsync, a check that it loads
-    with weights_only=True (else ValueError, and the old file stays), then rename."""
+    """Write `payload` to `path` atomically (`dvsa.data.io`) after a check that it loads back with
+    weights_only=True (else ValueError, and the old file stays)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format_version": FORMAT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:  # a value weights_only loading refuses (numpy scalar, class instance) must not replace a good file
-            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:
-            raise ValueError(f"{path}: the payload cannot be loaded back with weights_only=True ({e})") from None
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **payload}, buf)
+    try:  # a value weights_only loading refuses (numpy scalar, class instance) must not replace a good file
+        torch.load(io.BytesIO(buf.getbuffer()), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: the payload cannot be loaded back with weights_only=True ({e})") from None
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location="cpu") -> dict[str, Any]:

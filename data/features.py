@@ -25,14 +25,9 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from dvsa.data.io import atomic_write_json, commit_dir
 
 FORMAT = 1
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 class FeatureStore:
@@ -140,7 +135,7 @@ class FeatureStoreWriter:
                     f"{meta_path}: the store was made with other settings {old}; use another folder or the same settings"
                 )
         else:
-            _write_json_atomic(meta_path, self.meta)
+            atomic_write_json(meta_path, self.meta, indent=None)
         # leftovers of a killed writer with this tag (another tag's may be a live writer's part in progress)
         for tmp in self.path.glob(f".tmp-part-{tag}-*"):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -196,7 +191,7 @@ class FeatureStoreWriter:
             "sizes": [list(s) for *_, s in self._buf],
         }
         (tmp / "index.json").write_text(json.dumps(index))
-        os.replace(tmp, self.path / name)
+        commit_dir(tmp, self.path / name)
         self._buf = []
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+from dvsa.data.io import atomic_write_json
 from PIL import Image, ImageDraw
 
 from .synthetic_text import (
@@ -353,9 +354,7 @@ def iter_scenes(cfg: SynthConfig, render: bool = True):
 
 
 def _dump(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, separators=(",", ":"), ensure_ascii=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=None, separators=(",", ":"), ensure_ascii=True)
 
 
 def _is_complete(out: Path, cfg: SynthConfig) -> bool:

@@ -22,10 +22,11 @@ import json
 import os
 import zlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from dvsa.data.io import atomic_save_npy, atomic_write_json
 
 from .records import DataError
 from .text import PAD_ID, SPECIALS, Vocabulary
@@ -160,11 +161,9 @@ def save_vectors(path: str | os.PathLike, matrix: np.ndarray, vocab: Vocabulary,
     path.parent.mkdir(parents=True, exist_ok=True)
     if matrix.shape[0] != len(vocab):
         raise ValueError(f"matrix has {matrix.shape[0]} rows for a vocabulary of {len(vocab)} words")
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, np.asarray(matrix, np.float32))
-    os.replace(tmp, path)
+    atomic_save_npy(path, np.asarray(matrix, np.float32))
     meta = {"shape": list(matrix.shape), "coverage": coverage, "vocab": vocab.to_dict(), **(info or {})}
-    sidecar(path).write_text(json.dumps(meta, indent=1))
+    atomic_write_json(sidecar(path), meta)
 
 
 def load_vectors(path: str | os.PathLike, vocab: Vocabulary | None = None, seed: int = 0,

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from dvsa.generate.dense import FULL_FRAME_INPUTS, caption_inputs
 from dvsa.generate.densecap_eval import box_iou
 from dvsa.generate.metrics import caption_metrics

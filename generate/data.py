@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
 from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.data.text import END_ID, PAD_ID, START_ID, UNK, Vocabulary
 from dvsa.generate.inputs import full_frame_features, input_features

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 
 import torch
-
 from dvsa.data.text import END_ID, PAD_ID, START_ID
 from dvsa.generate.model import CaptionModel, GenConfig, reorder_state
 

@@ -14,6 +14,8 @@ import io
 import os
 from pathlib import Path
 
+from dvsa.data.io import atomic_write_text
+
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
            "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#ffe119", "#a9a9a9")
 
@@ -92,9 +94,4 @@ word).</p>
 
 def write_dense_html(results: list[dict], path: str | os.PathLike, **kw) -> Path:
     """Write `dense_html(results, **kw)` to `path` (atomically); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dense_html(results, **kw), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, dense_html(results, **kw))

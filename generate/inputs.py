@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
 from dvsa.generate.model import INPUTS
 
 

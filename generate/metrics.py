@@ -15,13 +15,14 @@ captioning evaluator uses it for per-prediction METEOR.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+
+from dvsa.data.io import atomic_write_json
 
 METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
 
@@ -334,12 +335,7 @@ def coco_results(res: dict[str, str]) -> list[dict]:
 
 def write_coco_results(path: str | os.PathLike, res: dict[str, str]) -> Path:
     """Write `coco_results(res)` as JSON to `path` (atomically); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(coco_results(res)))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, coco_results(res), indent=None)
 
 
 def references_of(records: Iterable, key=lambda r: r.id) -> dict[str, list[str]]:

@@ -27,7 +27,6 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from dvsa.data.standardize import standardization
 from dvsa.data.text import END_ID, PAD_ID, Vocabulary
 

@@ -23,17 +23,28 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
-
 from dvsa.align.snippets import read_snippets
-from dvsa.data.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dvsa.data.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from dvsa.data.features import FeatureStore
 from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.data.text import Vocabulary
-from dvsa.generate.data import (CaptionData, build_vocab, collate, epoch_batches, full_frame_data, n_targets,
-                           snippet_data)
+from dvsa.generate.data import (
+    CaptionData,
+    build_vocab,
+    collate,
+    epoch_batches,
+    full_frame_data,
+    n_targets,
+    snippet_data,
+)
 from dvsa.generate.decode import greedy
 from dvsa.generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias
+from tqdm import tqdm
 
 # fields that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "beam", "max_len", "length_norm"}

@@ -15,7 +15,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dvsa.align.boxscore import BoxScoreConfig, fit_box_scorer, save_box_scorer, tight_box_rate
+    from dvsa.align.boxscore import (
+        BoxScoreConfig,
+        fit_box_scorer,
+        save_box_scorer,
+        tight_box_rate,
+    )
     from dvsa.data.catalog import load_dataset
     from dvsa.data.features import FeatureStore
     from dvsa.data.records import DataError, select_split

@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
     from dvsa.align.scores import image_sentence_scores
 
     if args.threads:
@@ -109,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train_rate(args, g) -> dict:
     import torch
-
     from dvsa.align.loss import max_margin_loss
     from dvsa.align.model import AlignConfig, AlignmentModel, lengths_mask
     from dvsa.align.scores import image_sentence_scores

@@ -26,7 +26,6 @@ def _rate(fn, n_images: int, repeat: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-
     from dvsa.generate.decode import beam_search, beam_search_single
     from dvsa.generate.model import CaptionModel, GenConfig
 

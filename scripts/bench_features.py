@@ -145,11 +145,10 @@ def _children_cpu_since(_clock) -> float:
 def recall(spec: str, n: int, cfg) -> str:
     """Recall at IoU 0.5 of annotated objects by the proposals and by the kept boxes (rows 1..)."""
     import torch
-    from torchvision.ops import box_iou
-
     from dvsa.align.regions.encoder import RegionEncoder, prepare
     from dvsa.align.regions.images import load_rgb
     from dvsa.data.catalog import load_dataset
+    from torchvision.ops import box_iou
 
     name, root = spec.split(":", 1)
     records = [r for r in load_dataset(name, root) if r.regions][:n]
@@ -194,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
     import torch
-
     from dvsa.align.regions.backbones import build_backbone
     from dvsa.align.regions.config import RegionConfig
     from dvsa.scripts.features import _parse_set
@@ -250,7 +248,6 @@ def probe(root: str, cfg, n: int = 200) -> str:
     """Do region features encode colour and shape? Linear probes (logistic regression) on the synthetic scenes'
     ground-truth boxes: trained on the objects of the train split, accuracy on the objects of the val split."""
     import torch
-
     from dvsa.align.regions.encoder import RegionEncoder, prepare
     from dvsa.align.regions.images import load_rgb
     from dvsa.data.catalog import load_dataset

@@ -16,13 +16,12 @@ least one image was captioned, 1 when none was, 2 for bad arguments or checkpoin
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from dvsa.data.io import atomic_write_json
 
 
 def make_encoder(meta: dict, device: str):
@@ -88,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}\t{text}")
     out = {"checkpoint": str(args.checkpoint), "beam": beam, "max_len": max_len, "length_norm": length_norm,
            "captions": results, "failed": failed}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(args.out) + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, out)
     print(f"{len(results)} captioned, {len(failed)} skipped, {time.time() - t0:.1f} s -> {args.out}", file=sys.stderr)
     return 0 if results else 1
 

@@ -14,8 +14,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dvsa.scripts.pipeline import (PipelineConfig, StageError, _parse_value, apply_overrides, run_pipeline,
-                              write_json_atomic)
+from dvsa.data.io import atomic_write_json
+from dvsa.scripts.pipeline import (
+    PipelineConfig,
+    StageError,
+    _parse_value,
+    apply_overrides,
+    run_pipeline,
+)
 
 
 @dataclass
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exception(e.__cause__, file=sys.stderr)
         print(f"dvsa demo: {e}\nthe stages before it are kept: run the same command again to resume", file=sys.stderr)
         return 1
-    write_json_atomic(out / "demo_config.json", asdict(demo))
+    atomic_write_json(out / "demo_config.json", asdict(demo))
     total = time.perf_counter() - t0
     print(f"demo finished in {total:.0f} s (data {data_s:.0f} s)")
     for key in ("retrieval", "captioning", "alignment"):

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 import time
-from pathlib import Path
 
+from dvsa.data.io import atomic_write_json
 from dvsa.generate.dense import FULL_FRAME_INPUTS, DenseConfig
 
 
@@ -94,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"checkpoint": str(args.checkpoint), "config": resolved, "backend": encoder.cfg.backend,
            "score": "mean log-probability per word (END included) of the region's caption",
            "images": results, "failed": failed}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(args.out) + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, out)
     for r in results:
         best = "; ".join(f"{d['caption']} ({d['score']:.2f})" for d in r["regions"][:3])
         print(f"{r['image_id']}: {len(r['regions'])} regions: {best}")

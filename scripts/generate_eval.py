@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 from pathlib import Path
 
+from dvsa.data.io import atomic_write_json
 from dvsa.generate.caption_eval import REGION_BOXES, CaptionEvalConfig
 from dvsa.generate.dense import FULL_FRAME_INPUTS
 
@@ -58,20 +57,24 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from dvsa.data.catalog import load_dataset
     from dvsa.data.features import FeatureStore
     from dvsa.data.records import DataError, select_split
-    from dvsa.generate.caption_eval import caption_split, region_caption_metrics, score_region_items, snippet_references
-    from dvsa.generate.metrics import caption_metrics, format_metrics, format_table, references_of, write_coco_results
+    from dvsa.generate.caption_eval import (
+        caption_split,
+        region_caption_metrics,
+        score_region_items,
+        snippet_references,
+    )
+    from dvsa.generate.metrics import (
+        caption_metrics,
+        format_metrics,
+        format_table,
+        references_of,
+        write_coco_results,
+    )
     from dvsa.generate.train import load_generator
 
     try:
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                            "beam": cfg.region_beam, **s}
         print(f"snippet regions ({s['n_regions']}), beam {cfg.region_beam}: {format_metrics(s['metrics'])}")
 
-    _write_json(out_path, out)
+    atomic_write_json(out_path, out)
     table = {f"full frame, beam {k[4:]}": v["metrics"] for k, v in out.get("full_frame", {}).items()}
     if "regions" in out:
         table[f"regions ({out['regions']['boxes']}), beam {out['regions']['beam']}"] = out["regions"]["metrics"]

@@ -20,15 +20,14 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dvsa.data.io import atomic_write_json, json_default
 from dvsa.data.records import DataError
 
 
@@ -114,25 +113,8 @@ def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig
 
 
 # ------------------------------------------------------------------------------------------ caching
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if dataclasses.is_dataclass(o):
-        return asdict(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def fingerprint(obj: Any) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=json_default).encode()).hexdigest()[:16]
 
 
 def read_json(path: Path) -> Any | None:
@@ -205,7 +187,7 @@ class Runner:
             done_path.unlink(missing_ok=True)
         elif started:
             self.log(f"[{stage.name}] resuming an interrupted run")
-        write_json_atomic(started_path, {"fingerprint": fp, "config": config})
+        atomic_write_json(started_path, {"fingerprint": fp, "config": config})
         self.log(f"[{stage.name}] running")
         t0 = time.perf_counter()
         try:
@@ -215,7 +197,7 @@ class Runner:
         except Exception as e:
             raise StageError(stage.name, e) from e
         seconds = time.perf_counter() - t0
-        write_json_atomic(done_path, {"stage": stage.name, "fingerprint": fp, "config": config,
+        atomic_write_json(done_path, {"stage": stage.name, "fingerprint": fp, "config": config,
                                       "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                       "result": result})
         started_path.unlink(missing_ok=True)
@@ -230,15 +212,15 @@ class Runner:
         t0 = time.perf_counter()
         self.run.load_records()
         self.run.timings["load"] = time.perf_counter() - t0
-        write_json_atomic(self.out / "eval_images.json", {r.id: self.run.image_path(r) for r in self.run.eval})
+        atomic_write_json(self.out / "eval_images.json", {r.id: self.run.image_path(r) for r in self.run.eval})
         try:
             for stage in STAGES:
                 self.run_stage(stage)
         finally:
             self.run.close()
         results = assemble_results(self.run)
-        write_json_atomic(self.out / "config.json", self.run.resolved_config())
-        write_json_atomic(self.out / "results.json", results)
+        atomic_write_json(self.out / "config.json", self.run.resolved_config())
+        atomic_write_json(self.out / "results.json", results)
         report = self.out / "report.html"
         if "report" not in self.cfg.skip:
             from dvsa.scripts.report import write_report

@@ -85,7 +85,12 @@ def _word_vectors(run, cfg):
     """(vocab, float [V, E] vectors, coverage) for `word_vectors`: "train" = word2vec on the train sentences,
     else a word2vec file (binary or text)."""
     from dvsa.data.text import Vocabulary
-    from dvsa.data.vectors import VectorsConfig, load_word2vec, train_word2vec, vectors_for_vocab
+    from dvsa.data.vectors import (
+        VectorsConfig,
+        load_word2vec,
+        train_word2vec,
+        vectors_for_vocab,
+    )
 
     sents = [s.tokens for r in run.train for s in r.sentences]
     vocab = Vocabulary.build(sents, min_count=cfg.min_count)
@@ -110,7 +115,12 @@ def load_alignment(run):
 def retrieval(run) -> dict:
     """Image annotation and image search on the eval split (`retrieval_protocol`, default the 1K protocol:
     the first 1000 images, 5 sentences each), plus a few ranked examples of the first fold for the report."""
-    from dvsa.align.retrieval import eval_items, evaluate_retrieval, protocol_folds, score_collection
+    from dvsa.align.retrieval import (
+        eval_items,
+        evaluate_retrieval,
+        protocol_folds,
+        score_collection,
+    )
 
     model, vocab, cfg = load_alignment(run)
     records = run.usable(run.eval)
@@ -173,7 +183,13 @@ def box_score(run) -> dict:
     """The learned box score on the train split's annotated boxes, and its weight in the word-region scores:
     the best of `box_weights` and 0 on the validation phrases (beta calibrated for each). Weight 0, with the
     reason, when the train split has no boxes or the validation split no phrases."""
-    from dvsa.align.boxscore import BoxScoreConfig, choose_box_weight, fit_box_scorer, save_box_scorer, tight_box_rate
+    from dvsa.align.boxscore import (
+        BoxScoreConfig,
+        choose_box_weight,
+        fit_box_scorer,
+        save_box_scorer,
+        tight_box_rate,
+    )
     from dvsa.align.grounding import word_groups_for
 
     train, val = run.usable(run.train), run.usable(run.val)

@@ -75,7 +75,6 @@ def region_captions(run) -> dict:
     (which sees the region's own feature as if it were an image), each scored against the region's description.
     Beam `report_beam`."""
     import numpy as np
-
     from dvsa.align.regions import RegionEncoder
     from dvsa.generate.caption_eval import region_items
     from dvsa.generate.dense import caption_inputs

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from dvsa.data.io import atomic_write_text
 from PIL import Image, ImageDraw
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#800000",
@@ -198,10 +199,7 @@ def build_html(run: Path, results: dict) -> str:
 def write_report(run_dir: str | Path, results: dict, path: str | Path) -> Path:
     """Write the report of the run folder `run_dir` to `path` (atomic); returns `path`."""
     run, path = Path(run_dir), Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(build_html(run, results))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, build_html(run, results))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
-
     from dvsa.align.retrieval import eval_items, score_collection
     from dvsa.align.train import load_alignment
     from dvsa.data.catalog import load_dataset

@@ -14,7 +14,13 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
-from dvsa.data.synthetic import DATASET_JSON, GROUNDTRUTH_JSON, IMAGE_DIR, SynthConfig, write_synthetic
+from dvsa.data.synthetic import (
+    DATASET_JSON,
+    GROUNDTRUTH_JSON,
+    IMAGE_DIR,
+    SynthConfig,
+    write_synthetic,
+)
 
 _FLAGS = {"n_train": "--train", "n_val": "--val", "n_test": "--test", "size": "--size", "seed": "--seed",
           "max_objects": "--max-objects"}

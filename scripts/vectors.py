@@ -17,7 +17,13 @@ from dataclasses import asdict, fields
 from dvsa.data.catalog import available, load_dataset
 from dvsa.data.records import DataError, select_split
 from dvsa.data.text import Vocabulary
-from dvsa.data.vectors import VectorsConfig, load_word2vec, save_vectors, train_word2vec, vectors_for_vocab
+from dvsa.data.vectors import (
+    VectorsConfig,
+    load_word2vec,
+    save_vectors,
+    train_word2vec,
+    vectors_for_vocab,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.text import END_ID, Vocabulary
 

@@ -4,7 +4,6 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from dvsa.align import distributed as dist
 from dvsa.align.model import AlignmentModel
 from dvsa.align.train import train_alignment

@@ -1,7 +1,6 @@
 """Alignment model, scores and loss against slow twins on random inputs."""
 import pytest
 import torch
-
 from align_fakes import one_thread  # noqa: F401 (autouse fixture)
 from dvsa.align.loss import max_margin_loss, max_margin_loss_slow
 from dvsa.align.model import AlignConfig, AlignmentModel, reverse_padded

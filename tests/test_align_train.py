@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from align_fakes import one_thread  # noqa: F401 (autouse fixture)
 from dvsa.align.model import AlignConfig
 from dvsa.align.retrieval import evaluate_retrieval

@@ -6,9 +6,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from dvsa.align.boxscore import (BoxPrior, BoxScoreConfig, BoxScorer, choose_box_weight, fit_box_scorer,
-                            load_box_scorer, save_box_scorer, tight_box_rate)
+from dvsa.align.boxscore import (
+    BoxPrior,
+    BoxScoreConfig,
+    BoxScorer,
+    choose_box_weight,
+    fit_box_scorer,
+    load_box_scorer,
+    save_box_scorer,
+    tight_box_rate,
+)
 from dvsa.align.grounding import evaluate_alignment
 from dvsa.align.model import box_geometry
 from dvsa.align.snippets import SnippetConfig

@@ -3,7 +3,6 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from dvsa.data.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from dvsa.data.text import Vocabulary
 

@@ -1,7 +1,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dvsa.data.text import END_ID, START_ID
 from dvsa.generate.decode import beam_search, beam_search_single, decode, greedy, sample
 from dvsa.generate.model import CaptionModel, GenConfig

@@ -4,13 +4,26 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from dense_fakes import WORDS, FakeEncoder, Gen, OneWordModel, expected, make_store, vocab
+from dense_fakes import (
+    WORDS,
+    FakeEncoder,
+    Gen,
+    OneWordModel,
+    expected,
+    make_store,
+    vocab,
+)
 from dvsa.data.records import ImageRecord, Region
-from dvsa.generate.dense import DenseConfig, dense_captions, image_files, nms, region_inputs
+from dvsa.generate.dense import (
+    DenseConfig,
+    dense_captions,
+    image_files,
+    nms,
+    region_inputs,
+)
 from dvsa.generate.dense_html import dense_html, write_dense_html
 from dvsa.generate.densecap_eval import box_iou, densecap_evaluate, exact_match_scorer
+from PIL import Image
 
 torch.set_num_threads(1)
 
@@ -169,9 +182,9 @@ def test_densecap_on_dense_results():
 
 def test_cli_dense_end_to_end(tmp_path, capsys):
     """`dvsa dense` with a real (untrained) region encoder rebuilt from the checkpoint's feature meta."""
+    from dense_fakes import tiny_checkpoint
     from dvsa.align.regions.config import RegionConfig
     from dvsa.align.regions.encoder import RegionEncoder
-    from dense_fakes import tiny_checkpoint
     from dvsa.scripts.dense import main
 
     enc = RegionEncoder.from_config(RegionConfig(pretrained=False, max_boxes=4, progress=False))

@@ -1,9 +1,12 @@
 """Dense captioning mAP (DenseCap's protocol) against a slow, loop-by-loop twin, plus hand-made cases."""
 import numpy as np
 import pytest
-
 from dvsa.generate import densecap_eval as dc
-from dvsa.generate.densecap_eval import DenseCapEvaluator, exact_match_scorer, meteor_exact
+from dvsa.generate.densecap_eval import (
+    DenseCapEvaluator,
+    exact_match_scorer,
+    meteor_exact,
+)
 
 WORDS = ["dog", "cat", "red", "ball", "man", "tree"]
 

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 
 D = 5

@@ -1,17 +1,16 @@
 """dvsa caption: features computed from the images by the checkpoint's encoder, corrupt images skipped."""
 import json
 
+import dvsa.scripts.caption as caption_cli
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import dvsa.scripts.caption as caption_cli
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import ImageRecord, Sentence
 from dvsa.generate.model import GenConfig
 from dvsa.generate.train import train_generator
-from test_generate_train import COLORS, D, SHAPES, caption, make_toy, small
+from PIL import Image
+from test_generate_train import COLORS, SHAPES, D, caption, make_toy, small
 
 torch.set_num_threads(1)
 RGB = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}

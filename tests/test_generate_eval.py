@@ -1,17 +1,23 @@
 """Split and region-level caption evaluation, and `dvsa generate eval` end to end on synthetic scenes."""
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from dense_fakes import FakeEncoder, Gen, OneWordModel, expected, make_store, tiny_checkpoint, vocab
+from dense_fakes import (
+    FakeEncoder,
+    Gen,
+    OneWordModel,
+    expected,
+    make_store,
+    tiny_checkpoint,
+    vocab,
+)
 from dvsa.data.records import DataError, ImageRecord, Region, Sentence
 from dvsa.generate import caption_eval as ce
 from dvsa.generate.dense import region_inputs
 from dvsa.generate.densecap_eval import box_iou
+from PIL import Image
 
 torch.set_num_threads(1)
 

@@ -3,9 +3,14 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dvsa.data.text import END_ID, START_ID, Vocabulary
-from dvsa.generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias, input_dim
+from dvsa.generate.model import (
+    CaptionModel,
+    GenConfig,
+    caption_loss,
+    frequency_bias,
+    input_dim,
+)
 
 torch.set_num_threads(1)
 

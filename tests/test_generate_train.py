@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import DataError, ImageRecord, Sentence
 from dvsa.generate.decode import greedy

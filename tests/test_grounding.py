@@ -5,8 +5,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
-from dvsa.align.grounding import STOPWORDS, AlignmentEvaluator, box_iou, evaluate_alignment, format_table
+from dvsa.align.grounding import (
+    STOPWORDS,
+    AlignmentEvaluator,
+    box_iou,
+    evaluate_alignment,
+    format_table,
+)
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import ImageRecord, Phrase, Region, Sentence
 from dvsa.data.text import Vocabulary

@@ -3,10 +3,14 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 import dvsa.generate.metrics as metrics
-from dvsa.generate.metrics import caption_metrics, coco_results, format_metrics, simple_ptb_tokenize
+import pytest
+from dvsa.generate.metrics import (
+    caption_metrics,
+    coco_results,
+    format_metrics,
+    simple_ptb_tokenize,
+)
 
 UNIQUE = {  # every image's caption shares few n-grams with the others
     "1": ["a brown dog runs on the grass"],

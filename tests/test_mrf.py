@@ -3,7 +3,6 @@ import itertools
 
 import pytest
 import torch
-
 from dvsa.align.mrf import argmax_assign, chain_mrf, runs, snippet_counts
 
 

@@ -3,7 +3,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from dvsa.data.records import ImageRecord, Sentence
 from dvsa.scripts import pipeline, pipeline_stages
 from dvsa.scripts.pipeline import PipelineConfig, apply_overrides, run_pipeline
@@ -177,7 +176,6 @@ def _random_model_word_accuracy(out: Path) -> float:
     """Word-to-region accuracy of the per-word argmax of an untrained alignment model of the same shape: what a
     broken alignment stage would score."""
     import torch
-
     from dvsa.align.grounding import evaluate_alignment
     from dvsa.align.model import AlignConfig, AlignmentModel
     from dvsa.align.train import load_alignment

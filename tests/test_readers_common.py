@@ -1,5 +1,4 @@
 import pytest
-
 from dvsa.data.readers.common import (
     DataWarning,
     deterministic_split,

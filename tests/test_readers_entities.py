@@ -3,7 +3,6 @@ import os
 from collections import Counter
 
 import pytest
-
 from dvsa.data.catalog import load_dataset
 from dvsa.data.readers.common import DataWarning
 from dvsa.data.readers.flickr30k_entities import parse_sentence

@@ -3,7 +3,6 @@ import shutil
 from collections import Counter
 
 import pytest
-
 from dvsa.data.catalog import load_dataset
 from dvsa.data.readers.common import DataWarning
 from dvsa.data.records import DataError, select_split

@@ -1,7 +1,6 @@
 import os
 
 import pytest
-
 from dvsa.data.catalog import load_dataset
 from dvsa.data.readers.common import DataWarning
 from dvsa.data.records import DataError

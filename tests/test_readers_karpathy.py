@@ -2,7 +2,6 @@ import json
 import os
 
 import pytest
-
 from dvsa.data.catalog import load_dataset
 from dvsa.data.readers.common import DataWarning
 from dvsa.data.records import DataError, select_split

@@ -3,7 +3,6 @@ import json
 import os
 
 import pytest
-
 from dvsa.data.catalog import load_dataset
 from dvsa.data.readers.common import DataWarning
 from dvsa.data.records import DataError

@@ -1,8 +1,14 @@
 import json
 
 import pytest
-
-from dvsa.data.records import DataError, ImageRecord, Phrase, Region, Sentence, select_split
+from dvsa.data.records import (
+    DataError,
+    ImageRecord,
+    Phrase,
+    Region,
+    Sentence,
+    select_split,
+)
 
 
 def _record(i="1", split="train"):

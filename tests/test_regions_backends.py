@@ -6,12 +6,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from dvsa.align.regions import RegionConfig, RegionEncoder
-from dvsa.align.regions.backbones import build_backbone, efficientnet_lite0_weights_path, fuse_conv_bn
+from dvsa.align.regions.backbones import (
+    build_backbone,
+    efficientnet_lite0_weights_path,
+    fuse_conv_bn,
+)
 from dvsa.align.regions.proposals import load_given_boxes
+from PIL import Image
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 
 
 def _scene(w=120, h=90):

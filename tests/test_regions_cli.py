@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
-
-from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from dvsa.align.regions import RegionEncoder
 from dvsa.align.regions.bottomup import import_bottomup
 from dvsa.data.features import FeatureStore
 from dvsa.scripts.features import main
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 
 
 def _tsv(path, n_images=3, n_boxes=36, dim=2048, seed=0):
@@ -83,9 +82,8 @@ def test_features_cli_on_synthetic(tmp_path, capsys):
 
 
 def test_bench_features_main(tmp_path, capsys):
-    from PIL import Image
-
     from dvsa.scripts.bench_features import main as bench
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     for i in range(2):

@@ -2,13 +2,12 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torchvision.ops import roi_align
-
-from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from dvsa.align.regions import RegionConfig, RegionEncoder
 from dvsa.align.regions.backbones import box_mean_pool
 from dvsa.align.regions.proposals import select_boxes
+from PIL import Image
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
+from torchvision.ops import roi_align
 
 
 def _scene(w=96, h=80, seed=0):

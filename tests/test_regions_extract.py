@@ -2,13 +2,12 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from dvsa.align.regions import RegionConfig, RegionEncoder, extract_features
 from dvsa.align.regions import encoder as encoder_mod
 from dvsa.data.features import FeatureStore
 from dvsa.data.records import ImageRecord
+from PIL import Image
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 
 
 def _images(tmp_path, n=6):

@@ -4,12 +4,11 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 from dvsa.align.regions import RegionConfig, extract_features
 from dvsa.align.regions.images import ImageError, load_rgb
 from dvsa.data.records import ImageRecord
+from PIL import Image
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 
 
 def _png_header_only(path, w, h):

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from dvsa.data.features import FeatureStore
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 

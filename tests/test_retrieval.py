@@ -2,10 +2,15 @@
 import numpy as np
 import pytest
 import torch
-
 from dvsa.align.model import AlignConfig, AlignmentModel
-from dvsa.align.retrieval import (evaluate_retrieval, protocol_folds, retrieval_metrics, retrieval_metrics_slow,
-                             retrieval_ranks, score_collection)
+from dvsa.align.retrieval import (
+    evaluate_retrieval,
+    protocol_folds,
+    retrieval_metrics,
+    retrieval_metrics_slow,
+    retrieval_ranks,
+    score_collection,
+)
 from dvsa.data.text import Vocabulary
 from test_align_train import make_toy
 

@@ -4,12 +4,16 @@ import re
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from dvsa.align.draw import _pieces, region_color, render_alignment
 from dvsa.align.html import sentence_html
-from dvsa.align.show import align_sentences, draw_alignment, rank_images, write_alignment_page, write_retrieval_page
-from dvsa.data.records import Sentence
+from dvsa.align.show import (
+    align_sentences,
+    draw_alignment,
+    rank_images,
+    write_alignment_page,
+    write_retrieval_page,
+)
+from PIL import Image
 from snippets_fakes import grounded_world
 
 

@@ -3,17 +3,16 @@ import json
 
 import pytest
 import torch
-
 from dvsa.align.mrf import chain_mrf
 from dvsa.align.snippets import (
     SnippetConfig,
     calibrate_beta,
     calibration_batches,
     mean_snippet_length,
-    stack_batches,
     read_snippets,
     score_pairs,
     sentence_pairs,
+    stack_batches,
     write_snippets,
 )
 from dvsa.data.records import DataError

@@ -4,11 +4,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from dvsa.data.catalog import load_dataset
 from dvsa.data.records import DataError
-from dvsa.data.synthetic import PALETTE, SynthConfig, iter_scenes, make_scene, write_synthetic
+from dvsa.data.synthetic import (
+    PALETTE,
+    SynthConfig,
+    iter_scenes,
+    make_scene,
+    write_synthetic,
+)
 from dvsa.data.synthetic_text import (
     COLOUR_WORDS,
     CONTENT_WORDS,
@@ -18,6 +22,7 @@ from dvsa.data.synthetic_text import (
     uncovered_content_words,
 )
 from dvsa.data.text import tokenize
+from PIL import Image
 
 SMALL = dict(n_train=8, n_val=3, n_test=3, size=128, seed=3)
 

@@ -2,9 +2,17 @@ import json
 import random
 
 import pytest
-
 from dvsa.data.records import ImageRecord, Sentence, select_split
-from dvsa.data.text import END_ID, PAD_ID, SPECIALS, START_ID, UNK, UNK_ID, Vocabulary, tokenize
+from dvsa.data.text import (
+    END_ID,
+    PAD_ID,
+    SPECIALS,
+    START_ID,
+    UNK,
+    UNK_ID,
+    Vocabulary,
+    tokenize,
+)
 
 
 @pytest.mark.parametrize("raw, tokens", [

@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from dvsa.data.records import DataError
 from dvsa.data.text import PAD_ID, UNK_ID, Vocabulary
 from dvsa.data.vectors import (

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import DataError
 

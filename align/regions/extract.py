@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
-
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import ImageRecord
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from . import distributed
 from .config import RegionConfig

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou, nms
-
 from dvsa.data.records import DataError, ImageRecord
+from torchvision.ops import box_iou, nms
 
 from .config import RegionConfig
 
