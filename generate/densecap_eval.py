@@ -1,5 +1,8 @@
 """Dense captioning mean average precision, DenseCap's protocol (Johnson, Karpathy, Fei-Fei, CVPR 2016).
 
+Reference: `DenseCaptioningEvaluator` in jcjohnson/densecap's eval/eval_utils.lua (with `box_utils.merge_boxes`
+and eval/meteor_bridge.py). Scenic's Python port (`DensecapEval`) follows it too, but with exact levels k / 100
+where the Lua loop's float sums are a few ulp above (see below); the two differ when a recall is exactly k / 100.
 For every image:
   1. Ground-truth boxes overlapping with IoU >= 0.7 are merged (`merge_boxes`, DenseCap's greedy grouping:
      repeatedly take the box with the most neighbours at IoU >= 0.7, group it with them). A merged box is the
@@ -7,16 +10,22 @@ For every image:
   2. Predictions are visited in decreasing score; each takes the merged ground-truth box it overlaps most
      (IoU > 0; first on ties). Only the first prediction to take a box may count as a true positive ("ok");
      later ones are false positives. This assignment does not depend on the thresholds, as in DenseCap.
-  3. Each (ok) prediction's caption is scored with METEOR against its box's references.
+  3. Each (ok) prediction's caption is scored with METEOR against its box's references (one METEOR 1.5
+     `-l en -norm` segment score per prediction, as meteor_bridge.py).
 Over all images, predictions sorted by score, for each IoU threshold t in {0.3, 0.4, 0.5, 0.6, 0.7} and METEOR
 threshold m in {0, 0.05, 0.1, 0.15, 0.2, 0.25}: a prediction is a true positive when it is ok, its IoU >= t and
 its METEOR > m (strictly, as DenseCap's code: at m = 0 a caption must share something with the references).
-AP is the 101-point interpolated average precision (mean over recall levels r in 0, 0.01, .., 1 of the best
-precision at recall >= r); recall is over all merged ground-truth boxes. mAP is the mean over the 30 pairs.
-`det_map` is the same without the caption condition (detection mAP over the IoU thresholds).
+AP is DenseCap's max-interpolated average precision: the mean, over the recall levels of the Lua loop
+`for t=0,1,0.01` (`RECALL_LEVELS`: 100 levels 0, 0.01, .., 0.99, each the float sum of 0.01 repeated; the
+101st sum is 1.0000000000000007 > 1, so recall 1 is never visited), of the best precision at recall >= t
+(0 if no rank reaches t); recall is over all merged ground-truth boxes. mAP is the mean over the 30 pairs.
+`det_map` is DenseCap's "detmap": the same with its METEOR threshold -1, i.e. no caption condition
+(METEOR >= 0 > -1), averaged over the 5 IoU thresholds.
 
-Boxes are [x1, y1, x2, y2] in pixels, continuous coordinates: IoU = intersection / union of the areas
-(no "+1" pixel convention, unlike DenseCap's Lua code).
+Boxes are [x1, y1, x2, y2] in pixels, continuous coordinates: IoU = intersection / union of the areas, as
+torchvision.ops.box_iou and Scenic's port (no "+1" pixel convention). DenseCap's Lua code (the matching loop in
+eval_utils.lua and `box_utils.iou_matrix` used by `merge_boxes`) counts inclusive pixels, width = x2 - x1 + 1;
+IoUs of boxes tens of pixels wide differ by up to about 0.01 between the two conventions.
 
 The caption scorer is pluggable: `scorer(candidates: list[str], references: list[list[str]]) -> list[float]`.
 The default is pycocoevalcap's METEOR (Java, `generate.metrics.MeteorScorer`); without Java it falls back to
@@ -29,26 +38,42 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou as tv_box_iou
 
 IOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 METEOR_THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
 MERGE_IOU = 0.7
-RECALL_LEVELS = np.linspace(0.0, 1.0, 101)
+
+
+def _lua_recall_levels(step: float = 0.01) -> np.ndarray:
+    """The values DenseCap's Lua loop `for t=0,1,0.01` visits: t = 0, then t += 0.01 (float addition) while
+    t <= 1. 100 levels, the last 0.99000000000000066 (the next sum, 1.0000000000000007, passes 1)."""
+    levels, t = [], 0.0
+    while t <= 1.0:
+        levels.append(t)
+        t += step
+    return np.array(levels, np.float64)
+
+
+RECALL_LEVELS = _lua_recall_levels()
 
 Scorer = Callable[[list[str], list[list[str]]], list[float]]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix float64 [N, M] of boxes a [N, 4] and b [M, 4] ([x1, y1, x2, y2]); 0 where the union is 0."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    """IoU matrix float64 [N, M] of boxes a [N, 4] and b [M, 4] ([x1, y1, x2, y2]); 0 where the union is 0.
+
+    torchvision.ops.box_iou in float64 (continuous coordinates, no +1 pixel; see the module doc for DenseCap's
+    Lua convention). An inverted box (x2 < x1 or y2 < y1) counts as empty, and an IoU with an empty union
+    (two empty boxes) is 0 rather than torchvision's NaN.
+    """
+    a = np.array(a, np.float64).reshape(-1, 4)
+    b = np.array(b, np.float64).reshape(-1, 4)
+    for x in (a, b):  # inverted -> empty (same intersection, area 0)
+        x[:, 2:] = np.maximum(x[:, 2:], x[:, :2])
+    iou = tv_box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    return np.nan_to_num(iou, nan=0.0)
 
 
 def merge_boxes(boxes: np.ndarray, threshold: float = MERGE_IOU) -> list[list[int]]:
@@ -85,7 +110,12 @@ def merge_ground_truth(
 
 
 def average_precision(tp: np.ndarray, n_pos: int) -> float:
-    """101-point interpolated AP of a ranked list: tp bool [P] in decreasing score, n_pos ground truths."""
+    """DenseCap's max-interpolated AP of a ranked list: tp bool [P] in decreasing score, n_pos ground truths.
+
+    Precision and recall at every rank; AP = mean over `RECALL_LEVELS` (the 100 levels of eval_utils.lua's
+    `for t=0,1,0.01`, computed by the same repeated float addition) of the max precision at recall >= t, 0 where
+    no rank reaches t. An empty list scores 0 (DenseCap's Lua would fail on torch.max of an empty tensor).
+    """
     if n_pos <= 0:
         raise ValueError("average precision needs at least one ground-truth box")
     tp = np.asarray(tp, bool)

@@ -42,6 +42,15 @@ def slow_merge(boxes, thr):
         groups.append(g)
 
 
+def lua_levels():
+    """The recall levels DenseCap's `for t=0,1,0.01 do` visits (Lua's numeric for: t += 0.01 while t <= 1)."""
+    out, t = [], 0.0
+    while t <= 1:
+        out.append(t)
+        t += 0.01
+    return out
+
+
 def slow_map(images, scorer, ious=dc.IOU_THRESHOLDS, mets=dc.METEOR_THRESHOLDS):
     records, npos = [], 0
     for gtb, gtc, pb, ps, pc in images:
@@ -73,8 +82,9 @@ def slow_map(images, scorer, ious=dc.IOU_THRESHOLDS, mets=dc.METEOR_THRESHOLDS):
                 c += x
                 prec.append(c / (k + 1))
                 rec.append(c / npos)
-            levels = [k / 100 for k in range(101)]
-            aps.append(sum(max([p for p, r in zip(prec, rec) if r >= lv], default=0.0) for lv in levels) / 101)
+            levels = lua_levels()  # eval_utils.lua: ap = sum of max(prec * (rec >= t)) over the loop, / apn
+            aps.append(sum(max([p for p, r in zip(prec, rec) if r >= lv], default=0.0) for lv in levels)
+                       / len(levels))
     return sum(aps) / len(aps), aps
 
 
@@ -171,8 +181,9 @@ def test_overlapping_ground_truth_is_merged():
     out = run(gt, ["a cat", "a kitten", "a dog"], [[0, 0, 10, 10.5], [0, 0, 10, 10], [30, 30, 40, 40]],
               [0.9, 0.8, 0.7], ["a kitten", "a cat", "a dog"])
     assert out["n_gt"] == 2
-    # ranks: TP, FP, TP over 2 boxes -> precision 1 up to recall .5, 2/3 after
-    assert out["map"] == pytest.approx((51 * 1 + 50 * 2 / 3) / 101)
+    # ranks: TP, FP, TP over 2 boxes -> precision 1 up to recall .5, 2/3 after: 50 of DenseCap's 100 recall
+    # levels are <= .5 (the 51st, 0.5000000000000002, is above; see test_average_precision_lua_levels_by_hand)
+    assert out["map"] == pytest.approx((50 * 1 + 50 * 2 / 3) / 100)
 
 
 def test_first_prediction_takes_the_box_even_with_a_wrong_caption():
@@ -191,8 +202,40 @@ def test_thresholds_follow_iou_and_meteor():
     assert out["map"] == pytest.approx(3 / 6)
 
 
+def test_lua_recall_levels():
+    # eval_utils.lua `for t=0,1,0.01`: 100 iterations; 0.01 summed 100 times is 1.0000000000000007 > 1
+    assert len(dc.RECALL_LEVELS) == 100 and dc.RECALL_LEVELS.tolist() == lua_levels()
+    assert dc.RECALL_LEVELS[0] == 0.0 and dc.RECALL_LEVELS[-1] == pytest.approx(0.99, abs=1e-12)
+    assert dc.RECALL_LEVELS[25] > 0.25 and dc.RECALL_LEVELS[50] > 0.5 and dc.RECALL_LEVELS[75] > 0.75
+
+
+def test_average_precision_lua_levels_by_hand():
+    """DenseCap's AP (eval_utils.lua): mean over the loop's 100 levels t of max(prec[rec >= t]), 0 if none.
+
+    5 predictions in score order, 4 ground-truth boxes:
+        rank  tp   precision  recall
+          1   yes  1/1 = 1    1/4 = .25
+          2   no   1/2        .25
+          3   yes  2/3        2/4 = .5
+          4   no   2/4 = .5   .5
+          5   yes  3/5 = .6   3/4 = .75
+    Interpolated precision: 1 for t <= .25, 2/3 for .25 < t <= .5, .6 for .5 < t <= .75, 0 above.
+    The loop's levels are float sums of 0.01: level 25 is 0.25000000000000006, level 50 0.5000000000000002,
+    level 75 0.7500000000000004, each just above the exact recall, so each band holds 25 levels:
+        AP = (25 * 1 + 25 * 2/3 + 25 * .6 + 25 * 0) / 100 = 0.5666...
+    The old 101 levels 0, .01, .., 1 put 26 levels at precision 1 and 25 in each of the others:
+        (26 + 25 * 2/3 + 25 * .6) / 101 = 0.570957...
+    (and exact levels k / 100, k < 100, as Scenic's port, give (26 + 25 * 2/3 + 25 * .6) / 100 = 0.576667).
+    """
+    tp = np.array([True, False, True, False, True])
+    assert dc.average_precision(tp, 4) == pytest.approx((25 + 25 * 2 / 3 + 25 * 0.6) / 100, abs=1e-15)
+    assert dc.average_precision(tp, 4) == pytest.approx(0.5666666666666667, abs=1e-12)
+    # TP, FP, TP over 2 boxes: precision 1 at recall .5 (levels 0 .. 0.49000000000000027: 50 of them),
+    # 2/3 at recall 1 (levels 0.5000000000000002 .. 0.99: 50)
+    assert dc.average_precision(np.array([True, False, True]), 2) == pytest.approx((50 + 50 * 2 / 3) / 100)
+
+
 def test_average_precision_by_hand():
-    assert dc.average_precision(np.array([True, False, True]), 2) == pytest.approx((51 + 50 * 2 / 3) / 101)
     assert dc.average_precision(np.array([False, True]), 1) == pytest.approx(0.5)
     assert dc.average_precision(np.array([], bool), 3) == 0.0
     with pytest.raises(ValueError):

@@ -161,3 +161,50 @@ def test_meteor_failure_is_reported_and_the_process_ended():
         m.score_pairs(["a dog"], [["a dog"]])
     assert m.proc.poll() is not None
     m.close()  # idempotent after a failure
+
+
+def test_bleu_1_to_4_known_answer():
+    """BLEU-1..4 as pycocoevalcap computes them (Papineni et al., corpus level, `Bleu(4)`, option "closest").
+
+    Clipped n-gram counts are summed over the corpus; the brevity penalty uses the summed candidate length and
+    the summed closest reference lengths (the shorter on ties); BLEU-n = BP * (prod_{k<=n} p_k)^(1/n).
+      image 1: refs "a dog runs on the grass" (6), "a dog is running" (4); cand "a dog runs on grass" (5):
+               closest ref length 4 (|6-5| = |4-5|: the shorter); 1-grams 5/5, 2-grams 3/4 ("on grass" misses),
+               3-grams 2/3, 4-grams 1/2
+      image 2: ref "two men play soccer in a park" (7); cand "two men play" (3): 3/3, 2/2, 1/1, 0/0
+      corpus: p1 = 8/8, p2 = 5/6, p3 = 3/4, p4 = 1/2; lengths 8 vs 4 + 7 = 11: BP = exp(1 - 11/8)
+    """
+    import math
+
+    gts = {"1": ["a dog runs on the grass", "a dog is running"], "2": ["two men play soccer in a park"]}
+    res = {"1": "a dog runs on grass", "2": "two men play"}
+    m = caption_metrics(gts, res, use_java=False)
+    bp = math.exp(1 - 11 / 8)
+    p = [1.0, 5 / 6, 3 / 4, 1 / 2]
+    for n in range(1, 5):
+        assert m[f"bleu{n}"] == pytest.approx(bp * math.prod(p[:n]) ** (1 / n), rel=1e-6), n
+
+
+def test_cider_d_known_answer():
+    """CIDEr-D as pycocoevalcap computes it (Vedantam et al. 2015; `Cider()`): n-gram tf-idf vectors, idf =
+    log(#images) - log(max(1, #images whose references contain the n-gram)); per n = 1..4 the clipped cosine
+    sum(min(c, r) * r) / (|c| |r|) (0 when a vector is empty) times exp(-delta^2 / (2 * 6^2)), delta the
+    difference in length (pycocoevalcap counts bigrams); mean over n and references, x10; mean over images.
+
+    Two images, L = log 2: "a", "black", "a black" are in both images' references (idf 0); every other n-gram
+    has idf L.
+      image 1: ref "a black dog", cand "a black cat": no weighted n-gram in common -> 0
+      image 2: ref "a black bird", cand "a black bird": cosine 1 for n = 1, 2, 3; no 4-grams -> 0;
+               10 * (1 + 1 + 1 + 0) / 4 = 7.5
+      CIDEr = (0 + 7.5) / 2 = 3.75
+    With cand "a black bird flies" for image 2, each of n = 1, 2, 3 has one extra weighted n-gram:
+    cosine L^2 / (sqrt(2) L * L) = 1 / sqrt(2); delta = 3 - 2 bigrams: penalty exp(-1 / 72);
+    image 2 = 10 * 3 / sqrt(2) * exp(-1/72) / 4, CIDEr = half of it.
+    """
+    import math
+
+    gts = {"1": ["a black dog"], "2": ["a black bird"]}
+    m = caption_metrics(gts, {"1": "a black cat", "2": "a black bird"}, use_java=False)
+    assert m["cider"] == pytest.approx(3.75, rel=1e-9)
+    m = caption_metrics(gts, {"1": "a black cat", "2": "a black bird flies"}, use_java=False)
+    assert m["cider"] == pytest.approx(10 * 3 / math.sqrt(2) * math.exp(-1 / 72) / 4 / 2, rel=1e-9)

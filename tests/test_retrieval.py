@@ -92,3 +92,26 @@ def test_evaluate_retrieval_matches_direct_scoring(tmp_path):
     assert m["n_images"] == 12 and m["n_sentences"] == 36
     for d in ("annotation", "search"):
         assert m[d]["r1"] == pytest.approx(direct[d]["r1"]) and m[d]["medr"] == pytest.approx(direct[d]["medr"])
+
+
+def test_known_ranks_on_a_3x6_matrix():
+    """R@K and Med r by the paper's protocol (Karpathy & Fei-Fei; the neuraltalk / DeViSE-style evaluation):
+    annotation rank of an image = best 1-based rank of any of its sentences among all sentences; search rank of
+    a sentence = 1-based rank of its image among all images; R@K = % of ranks <= K; Med r = median rank."""
+    owner = [0, 0, 1, 1, 2, 2]  # sentences 0, 1 describe image 0; 2, 3 image 1; 4, 5 image 2
+    scores = np.array([
+        # s0   s1   s2   s3   s4   s5
+        [0.9, 0.1, 0.8, 0.3, 0.2, 0.0],  # image 0: s0 (own) first                         -> rank 1
+        [0.7, 0.2, 0.1, 0.6, 0.9, 0.3],  # image 1: s4 .9, s0 .7, then s3 .6 (own)          -> rank 3
+        [0.5, 0.4, 0.3, 0.2, 0.1, 0.6],  # image 2: s5 (own) first                          -> rank 1
+    ])
+    # search, column by column: s0 image 0 of (.9 .7 .5) -> 1; s1 (.1 .2 .4) -> 3; s2 image 1 of (.8 .1 .3) -> 3;
+    # s3 (.3 .6 .2) -> 1; s4 image 2 of (.2 .9 .1) -> 3; s5 (0 .3 .6) -> 1
+    ann, search = retrieval_ranks(scores, owner)
+    assert ann.tolist() == [1, 3, 1]
+    assert search.tolist() == [1, 3, 3, 1, 3, 1]
+    m = retrieval_metrics(scores, owner)
+    assert m["annotation"] == pytest.approx({"r1": 200 / 3, "r5": 100.0, "r10": 100.0, "medr": 1.0, "meanr": 5 / 3})
+    # Med r of [1, 1, 1, 3, 3, 3]: the middle two average to 2 (VSE's floor(median(0-based)) + 1 also gives 2)
+    assert m["search"] == pytest.approx({"r1": 50.0, "r5": 100.0, "r10": 100.0, "medr": 2.0, "meanr": 2.0})
+    assert m["rsum"] == pytest.approx(200 / 3 + 100 + 100 + 50 + 100 + 100)
