@@ -4,12 +4,23 @@
     records = load_dataset("flickr8k", root="../shared/datasets/flickr8k")
 
 Readers register themselves with ``@register("name")``; `load_dataset` imports the reader modules lazily.
+
+What a reader dropped or repaired (empty sentences, NaN / empty / off-image boxes, duplicate ids, missing
+images, ...) is counted by reason in a `readers.report.ReadReport`, logged to the ``dvsa.data`` logger, and
+kept for the caller:
+
+    report = ReadReport()                      # or: load_dataset(...); report = last_report()
+    records = load_dataset("coco", root, report=report)
+    summary["data"] = report.summary()         # JSON-able counts by reason, with examples
+
+``strict=True`` raises `DataError` (file, record, reason) on the first problem instead.
 """
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
 
+from .readers.report import ReadReport
 from .records import ImageRecord
 
 _READERS: dict[str, Callable[..., list[ImageRecord]]] = {}
@@ -47,5 +58,28 @@ def get_reader(name: str) -> Callable[..., list[ImageRecord]]:
     return _READERS[name]
 
 
-def load_dataset(name: str, root: str, **kwargs) -> list[ImageRecord]:
-    return get_reader(name)(root, **kwargs)
+_LAST: list[ReadReport | None] = [None]
+
+
+def load_dataset(name: str, root: str, *, strict: bool = False, report: ReadReport | None = None,
+                 **kwargs) -> list[ImageRecord]:
+    """The records of dataset `name` at `root` (reader options in `kwargs`).
+
+    `report` (optional) is filled in with what the reader dropped / repaired, by reason; either way the
+    report is logged to the ``dvsa.data`` logger and returned by `last_report()`. `strict` makes the first
+    such problem a `DataError`.
+    """
+    report = report if report is not None else ReadReport(name, strict=strict)
+    report.strict = report.strict or strict
+    if report.dataset is None:
+        report.dataset = name
+    _LAST[0] = report
+    records = get_reader(name)(root, report=report, **kwargs)
+    report.records = len(records)
+    report.log()
+    return records
+
+
+def last_report() -> ReadReport | None:
+    """The report of the latest `load_dataset` call (None before the first)."""
+    return _LAST[0]

@@ -57,13 +57,15 @@ def test_karpathy_bad_inputs(tmp_path):
         load_dataset("karpathy", tmp_path)
     data = karpathy_json([("a", "train"), ("b", "bogus")])
     (tmp_path / "dataset_x.json").write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"images\[1\] \(b.jpg\): unknown split 'bogus'"):
-        load_dataset("karpathy", tmp_path)
+    with pytest.raises(DataError, match=r"images\[1\] \(b.jpg\): unknown split 'bogus'.*\[unknown_split\]"):
+        load_dataset("karpathy", tmp_path, strict=True)
+    with pytest.warns(DataWarning, match="1 unknown_split"):
+        assert [r.id for r in load_dataset("karpathy", tmp_path)] == ["a"]  # lenient: dropped, counted
     data = karpathy_json([("a", "train"), ("b", "val")])
     data["images"][1]["sentences"][0]["sentid"] = 0
     (tmp_path / "dataset_x.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match="duplicate sentid 0"):
-        load_dataset("karpathy", tmp_path)
+        load_dataset("karpathy", tmp_path, strict=True)
     (tmp_path / "dataset_y.json").write_text("{}")
     with pytest.raises(DataError, match="several split files"):
         load_dataset("karpathy", tmp_path)

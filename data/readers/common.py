@@ -10,6 +10,11 @@ Policy for bad input, the same in every reader:
   training split); `report_unknown(records, vocab)` lists such sentences;
 - a missing image file: readers do not open images by default; ``check_images=True`` raises a `DataError`
   naming the missing files, ``check_images="skip"`` drops those records with a `DataWarning`.
+
+Every record, sentence or region a reader drops or repairs is also counted by reason in a
+`report.ReadReport` (the ``report=`` argument of every reader; `catalog.load_dataset` makes one, logs it to
+the ``dvsa.data`` logger and keeps it for `catalog.last_report()`); ``strict=True`` turns the first such
+problem into a `DataError` naming the file, the record and the reason.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import DataError, ImageRecord
+from .report import ReadReport
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -119,14 +125,18 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         return int(im.width), int(im.height)
 
 
-def fill_sizes(records: list[ImageRecord]) -> list[ImageRecord]:
-    """Set width/height of records that lack them, from image headers; unreadable images keep None (warned)."""
+def fill_sizes(records: list[ImageRecord], report: ReadReport | None = None) -> list[ImageRecord]:
+    """Set width/height of records that lack them, from image headers; unreadable images keep None (warned,
+    counted ``size_unreadable`` in `report`)."""
     bad = []
     for r in records:
         if r.width is None or r.height is None:
             try:
                 r.width, r.height = image_size(r.path)
             except (OSError, ValueError) as e:
+                if report is not None:
+                    report.add("size_unreadable", r.path, f"image {r.id}",
+                               f"size unreadable ({e.__class__.__name__}: {e}), left unset")
                 bad.append((r.path, e))
     if bad:
         warn(bad[0][0], f"{len(bad)} image(s) could not be read for their size, sizes left unset "
@@ -134,11 +144,13 @@ def fill_sizes(records: list[ImageRecord]) -> list[ImageRecord]:
     return records
 
 
-def check_image_files(records: list[ImageRecord], mode: bool | str, source: str | os.PathLike) -> list[ImageRecord]:
+def check_image_files(records: list[ImageRecord], mode: bool | str, source: str | os.PathLike,
+                      report: ReadReport | None = None) -> list[ImageRecord]:
     """Verify that every record's image file exists.
 
     mode False: no check. True: raise `DataError` (naming `source`, the count and the first missing paths).
-    "skip": drop records whose image is missing, with a `DataWarning` that names the first missing paths.
+    "skip": drop records whose image is missing, with a `DataWarning` that names the first missing paths
+    (each counted ``missing_image`` in `report`; a strict report raises on the first).
     """
     if not mode:
         return records
@@ -150,6 +162,9 @@ def check_image_files(records: list[ImageRecord], mode: bool | str, source: str 
     shown = ", ".join(r.path for r in missing[:5])
     msg = f"{len(missing)} of {len(records)} image file(s) are missing, e.g. {shown}"
     if mode == "skip":
+        if report is not None:
+            for r in missing:
+                report.add("missing_image", source, f"image {r.id}", f"image file {r.path} not found")
         warn(source, msg + "; those records are skipped")
         gone = {id(r) for r in missing}
         return [r for r in records if id(r) not in gone]

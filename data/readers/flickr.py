@@ -22,6 +22,9 @@ Splits:
 Ids are file stems; sentence ids are unique over the dataset (caption-file order, from 0). Images are looked
 for under ``images/``, ``Flicker8k_Dataset/``, ``Flickr8k_Dataset/`` (8k) or ``flickr30k-images/``,
 ``flickr30k_images/`` (30k), or `images_dir`. Sizes are left None unless ``read_sizes=True``.
+
+What is dropped is counted by reason in `report` (``empty_sentence``, ``no_split``, ``no_captions``,
+``unknown_split``, ``missing_image``, ``size_unreadable``); ``strict=True`` raises DataError on the first.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ import re
 from pathlib import Path
 
 from ..catalog import register
-from ..records import DataError, ImageRecord, Sentence
+from ..records import SPLITS, DataError, ImageRecord, Sentence
 from ..text import tokenize
 from .common import (
     abspath,
@@ -44,15 +47,17 @@ from .common import (
     scaled_holdout,
     warn,
 )
+from .report import ReadReport, ensure, finish
 
 Caption = tuple[int, str]  # (sentence id, raw)
 
 _NUM_TEXT = re.compile(r"\s*(\d+)\s+(\S.*)$")
 
 
-def read_captions(path: str | os.PathLike) -> dict[str, list[Caption]]:
+def read_captions(path: str | os.PathLike, report: ReadReport | None = None) -> dict[str, list[Caption]]:
     """file name -> [(sentence id, raw)] in file order (ids count the kept captions from 0). Empty captions
-    are dropped with one warning naming the lines; a malformed line raises DataError(path, ..., line)."""
+    are dropped with one warning naming the lines (counted ``empty_sentence`` in `report`); a malformed line
+    raises DataError(path, ..., line)."""
     path = Path(path)
     csv = path.suffix == ".csv"
     out: dict[str, list[Caption]] = {}
@@ -78,6 +83,9 @@ def read_captions(path: str | os.PathLike) -> dict[str, list[Caption]]:
                 raise DataError(path, f"expected '<image file>#<number>' before the tab, got {key!r}", n)
             raw = raw.strip()
         if not tokenize(raw):
+            if report is not None:
+                report.add("empty_sentence", path, name, f"caption {raw!r} has no word",
+                           line=n)
             empty.append(n)
             continue
         out.setdefault(name, []).append((sid, raw))
@@ -92,9 +100,15 @@ def _records(
     split_of: dict[str, str],
     image_dir: Path,
     source: Path,
+    report: ReadReport,
 ) -> list[ImageRecord]:
     """One record per image that has both captions and a split; the rest is reported."""
     no_split = [name for name in captions if name not in split_of]
+    for name in no_split:
+        report.add("no_split", source, name, "has captions but is in no split")
+    no_caps = [name for name in split_of if name not in captions]
+    for name in no_caps:
+        report.add("no_captions", source, name, "is in the split files but has no caption")
     if no_split:
         warn(source, f"{len(no_split)} image(s) with captions are in no split and are skipped, e.g. {no_split[:3]}")
     no_caps = [name for name in split_of if name not in captions]
@@ -103,6 +117,9 @@ def _records(
     records, seen = [], {}
     for name, caps in captions.items():
         if name not in split_of:
+            continue
+        if split_of[name] not in SPLITS:
+            report.add("unknown_split", source, name, f"unknown split {split_of[name]!r}")
             continue
         image_id = Path(name).stem
         if image_id in seen:
@@ -133,10 +150,11 @@ def _default_split(captions: dict[str, list[Caption]]) -> dict[str, str]:
     return deterministic_split(captions, n, n)
 
 
-def _finish(records, check_images, read_sizes, source):
-    records = check_image_files(records, check_images, source)
+def _finish(records, check_images, read_sizes, source, report, owned):
+    records = check_image_files(records, check_images, source, report)
     if read_sizes:
-        fill_sizes(records)
+        fill_sizes(records, report)
+    finish(report, owned, len(records))
     return records
 
 
@@ -146,13 +164,17 @@ def read_flickr8k(
     images_dir: str | os.PathLike | None = None,
     check_images: bool | str = False,
     read_sizes: bool = False,
+    strict: bool = False,
+    report: ReadReport | None = None,
 ) -> list[ImageRecord]:
     """Flickr8k from ``Flickr8k.token.txt`` and the ``Flickr_8k.*Images.txt`` split files under `root`."""
+    report, owned = ensure(report, strict, "flickr8k")
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "Flickr8k root folder not found")
     token = root / "Flickr8k.token.txt"
-    captions = read_captions(token)
+    report.source(token)
+    captions = read_captions(token, report)
     files = [(root / f"Flickr_8k.{s}Images.txt", split) for s, split in (("train", "train"), ("dev", "val"),
                                                                             ("test", "test"))]
     if any(f.is_file() for f, _ in files):
@@ -162,7 +184,8 @@ def read_flickr8k(
     probe = next(iter(captions), None)
     image_dir = Path(images_dir) if images_dir else find_image_dir(
         root, ["images", "Flicker8k_Dataset", "Flickr8k_Dataset", "Images"], probe)
-    return _finish(_records(captions, split_of, image_dir, token), check_images, read_sizes, token)
+    return _finish(_records(captions, split_of, image_dir, token, report), check_images, read_sizes, token,
+                   report, owned)
 
 
 _30K_CAPTIONS = ("results_20130124.token", "results.token", "results.csv", "flickr30k_images/results.csv")
@@ -176,15 +199,19 @@ def read_flickr30k(
     split_json: str | os.PathLike | None = None,
     check_images: bool | str = False,
     read_sizes: bool = False,
+    strict: bool = False,
+    report: ReadReport | None = None,
 ) -> list[ImageRecord]:
     """Flickr30k from ``results_20130124.token`` (or ``results.csv``) under `root`; splits as documented above."""
+    report, owned = ensure(report, strict, "flickr30k")
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "Flickr30k root folder not found")
     source = next((root / c for c in _30K_CAPTIONS if (root / c).is_file()), None)
     if source is None:
         raise DataError(root, f"no Flickr30k caption file (looked for {', '.join(_30K_CAPTIONS)})")
-    captions = read_captions(source)
+    report.source(source)
+    captions = read_captions(source, report)
 
     js = Path(split_json) if split_json else root / "dataset_flickr30k.json"
     if split_json or js.is_file():
@@ -202,4 +229,5 @@ def read_flickr30k(
         split_of = _default_split(captions)
     probe = next(iter(captions), None)
     image_dir = Path(images_dir) if images_dir else find_image_dir(root, _30K_IMAGES, probe)
-    return _finish(_records(captions, split_of, image_dir, source), check_images, read_sizes, source)
+    return _finish(_records(captions, split_of, image_dir, source, report), check_images, read_sizes, source,
+                   report, owned)

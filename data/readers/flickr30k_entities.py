@@ -23,6 +23,10 @@ Files under `root`:
 Images: ``<images_dir>/<id>.jpg``, by default the first of ``root/flickr30k-images``, ``root/flickr30k_images``,
 ``root/images`` that holds them. Sentence ids are unique over the dataset (sorted image ids, then line order).
 Empty sentences are dropped with a warning naming file and line; bad markup or XML raises DataError.
+Boxes with a NaN coordinate, no area or entirely outside the image are dropped, boxes partly outside are
+clipped to it. Each drop / repair is counted by reason in `report` (``empty_sentence``, ``empty_phrase``,
+``box_not_finite``, ``box_empty``, ``box_outside``, ``box_clipped``, ``no_split``, ``conflicting_split``,
+``no_captions``, ``no_annotation``, ``missing_image``); ``strict=True`` raises on the first.
 """
 from __future__ import annotations
 
@@ -43,13 +47,16 @@ from .common import (
     scaled_holdout,
     warn,
 )
+from .report import ReadReport, check_box, ensure, finish
 
 _PHRASE = re.compile(r"\[/EN#(\d+)((?:/[^\s\]/]+)*)\s+([^\]\[]*)\]")
 _WORD = re.compile(r"[a-z0-9]+")  # a token of data.text.tokenize
 
 
-def parse_sentence(line: str, path: str | os.PathLike = "<sentence>", lineno: int | None = None):
-    """Markup line -> (raw text, tokens, [(start, end, phrase text, entity id, types)]) with token spans."""
+def parse_sentence(line: str, path: str | os.PathLike = "<sentence>", lineno: int | None = None,
+                   report: ReadReport | None = None):
+    """Markup line -> (raw text, tokens, [(start, end, phrase text, entity id, types)]) with token spans.
+    Phrases with no word are dropped (counted ``empty_phrase`` in `report`)."""
     pieces, spans, pos = [], [], 0
     length = 0
     for m in _PHRASE.finditer(line):
@@ -72,6 +79,9 @@ def parse_sentence(line: str, path: str | os.PathLike = "<sentence>", lineno: in
         idx = [k for k, (ts, te, _) in enumerate(toks) if ts < ce and te > cs]
         if idx:
             phrases.append((idx[0], idx[-1] + 1, words, eid, types))
+        elif report is not None and tokens:
+            report.add("empty_phrase", path, f"phrase {words!r} (entity {eid})", f"phrase {words!r} has no word",
+                       line=lineno)
     return raw, tokens, phrases
 
 
@@ -79,8 +89,12 @@ def _raw_pieces(line: str) -> str:
     return _PHRASE.sub(lambda m: m.group(3).strip(), line)
 
 
-def parse_annotation(path: Path) -> tuple[tuple[int, int] | None, list[tuple[str, list[float]]]]:
-    """XML -> ((width, height) or None, [(entity id, [x1, y1, x2, y2])]) for every boxed entity."""
+def parse_annotation(path: Path, report: ReadReport | None = None
+                     ) -> tuple[tuple[int, int] | None, list[tuple[str, list[float]]]]:
+    """XML -> ((width, height) or None, [(entity id, [x1, y1, x2, y2])]) for every boxed entity.
+
+    Boxes are checked against the size (`report.check_box`): NaN, empty or outside boxes are dropped, boxes
+    partly outside clipped. Without a `report` an empty box raises DataError (as it always did)."""
     root = read_xml(path)
     size = None
     s = root.find("size")
@@ -101,9 +115,16 @@ def parse_annotation(path: Path) -> tuple[tuple[int, int] | None, list[tuple[str
             x1, y1, x2, y2 = (float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax"))
         except (TypeError, ValueError):
             raise DataError(path, f"<object> {k + 1} ({names[0]}): malformed <bndbox>") from None
-        box = [max(0.0, x1 - 1), max(0.0, y1 - 1), x2, y2]
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise DataError(path, f"<object> {k + 1} ({names[0]}): empty box {[x1, y1, x2, y2]}")
+        where = f"<object> {k + 1} ({names[0]})"
+        if report is None:
+            box = [max(0.0, x1 - 1), max(0.0, y1 - 1), x2, y2]
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise DataError(path, f"{where}: empty box {[x1, y1, x2, y2]}")
+        else:
+            w, h = size if size else (None, None)
+            box = check_box([x1 - 1, y1 - 1, x2, y2], w, h, report, path, where)
+            if box is None:
+                continue
         boxes.extend((n, box) for n in names)
     return size, boxes
 
@@ -114,8 +135,11 @@ def read_flickr30k_entities(
     images_dir: str | os.PathLike | None = None,
     split_dir: str | os.PathLike | None = None,
     check_images: bool | str = False,
+    strict: bool = False,
+    report: ReadReport | None = None,
 ) -> list[ImageRecord]:
     """Records with sentences, phrases and entity boxes (see the module docstring)."""
+    report, owned = ensure(report, strict, "flickr30k_entities")
     root = Path(root)
     sent_dir = root / "Sentences"
     if not sent_dir.is_dir():
@@ -130,12 +154,21 @@ def read_flickr30k_entities(
         split_of = {}
         for f, s in split_files:
             if f.is_file():
+                report.source(f)
                 for i in read_split_file(f):
-                    split_of[Path(i).stem] = s
+                    stem = Path(i).stem
+                    if stem in split_of and split_of[stem] != s:
+                        report.add("conflicting_split", f, f"image {stem}",
+                                   f"in both the {split_of[stem]} and the {s} split ({s} kept)")
+                    split_of[stem] = s
         unlisted = [i for i in ids if i not in split_of]
+        for i in unlisted:
+            report.add("no_split", sdir, f"image {i}", "in no split file")
+        nosent = [i for i in split_of if not (sent_dir / f"{i}.txt").is_file()]
+        for i in nosent:
+            report.add("no_captions", sent_dir, f"image {i}", "in the split files but has no sentence file")
         if unlisted:
             warn(sdir, f"{len(unlisted)} image(s) are in no split file and are skipped, e.g. {unlisted[:3]}")
-        nosent = [i for i in split_of if not (sent_dir / f"{i}.txt").is_file()]
         if nosent:
             warn(sent_dir, f"{len(nosent)} image(s) of the split files have no sentence file, e.g. {nosent[:3]}")
     else:
@@ -150,8 +183,9 @@ def read_flickr30k_entities(
             continue
         xml = root / "Annotations" / f"{image_id}.xml"
         if xml.is_file():
-            size, boxes = parse_annotation(xml)
+            size, boxes = parse_annotation(xml, report)
         else:
+            report.add("no_annotation", xml, f"image {image_id}", "no annotation file (no boxes, no size)")
             size, boxes = None, []
             no_xml.append(image_id)
         boxed = {eid for eid, _ in boxes}
@@ -159,8 +193,10 @@ def read_flickr30k_entities(
         sentences, phrases, empty = [], [], []
         path = sent_dir / f"{image_id}.txt"
         for lineno, line in read_lines(path):
-            raw, tokens, spans = parse_sentence(line, path, lineno)
+            raw, tokens, spans = parse_sentence(line, path, lineno, report)
             if not tokens:
+                report.add("empty_sentence", path, f"image {image_id}", f"sentence {line!r} has no word",
+                           line=lineno)
                 empty.append(lineno)
                 continue
             sentences.append(Sentence(id=sid, raw=raw, tokens=tokens))
@@ -179,4 +215,12 @@ def read_flickr30k_entities(
                                    phrases=phrases))
     if no_xml:
         warn(root / "Annotations", f"{len(no_xml)} image(s) without an annotation file (no boxes), e.g. {no_xml[:3]}")
-    return check_image_files(records, check_images, sent_dir)
+    dropped_boxes = sum(report.count(r) for r in ("box_not_finite", "box_empty", "box_outside"))
+    if dropped_boxes:
+        warn(root / "Annotations", f"{dropped_boxes} box(es) with a NaN coordinate, no area or outside the image "
+                                   "dropped")
+    if report.count("box_clipped"):
+        warn(root / "Annotations", f"{report.count('box_clipped')} box(es) partly outside the image clipped to it")
+    records = check_image_files(records, check_images, sent_dir, report)
+    finish(report, owned, len(records))
+    return records

@@ -5,7 +5,7 @@
 
 Records have split "none", no sentences, and width/height from the image header (PIL reads no pixels).
 A file with an image extension that PIL cannot open is reported (one `DataWarning` naming the files) and
-skipped; files with other extensions are ignored when scanning a folder. Ids are the path relative to the
+skipped (counted ``unreadable_image`` in `report`; ``strict=True`` raises instead); files with other extensions are ignored when scanning a folder. Ids are the path relative to the
 folder without its extension (``sub/cat``), or the path with its extension where two files would share one.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from ..catalog import register
 from ..records import DataError, ImageRecord
 from .common import IMAGE_EXTENSIONS, abspath, image_size, warn
+from .report import ReadReport, ensure, finish
 
 
 def _ids(rels: list[str]) -> list[str]:
@@ -30,8 +31,11 @@ def read_folder(
     root: str | os.PathLike | list,
     recursive: bool = False,
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    strict: bool = False,
+    report: ReadReport | None = None,
 ) -> list[ImageRecord]:
     """Records for the images of a folder (`recursive` descends into sub-folders), one file, or a list of files."""
+    report, owned = ensure(report, strict, "folder")
     if isinstance(root, (list, tuple)):
         files = [Path(p) for p in root]
         missing = [str(p) for p in files if not p.is_file()]
@@ -58,10 +62,12 @@ def read_folder(
         try:
             w, h = image_size(path)
         except (OSError, ValueError) as e:
+            report.add("unreadable_image", path, f"image {image_id}", f"unreadable image ({e.__class__.__name__})")
             bad.append((path, e))
             continue
         records.append(ImageRecord(id=image_id, path=abspath(path), width=w, height=h, split="none"))
     if bad:
         shown = ", ".join(f"{p} ({e.__class__.__name__})" for p, e in bad[:5])
         warn(bad[0][0], f"unreadable image skipped ({len(bad)} in all: {shown})")
+    finish(report, owned, len(records))
     return records

@@ -7,7 +7,9 @@ Each record's `regions` are the scene's objects (``id`` = object index as str, `
 ``text`` = canonical description such as "a small red circle", ``label`` = shape), mentioned or not; grey
 distractor blobs are not regions. `phrases` link token spans of the sentences to the object they name.
 Sentences and splits come from ``dataset_synthetic.json`` (Karpathy format), everything else from
-``groundtruth.json``; an image missing from either file is an error naming the file.
+``groundtruth.json``; an image missing from either file is an error naming the file. The data is generated,
+so it is checked rather than repaired: a duplicate sentence id, an empty sentence or a NaN / empty /
+off-image box raises DataError in strict mode and is counted in `report` (and dropped) otherwise.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 from ..catalog import register
 from ..records import DataError, ImageRecord, Phrase, Region, Sentence, select_split
 from ..text import tokenize
+from .report import ReadReport, check_box, ensure, finish
 
 DATASET_JSON = "dataset_synthetic.json"
 GROUNDTRUTH_JSON = "groundtruth.json"
@@ -41,11 +44,16 @@ def _field(d: Any, key: str, path: Path, what: str) -> Any:
 
 
 @register("synthetic")
-def read_synthetic(root: str, split: str | None = None) -> list[ImageRecord]:
+def read_synthetic(root: str, split: str | None = None, strict: bool = False,
+                   report: ReadReport | None = None) -> list[ImageRecord]:
     """All images of the synthetic dataset at `root` (or only `split`, see `data.records.select_split`)."""
+    report, owned = ensure(report, strict, "synthetic")
     root_p = Path(root)
     ds_path, gt_path = root_p / DATASET_JSON, root_p / GROUNDTRUTH_JSON
     ds, gt = _read_json(ds_path), _read_json(gt_path)
+    report.source(ds_path)
+    report.source(gt_path)
+    seen_sids: set[int] = set()
     gt_images = _field(gt, "images", gt_path, "top level")
     records = []
     for entry in _field(ds, "images", ds_path, "top level"):
@@ -59,28 +67,48 @@ def read_synthetic(root: str, split: str | None = None) -> list[ImageRecord]:
         for s in _field(entry, "sentences", ds_path, what):
             raw = _field(s, "raw", ds_path, what)
             sentences.append(Sentence(int(_field(s, "sentid", ds_path, what)), raw, tokenize(raw)))
+        width, height = int(g["width"]), int(g["height"])
         objects = _field(g, "objects", gt_path, what)
-        regions = [Region(box=[float(v) for v in o["box"]], text=o["description"], label=o["shape"],
-                          id=str(o["id"])) for o in objects]
+        regions = []
+        for o in objects:
+            box = check_box([float(v) for v in o["box"]], width, height, report, gt_path,
+                            f"{what}, object {o['id']}")
+            if box is not None:
+                regions.append(Region(box=box, text=o["description"], label=o["shape"], id=str(o["id"])))
         ids = {r.id for r in regions}
         gt_sents = _field(g, "sentences", gt_path, what)
         if [s["sentid"] for s in gt_sents] != [s.id for s in sentences]:
             raise DataError(gt_path, f"{what}: sentence ids differ from {DATASET_JSON}")
-        phrases = []
+        keep = []
         for s, gs in zip(sentences, gt_sents):
+            if not s.tokens:
+                report.add("empty_sentence", ds_path, f"{what}, sentence {s.id}", f"sentence {s.raw!r} has no word")
+            elif s.id in seen_sids:
+                report.add("duplicate_sentence_id", ds_path, f"{what}, sentence {s.id}",
+                           f"sentence id {s.id} used twice (dropped)", kind="dropped")
+            else:
+                seen_sids.add(s.id)
+                keep.append((s, gs))
+        sentences = [s for s, _ in keep]
+        phrases = []
+        for s, gs in keep:
             for p in gs["phrases"]:
                 start, end, obj = int(p["start"]), int(p["end"]), str(p["object"])
+                if obj not in ids and any(str(o["id"]) == obj for o in objects):
+                    continue  # its box was dropped above (counted there)
                 if not 0 <= start < end <= len(s.tokens) or obj not in ids:
                     raise DataError(gt_path, f"{what}, sentence {s.id}: bad phrase {p}")
                 phrases.append(Phrase(s.id, start, end, " ".join(s.tokens[start:end]), [obj]))
         records.append(ImageRecord(
             id=image_id,
             path=str((root_p / entry.get("filepath", "images") / filename).absolute()),
-            width=int(g["width"]),
-            height=int(g["height"]),
+            width=width,
+            height=height,
             split=_field(entry, "split", ds_path, what),
             sentences=sentences,
             regions=regions,
             phrases=phrases,
         ))
-    return select_split(records, split) if split else records
+    out = select_split(records, split) if split else records
+    finish(report, owned, len(out))
+    return out

@@ -14,7 +14,12 @@ Files under `root`:
 Images: ``root/images/<id>.jpg``, ``root/VG_100K/<id>.jpg`` or ``root/VG_100K_2/<id>.jpg`` (whichever holds
 the file; `images_dir` overrides). Records have no sentences: each region is
 ``Region(box=[x, y, x + width, y + height], text=phrase, id=str(region_id))``. Regions with an empty phrase or
-no area are skipped with one warning that counts them. `limit` keeps the first n images (sorted by id).
+a NaN / inf coordinate, no area or lying entirely outside the image (size from ``image_data.json``) are
+skipped with one warning that counts them; boxes partly outside are clipped to the image. A repeated image id
+keeps the first entry. Each is counted by reason in `report` (``empty_phrase``, ``box_not_finite``,
+``box_empty``, ``box_outside``, ``box_clipped``, ``duplicate_image_id``, ``no_split``, ``no_captions`` for
+split-file ids with no entry); ``strict=True`` raises on the first. `limit` keeps the first n images (sorted
+by id).
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from .common import (
     scaled_holdout,
     warn,
 )
+from .report import ReadReport, check_box, ensure, finish
 
 _IMAGE_DIRS = ("images", "VG_100K", "VG_100K_2")
 
@@ -72,17 +78,21 @@ def read_visual_genome(
     split_file: str | os.PathLike | None = None,
     limit: int | None = None,
     check_images: bool | str = False,
+    strict: bool = False,
+    report: ReadReport | None = None,
 ) -> list[ImageRecord]:
     """Records with described regions (see the module docstring)."""
+    report, owned = ensure(report, strict, "visual_genome")
     root = Path(root)
     desc_path = root / "region_descriptions.json"
+    report.source(desc_path)
     data = read_json(desc_path)
     if not isinstance(data, list):
         raise DataError(desc_path, "expected a list of {'id', 'regions'} objects")
     sizes = _sizes(root / "image_data.json") if (root / "image_data.json").is_file() else {}
 
     split_path = Path(split_file) if split_file else root / "densecap_splits.json"
-    items = []
+    items, first = [], {}
     for k, entry in enumerate(data):
         iid = entry.get("id", entry.get("image_id")) if isinstance(entry, dict) else None
         if iid is None:  # some releases only carry the id inside the regions
@@ -90,12 +100,24 @@ def read_visual_genome(
             iid = regions[0].get("image_id") if regions and isinstance(regions[0], dict) else None
         if iid is None:
             raise DataError(desc_path, f"[{k}]: missing field 'id'")
+        if str(iid) in first:
+            report.add("duplicate_image_id", desc_path, f"[{k}] (image {iid})",
+                       f"image id already given by [{first[str(iid)]}] (dropped)")
+            continue
+        first[str(iid)] = k
         items.append((str(iid), k, entry))
     items.sort(key=lambda t: (len(t[0]), t[0]))  # numeric order for numeric ids
     if limit is not None:
+        for iid, k, _ in items[limit:]:
+            report.add("limit", desc_path, f"[{k}] (image {iid})")
         items = items[:limit]
     if split_file or split_path.is_file():
+        report.source(split_path)
         split_of = _splits(split_path)
+        for iid in split_of:
+            if iid not in first:
+                report.add("no_captions", split_path, f"image {iid}",
+                           f"in the split file but has no entry in {desc_path.name}")
     else:
         n = scaled_holdout(len(items), 5000)
         split_of = deterministic_split((i for i, _, _ in items), n, n)
@@ -104,8 +126,10 @@ def read_visual_genome(
     records, skipped, unlisted = [], 0, 0
     for iid, k, entry in items:
         if iid not in split_of:
+            report.add("no_split", split_path, f"image {iid}", "in no split of this file")
             unlisted += 1
             continue
+        width, height = sizes.get(iid, (None, None))
         regions = []
         for j, reg in enumerate(expect(entry, "regions", desc_path, f"[{k}] (image {iid})") or []):
             where = f"[{k}].regions[{j}] (image {iid})"
@@ -115,18 +139,32 @@ def read_visual_genome(
             except (TypeError, ValueError):
                 raise DataError(desc_path, f"{where}: box fields must be numbers") from None
             phrase = str(reg.get("phrase") or "").strip()
-            if not phrase or w <= 0 or h <= 0:
+            rid = reg.get("region_id", reg.get("id"))
+            where = f"[{k}].regions[{j}] (region {rid}, image {iid})"
+            if not phrase:
+                report.add("empty_phrase", desc_path, where, "region with an empty phrase")
                 skipped += 1
                 continue
-            rid = reg.get("region_id", reg.get("id"))
-            regions.append(Region(box=[x, y, x + w, y + h], text=phrase, id=None if rid is None else str(rid)))
+            box = check_box([x, y, x + w, y + h], width, height, report, desc_path, where)
+            if box is None:
+                skipped += 1
+                continue
+            regions.append(Region(box=box, text=phrase, id=None if rid is None else str(rid)))
         name = f"{iid}.jpg"
         folder = next((d for d in dirs if (d / name).is_file()), dirs[0] if dirs else root / "images")
-        w, h = sizes.get(iid, (None, None))
-        records.append(ImageRecord(id=iid, path=abspath(folder / name), width=w, height=h, split=split_of[iid],
-                                   regions=regions))
+        records.append(ImageRecord(id=iid, path=abspath(folder / name), width=width, height=height,
+                                   split=split_of[iid], regions=regions))
     if skipped:
-        warn(desc_path, f"{skipped} region(s) with an empty phrase or no area skipped")
+        warn(desc_path, f"{skipped} region(s) with an empty phrase or no area skipped "
+                        "(NaN and off-image boxes included)")
+    n_clipped = report.count("box_clipped")
+    if n_clipped:
+        warn(desc_path, f"{n_clipped} region box(es) partly outside the image clipped to it")
+    n_dup = report.count("duplicate_image_id")
+    if n_dup:
+        warn(desc_path, f"{n_dup} repeated image entr(y/ies) dropped")
     if unlisted:
         warn(split_path, f"{unlisted} image(s) are in no split of this file and are skipped")
-    return check_image_files(records, check_images, desc_path)
+    records = check_image_files(records, check_images, desc_path, report)
+    finish(report, owned, len(records))
+    return records
