@@ -23,16 +23,27 @@ feature, as if the region were an image; see `generate.dense.region_inputs`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from dvsa.generate.dense import FULL_FRAME_INPUTS, caption_inputs
+from dvsa.align.regions.encoder import RegionEncoder
+from dvsa.align.regions.images import ImageError, load_rgb
+from dvsa.data.records import DataError
+from dvsa.generate.dense import caption_inputs
 from dvsa.generate.densecap_eval import box_iou
-from dvsa.generate.metrics import caption_metrics
+from dvsa.generate.inputs import FULL_FRAME_INPUTS, full_frame_features, region_inputs
+from dvsa.generate.metrics import (
+    caption_metrics,
+    format_metrics,
+    references_of,
+    write_coco_results,
+)
 
 REGION_BOXES = ("match", "encode")
 
@@ -52,6 +63,14 @@ class CaptionEvalConfig:
     batch: int = 256  # inputs per decoding call
     use_java: bool | None = None  # None = Java when available (METEOR, PTB); False = never
 
+    def resolve(self, gen_cfg) -> CaptionEvalConfig:
+        """A copy with the None fields taken from the generator's config (region_beam: the first beam)."""
+        c = dataclasses.replace(self, beams=self.beams or (int(gen_cfg.beam),),
+                                max_len=self.max_len or gen_cfg.max_len,
+                                length_norm=gen_cfg.length_norm if self.length_norm is None else self.length_norm)
+        c.region_beam = c.region_beam or c.beams[0]
+        return c
+
     def __post_init__(self):
         if self.region_boxes not in REGION_BOXES:
             raise ValueError(f"region_boxes must be one of {REGION_BOXES}, got {self.region_boxes!r}")
@@ -62,8 +81,6 @@ class CaptionEvalConfig:
 def caption_split(model, vocab, gen_cfg, store, records, beam: int, max_len: int | None = None,
                   length_norm: float | None = None, batch: int = 256) -> tuple[dict[str, str], list[str]]:
     """Full-frame captions of records in the store: ({image_id: caption}, [ids not in the store])."""
-    from dvsa.generate.inputs import full_frame_features
-
     ids = [r.id for r in records if r.id in store]
     skipped = [r.id for r in records if r.id not in store]
     feats = full_frame_features(store, ids, gen_cfg.input)  # [N, Din]
@@ -108,8 +125,6 @@ def region_items(records, store, boxes: str = "match", encoder=None, root: str |
                 imgs.append(image)
                 ious.append(float(b))
         else:
-            from dvsa.align.regions.images import ImageError, load_rgb
-
             try:
                 pil = load_rgb(_image_path(rec, root))
             except ImageError as e:
@@ -145,8 +160,6 @@ def snippet_references(snippets_path: str | os.PathLike, store, image_ids: Seque
     Same layout as `region_items` (keys "<image_id>@<row>"); snippets of images outside `image_ids` (when
     given) or outside the store are left out.
     """
-    from dvsa.data.records import DataError
-
     want = None if image_ids is None else set(image_ids)
     groups: dict[tuple[str, int], list[str]] = defaultdict(list)
     with open(snippets_path, encoding="utf-8") as f:
@@ -185,24 +198,28 @@ def score_region_items(model, vocab, gen_cfg, items: dict, beam: int = 1, max_le
     """
     if not items["keys"]:
         raise ValueError("no regions to evaluate (no described region matched a store region or was encoded)")
-    x = _inputs(items, gen_cfg.input, full_frame_input)  # [n, Din]
-    caps = caption_inputs(model, vocab, x, beam, max_len or gen_cfg.max_len,
-                          gen_cfg.length_norm if length_norm is None else length_norm, batch)
-    res = {k: c for k, (c, _, _) in zip(items["keys"], caps)}
+    res = caption_region_items(model, vocab, gen_cfg, items, beam, max_len, length_norm, full_frame_input, batch)
     info: dict = {}
     metrics = caption_metrics(items["refs"], res, use_java=use_java, info=info)
     return {"metrics": metrics, "n_regions": len(res), "captions": res, "metric_info": info}
 
 
 def _inputs(items: dict, mode: str, full_frame_input: str) -> np.ndarray:
-    """Generator inputs float32 [n, Din] of region items, each region with its own image's feature (row by row
-    the same as `generate.dense.region_inputs`)."""
-    regs, imgs = items["regions"], items["images"]
-    if mode == "region+image":
-        return np.concatenate([regs, imgs], axis=1).astype(np.float32)
-    if mode == "image" and full_frame_input == "image":
-        return imgs.astype(np.float32).copy()
-    return regs.astype(np.float32).copy()  # "region", or a full-frame model on the crop
+    """Generator inputs float32 [n, Din] of region items, each region with its own image's feature
+    (`generate.inputs.region_inputs`, row by row)."""
+    return region_inputs(items["regions"], items["images"], mode, full_frame_input)
+
+
+def caption_region_items(model, vocab, gen_cfg, items: dict, beam: int = 1, max_len: int | None = None,
+                         length_norm: float | None = None, full_frame_input: str = "crop",
+                         batch: int = 256) -> dict[str, str]:
+    """{key: caption} of region items (`region_items` / `snippet_references`): each region with its own image's
+    feature as the generator was trained (`generate.inputs.region_inputs`; a full-frame model sees the crop
+    when full_frame_input="crop"). None max_len / length_norm = the generator's."""
+    x = _inputs(items, gen_cfg.input, full_frame_input)  # [n, Din]
+    caps = caption_inputs(model, vocab, x, beam, max_len or gen_cfg.max_len,
+                          gen_cfg.length_norm if length_norm is None else length_norm, batch)
+    return {k: c for k, (c, _, _) in zip(items["keys"], caps)}
 
 
 def region_caption_metrics(model, vocab, gen_cfg, records, store, *, boxes: str = "match", encoder=None,
@@ -219,8 +236,6 @@ def region_caption_metrics(model, vocab, gen_cfg, records, store, *, boxes: str 
     if boxes not in REGION_BOXES:
         raise ValueError(f"boxes must be one of {REGION_BOXES}, got {boxes!r}")
     if boxes == "encode" and encoder is None:
-        from dvsa.align.regions.encoder import RegionEncoder
-
         encoder = RegionEncoder.from_meta(store.meta, progress=False)
     items = region_items(records, store, boxes, encoder, root, min_iou)
     out = score_region_items(model, vocab, gen_cfg, items, beam, max_len, length_norm, full_frame_input, batch,
@@ -232,3 +247,71 @@ def region_caption_metrics(model, vocab, gen_cfg, records, store, *, boxes: str 
         out["mean_iou"] = float(np.mean(items["ious"])) if items["ious"] else None
         out["min_iou"] = float(np.min(items["ious"])) if items["ious"] else None
     return out
+
+
+def evaluate_generator(model, vocab, gen_cfg, records, store, cfg: CaptionEvalConfig, out_path: str | os.PathLike, *,
+                       full_frame: bool = True, regions: bool = False, snippets: str | None = None,
+                       root: str | None = None, checkpoint: str = "", dataset: str = "", log=print) -> dict:
+    """``dvsa generate eval``: full-frame captions of `records` at each of `cfg.beams` (unless not `full_frame`),
+    the described ground-truth regions (`regions`, see `region_caption_metrics`) and the store regions named by a
+    snippets file (`snippets`), each scored against its references. `cfg` is resolved against the generator's
+    config (`CaptionEvalConfig.resolve`). The captions go in COCO results format next to `out_path`
+    (``<stem>.beam<K>.captions.json``, ``.regions.``, ``.snippets.``); returns the metrics document (the caller
+    writes it to `out_path`). Each part's one-line summary goes to `log`. Raises ValueError naming the part that
+    could not run."""
+    cfg = cfg.resolve(gen_cfg)
+    if store.dim != model.feat_dim:
+        raise ValueError(f"{store.path}: features of size {store.dim}, the generator wants {model.feat_dim}")
+    out_path = Path(out_path)
+    out = {"checkpoint": str(checkpoint), "dataset": dataset, "split": cfg.split, "generator_input": gen_cfg.input,
+           "config": dataclasses.asdict(cfg), "n_images": len(records)}
+    if full_frame:
+        gts = references_of(records)
+        out["full_frame"] = {}
+        for beam in cfg.beams:
+            res, skipped = caption_split(model, vocab, gen_cfg, store, [r for r in records if r.id in gts], beam,
+                                         cfg.max_len, cfg.length_norm, cfg.batch)
+            if not res:
+                raise ValueError(f"no image of split {cfg.split!r} is in {store.path}")
+            info: dict = {}
+            m = caption_metrics({k: gts[k] for k in res}, res, use_java=cfg.use_java, info=info)
+            cap_path = write_coco_results(out_path.with_name(f"{out_path.stem}.beam{beam}.captions.json"), res)
+            out["full_frame"][f"beam{beam}"] = {"metrics": m, "n_images": len(res), "not_in_store": len(skipped),
+                                                "captions": str(cap_path), "metric_info": info}
+            log(f"full frame, beam {beam} ({len(res)} images): {format_metrics(m)}")
+    if regions:
+        try:
+            r = region_caption_metrics(model, vocab, gen_cfg, records, store, boxes=cfg.region_boxes, root=root,
+                                       beam=cfg.region_beam, max_len=cfg.max_len, length_norm=cfg.length_norm,
+                                       full_frame_input=cfg.full_frame_input, min_iou=cfg.min_iou,
+                                       batch=cfg.batch, use_java=cfg.use_java)
+        except ValueError as e:
+            raise ValueError(f"regions: {e}") from e
+        caps = r.pop("captions")
+        r["captions"] = str(write_coco_results(out_path.with_name(f"{out_path.stem}.regions.captions.json"), caps))
+        out["regions"] = {"source": "ground-truth region descriptions", **r}
+        iou = f", mean IoU of matched store regions {r['mean_iou']:.2f}" if r.get("mean_iou") is not None else ""
+        log(f"regions ({r['n_regions']}, boxes: {r['boxes']}{iou}), beam {r['beam']}: {format_metrics(r['metrics'])}")
+    if snippets:
+        try:
+            items = snippet_references(snippets, store, [rec.id for rec in records])
+            s = score_region_items(model, vocab, gen_cfg, items, cfg.region_beam, cfg.max_len, cfg.length_norm,
+                                   cfg.full_frame_input, cfg.batch, cfg.use_java)
+        except (DataError, ValueError, OSError) as e:
+            raise ValueError(f"snippets: {e}") from e
+        caps = s.pop("captions")
+        s["captions"] = str(write_coco_results(out_path.with_name(f"{out_path.stem}.snippets.captions.json"), caps))
+        out["snippets"] = {"source": str(snippets), "boxes": "store rows named by the snippets",
+                           "beam": cfg.region_beam, **s}
+        log(f"snippet regions ({s['n_regions']}), beam {cfg.region_beam}: {format_metrics(s['metrics'])}")
+    return out
+
+
+def metrics_rows(out: dict) -> dict[str, dict]:
+    """{row name: metrics} of an `evaluate_generator` document, for `generate.metrics.format_table`."""
+    table = {f"full frame, beam {k[4:]}": v["metrics"] for k, v in out.get("full_frame", {}).items()}
+    if "regions" in out:
+        table[f"regions ({out['regions']['boxes']}), beam {out['regions']['beam']}"] = out["regions"]["metrics"]
+    if "snippets" in out:
+        table[f"snippet regions, beam {out['snippets']['beam']}"] = out["snippets"]["metrics"]
+    return table

@@ -5,7 +5,7 @@
 Boxes come from the stage-1 region encoder (`align.regions.encoder.RegionEncoder.encode(pil)`: row 0 is the
 whole image, detections follow) or, for images already featurised, from a `data.features.FeatureStore`. Each
 region's generator input is built as the model was trained (`GenConfig.input`, see `region_inputs`); each
-region's caption is the best beam of `generate.decode.beam_search`.
+region's caption is the best beam of `generate.decode.decode` (beam search).
 
 Score of a caption: its mean log-probability per generated word, END included,
 ``logprob / (len(tokens) + 1)`` (natural log, <= 0; higher = the model is surer of what it says). The encoder
@@ -36,8 +36,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-FULL_FRAME_INPUTS = ("crop", "image")
+from dvsa.align.regions.images import ImageError, load_rgb
+from dvsa.data.records import ImageRecord
+from dvsa.generate.decode import decode
+from dvsa.generate.densecap_eval import box_iou
+from dvsa.generate.inputs import FULL_FRAME_INPUTS, region_inputs  # noqa: F401  (re-exported: their old home)
 
 
 @dataclass
@@ -65,36 +68,18 @@ class DenseConfig:
             raise ValueError(f"beam must be >= 1, got {self.beam}")
 
 
-def region_inputs(regions: np.ndarray, image: np.ndarray, mode: str, full_frame_input: str = "crop") -> np.ndarray:
-    """Generator inputs of regions: regions float [n, D], image float [D] -> float32 [n, Din].
-
-    "region" and "region+image" models get what they were trained on (`generate.inputs.combine`). A full-frame
-    ("image") model gets each region's own feature as if the region were an image when full_frame_input="crop",
-    or the whole image's feature when "image" (then every region gets the same caption).
-    """
-    from dvsa.generate.inputs import combine
-
-    if mode == "image" and full_frame_input == "crop":
-        return np.asarray(regions, np.float32).copy()
-    return combine(regions, image, mode)
-
-
 def caption_inputs(model, vocab, feats: np.ndarray, beam: int, max_len: int, length_norm: float = 0.0,
                    batch: int = 256) -> list[tuple[str, float, int]]:
     """Best caption of every input row: feats float [N, Din] -> N (caption text, logprob, n_tokens).
 
     beam 1 is greedy decoding (exactly: beam search with one beam); logprob includes END when the caption ended.
+    Decoded by `generate.decode.decode`.
     """
-    from dvsa.generate.decode import beam_search, greedy
-
     device = next(model.parameters()).device
     out = []
     for s in range(0, len(feats), batch):
         x = torch.as_tensor(np.asarray(feats[s : s + batch], np.float32), device=device)
-        if beam == 1:
-            hyps = greedy(model, x, max_len)
-        else:
-            hyps = [h[0] for h in beam_search(model, x, beam, max_len, length_norm)]
+        hyps = decode(model, x, "beam", beam, max_len, length_norm)
         out += [(" ".join(vocab.decode(toks)), float(lp), len(toks)) for toks, lp in hyps]
     return out
 
@@ -102,8 +87,6 @@ def caption_inputs(model, vocab, feats: np.ndarray, beam: int, max_len: int, len
 def nms(boxes, iou: float) -> list[int]:
     """Greedy non-maximum suppression of boxes [n, 4] already sorted best first: indices of the kept boxes
     (a box is dropped when its IoU with a kept, better box is > iou)."""
-    from dvsa.generate.densecap_eval import box_iou
-
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     over = box_iou(b, b) > iou  # [n, n]
     keep: list[int] = []
@@ -131,15 +114,11 @@ def resolve_config(dense_cfg: DenseConfig | None, gen_cfg, **overrides) -> Dense
 
 def _regions_of(source, item, root: str | None):
     """(image_id, path, (w, h), boxes [R, 4], regions [R, D], image [D]) of one item, from a store or an encoder."""
-    from dvsa.data.records import ImageRecord
-
     if hasattr(source, "image_feature"):  # a FeatureStore: items are image ids or records
         image_id = item.id if isinstance(item, ImageRecord) else str(item)
         path = item.path if isinstance(item, ImageRecord) else None
         boxes, feats = source.regions(image_id)
         return image_id, path, source.image_size(image_id), boxes, feats, source.image_feature(image_id)
-    from dvsa.align.regions.images import load_rgb
-
     if isinstance(item, ImageRecord):
         image_id, path = item.id, item.path
         if root and not os.path.isabs(path):
@@ -163,8 +142,6 @@ def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig
     and skipped. `box_scorer`: an `align.boxscore.BoxScorer` whose score joins the caption's (module doc).
     Returns a list of per-image results (module doc); a single image (not a list) gives one result.
     """
-    from dvsa.align.regions.images import ImageError
-
     cfg = resolve_config(dense_cfg, gen_cfg, **overrides)
     single = isinstance(images, (str, os.PathLike)) or not isinstance(images, Iterable)
     items = [images] if single else list(images)

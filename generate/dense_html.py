@@ -14,6 +14,7 @@ import io
 import os
 from pathlib import Path
 
+from dvsa.align.regions.images import load_rgb
 from dvsa.data.io import atomic_write_text
 
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
@@ -25,8 +26,6 @@ def _data_uri(path: str | None, max_side: int) -> str | None:
     if not path:
         return None
     try:
-        from dvsa.align.regions.images import load_rgb
-
         im = load_rgb(path)
     except Exception:
         return None

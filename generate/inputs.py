@@ -5,6 +5,9 @@ Modes (`GenConfig.input`):
     "region"        the region's feature (row 0 = whole image)     [D]
     "region+image"  the region's feature, then the whole image's   [2 D]   (paper: better region captions)
 
+How a full-frame ("image") model sees a region (`region_inputs`, `FULL_FRAME_INPUTS`): "crop" = the region's own
+feature, as if the region were an image (the paper's full-frame baseline on regions); "image" = the whole image's.
+
 Dimensions: n regions asked for, R regions of the image, D feature size, Din = D or 2 D.
 """
 from __future__ import annotations
@@ -14,20 +17,43 @@ from collections.abc import Sequence
 import numpy as np
 from dvsa.generate.model import INPUTS
 
+FULL_FRAME_INPUTS = ("crop", "image")
+
 
 def combine(regions: np.ndarray, image: np.ndarray, mode: str) -> np.ndarray:
-    """regions float [n, D] and image float [D] -> float32 [n, Din] in `mode`."""
+    """regions float [n, D] and image float [D] (one image for every region) or [n, D] (row by row the image of
+    each region) -> float32 [n, Din] in `mode`."""
     if mode not in INPUTS:
         raise ValueError(f"input mode must be one of {INPUTS}, got {mode!r}")
     regions = np.asarray(regions, np.float32)
-    image = np.asarray(image, np.float32).reshape(-1)
-    if regions.ndim != 2 or regions.shape[1] != image.shape[0]:
-        raise ValueError(f"regions must be [n, {image.shape[0]}], got {list(regions.shape)}")
+    image = np.asarray(image, np.float32)
+    per_row = image.ndim == 2 and regions.ndim == 2 and image.shape[0] == len(regions)
+    if not per_row:
+        image = image.reshape(-1)
+    d = image.shape[-1]
+    if regions.ndim != 2 or regions.shape[1] != d:
+        raise ValueError(f"regions must be [n, {d}], got {list(regions.shape)}")
+    images = image if per_row else np.repeat(image[None], len(regions), axis=0)  # [n, D]
     if mode == "image":
-        return np.repeat(image[None], len(regions), axis=0)
+        return images.copy() if per_row else images
     if mode == "region":
         return regions.copy()
-    return np.concatenate([regions, np.repeat(image[None], len(regions), axis=0)], axis=1)
+    return np.concatenate([regions, images], axis=1)
+
+
+def region_inputs(regions: np.ndarray, image: np.ndarray, mode: str, full_frame_input: str = "crop") -> np.ndarray:
+    """Generator inputs of regions: regions float [n, D], image float [D] or [n, D] (see `combine`) ->
+    float32 [n, Din].
+
+    "region" and "region+image" models get what they were trained on (`combine`). A full-frame ("image") model
+    gets each region's own feature as if the region were an image when full_frame_input="crop", or the whole
+    image's feature when "image" (then every region of one image gets the same caption).
+    """
+    if full_frame_input not in FULL_FRAME_INPUTS:
+        raise ValueError(f"full_frame_input must be one of {FULL_FRAME_INPUTS}, got {full_frame_input!r}")
+    if mode == "image" and full_frame_input == "crop":
+        return np.asarray(regions, np.float32).copy()
+    return combine(regions, image, mode)
 
 
 def input_features(store, image_id: str, region_rows: Sequence[int] | None = None, mode: str = "image") -> np.ndarray:

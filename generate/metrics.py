@@ -23,6 +23,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dvsa.data.io import atomic_write_json
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
 
@@ -124,8 +129,6 @@ def ptb_tokenize(captions: dict, java: bool = True) -> dict:
     """
     if not java:
         return {k: [simple_ptb_tokenize(c) for c in v] for k, v in captions.items()}
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
     # one caption per line: any line break inside a caption would shift every later caption
     keyed = {i: [{"caption": _LINE_BREAKS.sub(" ", c)} for c in v] for i, v in enumerate(captions.values())}
     out = PTBTokenizer().tokenize(keyed)
@@ -150,8 +153,6 @@ class MeteorScorer:
     def __init__(self):
         if find_java() is None:
             raise JavaMissingError("java was not found on PATH: METEOR (pycocoevalcap, Java) cannot run")
-        from pycocoevalcap.meteor.meteor import Meteor
-
         self._meteor = Meteor()
         self.proc = self._meteor.meteor_p
 
@@ -181,7 +182,11 @@ class MeteorScorer:
         return float(score), [float(s) for s in scores]
 
     def score_pairs(self, candidates: list[str], references: list[list[str]]) -> list[float]:
-        """METEOR of candidates[i] against references[i] (a non-empty list of strings), for every i."""
+        """METEOR of candidates[i] against references[i] (a non-empty list of strings), for every i.
+
+        Reference: pycocoevalcap's Meteor (METEOR 1.5, `-l en -norm`), one SCORE/EVAL segment per pair, as
+        DenseCap's eval/meteor_bridge.py scores each prediction against its merged box's references.
+        """
         if len(candidates) != len(references):
             raise ValueError(f"{len(candidates)} candidates but {len(references)} reference lists")
         if not candidates:
@@ -250,6 +255,13 @@ def caption_metrics(
 ) -> dict:
     """Score one caption per image against its references with pycocoevalcap.
 
+    Reference: pycocoevalcap (tylin/coco-caption, the COCO caption evaluation server's code), called directly:
+    BLEU-1..4 = `Bleu(4)` (corpus-level BLEU, clipped counts, brevity penalty from the closest reference
+    lengths), METEOR = `Meteor()` (METEOR 1.5 `-l en -norm`, corpus score), ROUGE-L = `Rouge()` (LCS F-measure,
+    beta 1.2, from the best LCS precision and recall over the references), CIDEr = `Cider()` (CIDEr-D: idf from the references, clipping, Gaussian length
+    penalty sigma 6, x10), after PTBTokenizer. Identical to pycocoevalcap with Java; without it only the
+    tokenizer is approximated (`simple_ptb_tokenize`) and METEOR is None.
+
     gts: {image_id: [reference caption, ...]} (raw text); res: {image_id: candidate caption} (same keys).
     use_java: None = use Java when it is on PATH (warn and fall back otherwise); True = require it
     (JavaMissingError); False = never (Python tokenizer, METEOR None).
@@ -257,10 +269,6 @@ def caption_metrics(
     info: if given, filled with {"tokenizer": "ptb"|"python", "meteor": "meteor-1.5"|None, "n": N}.
     Returns {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"} as floats (meteor may be None).
     """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
     _check_inputs(gts, res)
     if not gts:
         raise ValueError("no captions to score")

@@ -13,19 +13,12 @@ import argparse
 import json
 import sys
 
+from dvsa.align.boxscore import BoxScoreConfig
+from dvsa.align.boxscore_fit import fit_box_score_on_split
+
 
 def main(argv: list[str] | None = None) -> int:
-    from dvsa.align.boxscore import (
-        BoxScoreConfig,
-        fit_box_scorer,
-        save_box_scorer,
-        tight_box_rate,
-    )
-    from dvsa.data.catalog import load_dataset
-    from dvsa.data.features import FeatureStore
-    from dvsa.data.records import DataError, select_split
-
-    d = BoxScoreConfig()
+    d = BoxScoreConfig
     p = argparse.ArgumentParser(prog="dvsa align boxscore", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
     p.add_argument("--dataset", required=True, help="dataset name in data.catalog (synthetic, coco, ...)")
@@ -40,16 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     cfg = BoxScoreConfig(iou=args.iou, geometry_bins=args.geometry_bins, l2=args.l2, max_images=args.max_images)
-    records = load_dataset(args.dataset, args.root)
-    store = FeatureStore(args.store)
-    scorer, stats = fit_box_scorer(store, select_split(records, args.split), cfg)
-    try:
-        check = select_split(records, args.check_split)
-    except DataError:
-        check = []
-    if check:
-        stats[f"tight_box_rate_{args.check_split}"] = tight_box_rate(scorer, store, check, 0.5)
-    save_box_scorer(args.out, scorer, stats)
+    stats = fit_box_score_on_split(args.store, args.dataset, args.root, args.out, cfg, args.split, args.check_split)
     print(json.dumps(stats, indent=2))
     print(f"-> {args.out}")
     return 0

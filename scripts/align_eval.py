@@ -14,34 +14,28 @@ import json
 import sys
 from pathlib import Path
 
+from dvsa.align.loading import load_records
+from dvsa.align.retrieval import PROTOCOLS, evaluate_retrieval, metrics_table
+from dvsa.align.train import load_alignment
+from dvsa.data.features import FeatureStore
+from dvsa.data.records import DataError
+from dvsa.generate.pipeline import PipelineConfig
+from dvsa.scripts._args import add_checkpoint_data_args, add_device_arg
+
 
 def main(argv: list[str] | None = None) -> int:
-    from dvsa.align.retrieval import PROTOCOLS
-
     p = argparse.ArgumentParser(prog="dvsa align eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="model.pt from dvsa align train")
-    p.add_argument("--store", required=True, help="feature store folder holding the split's images")
-    p.add_argument("--dataset", required=True, help="dataset name in data.catalog")
-    p.add_argument("--root", required=True, help="dataset root")
-    p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE", help="reader keyword")
-    p.add_argument("--split", default="test", help="val | test (default test)")
-    p.add_argument("--protocol", default="1k", choices=PROTOCOLS, help="default 1k")
+    add_checkpoint_data_args(p, "test", "val | test (default test)")
+    p.add_argument("--protocol", default=PipelineConfig.retrieval_protocol, choices=PROTOCOLS, help="default 1k")
     p.add_argument("--sentences-per-image", type=int, default=5, help="first N sentences of each image (5)")
     p.add_argument("--score", default=None, choices=("max", "defrag"), help="override the checkpoint's score")
-    p.add_argument("--device", default="cpu")
+    add_device_arg(p)
     p.add_argument("--out", default=None, help="metrics JSON")
     args = p.parse_args(argv)
 
-    from dvsa.align.retrieval import evaluate_retrieval, metrics_table
-    from dvsa.align.train import load_alignment
-    from dvsa.data.catalog import load_dataset
-    from dvsa.data.features import FeatureStore
-    from dvsa.data.records import DataError, select_split
-    from dvsa.scripts.align_train import dataset_kwargs
-
     try:
         model, vocab, cfg = load_alignment(args.checkpoint, device=args.device)
-        records = select_split(load_dataset(args.dataset, args.root, **dataset_kwargs(args.dataset_arg)), args.split)
+        records = load_records(args.dataset, args.root, args.split, args.dataset_arg)
         store = FeatureStore(args.store)
         m = evaluate_retrieval(model, store, records, vocab, protocol=args.protocol,
                                sentences_per_image=args.sentences_per_image, kind=args.score, device=args.device)

@@ -17,50 +17,18 @@ import json
 import sys
 from pathlib import Path
 
-from dvsa.scripts.align_snippets import add_model_args, open_inputs
-
-
-def add_beta_args(p: argparse.ArgumentParser) -> None:
-    """The beta flags that `resolve_beta` reads: --beta | --beta-from | --target-len (one of them)."""
-    from dvsa.align.snippets import SnippetConfig
-
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--beta", type=float, default=None, help="fixed beta of eq. 12")
-    g.add_argument("--beta-from", default=None, help="a snippets summary JSON (dvsa align snippets) holding beta")
-    g.add_argument("--target-len", type=float, default=SnippetConfig().target_len,
-                   help="calibrate beta to this mean snippet length on the train split")
-
-
-def resolve_beta(args, model, vocab, store, all_records) -> tuple[float, str]:
-    """(beta, how it was chosen) from --beta / --beta-from / --target-len."""
-    from dvsa.align.snippets import SnippetConfig, snippet_beta
-    from dvsa.data.records import DataError, select_split
-
-    if args.beta is not None:
-        return float(args.beta), "fixed"
-    if args.beta_from:
-        return float(json.loads(Path(args.beta_from).read_text())["beta"]), f"from {args.beta_from}"
-    try:
-        sample = select_split(all_records, "train")
-        where = "train"
-    except DataError:
-        sample = select_split(all_records, args.split)
-        where = args.split
-    cfg = SnippetConfig(target_len=args.target_len, device=args.device)
-    beta, got = snippet_beta(model, vocab, store, sample, cfg)
-    return beta, f"calibrated on {where} to mean snippet length {cfg.target_len} (got {got:.2f})"
+from dvsa.align.grounding import evaluate_alignment, format_table, word_groups_for
+from dvsa.align.snippets import SnippetConfig
+from dvsa.scripts._args import add_beta_args, add_model_args, open_inputs, resolve_beta
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dvsa.align.grounding import evaluate_alignment, format_table, word_groups_for
-    from dvsa.align.snippets import SnippetConfig
-
     p = argparse.ArgumentParser(prog="dvsa align evaluate", description=__doc__.split("\n\n")[0])
     add_model_args(p, "test")
     add_beta_args(p)
     p.add_argument("--sweep", default="", help="extra betas to report beside, comma-separated (e.g. 0.3,1,3)")
     p.add_argument("--iou", type=float, default=0.5, help="IoU a box needs with the ground truth to count")
-    p.add_argument("--batch-size", type=int, default=SnippetConfig().batch_size)
+    p.add_argument("--batch-size", type=int, default=SnippetConfig.batch_size)
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     args = p.parse_args(argv)
 

@@ -15,13 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-from dvsa.scripts.align_evaluate import add_beta_args, resolve_beta
-from dvsa.scripts.align_snippets import add_model_args, open_inputs
+from dvsa.align.show import write_alignment_page, write_retrieval_page
+from dvsa.scripts._args import add_beta_args, add_model_args, open_inputs, resolve_beta
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dvsa.align.show import write_alignment_page, write_retrieval_page
-
     p = argparse.ArgumentParser(prog="dvsa align show", description=__doc__.split("\n\n")[0])
     add_model_args(p, "test")
     add_beta_args(p)

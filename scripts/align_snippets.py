@@ -5,7 +5,7 @@
 
 beta is fixed with ``--beta`` or calibrated on a sample of the split to ``--target-len`` (default from
 `align.snippets.SnippetConfig`). Writes ``OUT`` and ``OUT-stem.summary.json`` (resolved config + counts).
-The helpers `add_model_args` / `open_inputs` are shared by ``dvsa align evaluate`` and ``dvsa align show``.
+The model and data flags are shared with ``dvsa align evaluate`` and ``dvsa align show`` (`scripts._args`).
 """
 from __future__ import annotations
 
@@ -15,52 +15,11 @@ import json
 import sys
 from pathlib import Path
 
-
-def load_model(path: str, device: str = "cpu"):
-    """(model in eval mode on `device`, vocab, cfg) from an alignment checkpoint."""
-    from dvsa.align.train import load_alignment
-
-    model, vocab, cfg = load_alignment(path)
-    model.to(device).eval()
-    return model, vocab, cfg
-
-
-def add_model_args(p: argparse.ArgumentParser, split: str) -> None:
-    p.add_argument("--checkpoint", required=True, help="alignment checkpoint (dvsa align train)")
-    p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
-    p.add_argument("--dataset", required=True, help="dataset name in data.catalog (flickr8k, synthetic, ...)")
-    p.add_argument("--root", required=True, help="dataset root folder")
-    p.add_argument("--split", default=split, help=f"split to process (default {split})")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
-    p.add_argument("--device", default="cpu", help="torch device for scoring (cpu, cuda)")
-    p.add_argument("--box-scorer", default=None,
-                   help="a learned box score (dvsa align boxscore): WEIGHT x its score of a region is added to "
-                        "every word's score for that region")
-    p.add_argument("--box-weight", type=float, default=0.5, help="WEIGHT of --box-scorer (default 0.5)")
-
-
-def open_inputs(args):
-    """(model, vocab, store, records of args.split) from the common arguments; errors name the bad input."""
-    from dvsa.data.catalog import load_dataset
-    from dvsa.data.features import FeatureStore
-    from dvsa.data.records import select_split
-
-    all_records = load_dataset(args.dataset, args.root)
-    records = select_split(all_records, args.split)
-    if args.limit is not None:
-        records = records[: args.limit]
-    store = FeatureStore(args.store)
-    model, vocab, _ = load_model(args.checkpoint, args.device)
-    if getattr(args, "box_scorer", None):
-        from dvsa.align.boxscore import BoxPrior, load_box_scorer
-
-        model = BoxPrior(model, load_box_scorer(args.box_scorer).to(args.device), args.box_weight)
-    return model, vocab, store, records, all_records
+from dvsa.align.snippets import SnippetConfig, write_snippets
+from dvsa.scripts._args import add_model_args, open_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dvsa.align.snippets import SnippetConfig, write_snippets
-
     d = SnippetConfig()
     p = argparse.ArgumentParser(prog="dvsa align snippets", description=__doc__.split("\n\n")[0])
     add_model_args(p, "train")

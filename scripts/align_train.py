@@ -16,35 +16,16 @@ import argparse
 import dataclasses
 import sys
 
+from dvsa.align import distributed as dist
+from dvsa.align.loading import load_records, vocab_and_vectors
+from dvsa.align.model import AlignConfig
+from dvsa.align.train import train_alignment
+from dvsa.data.features import FeatureStore
+from dvsa.data.records import DataError
 from dvsa.scripts._config import add_config_flags, config_from_args
 
 
-def dataset_kwargs(pairs: list[str]) -> dict:
-    """["images_dir=/x", "read_sizes=true"] -> {"images_dir": "/x", "read_sizes": True}."""
-    out = {}
-    for item in pairs or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--dataset-arg expects KEY=VALUE, got {item!r}")
-        out[key] = {"true": True, "false": False}.get(value.lower(), value)
-    return out
-
-
-def word_vectors_for(path: str, vocab, log=print):
-    """float [V, E] for `vocab` from a .npy written by `dvsa vectors`, or from a word2vec file."""
-    from dvsa.data.vectors import load_vectors, load_word2vec, vectors_for_vocab
-
-    if path.endswith(".npy"):
-        mat, cov = load_vectors(path, vocab)
-    else:
-        mat, cov = vectors_for_vocab(load_word2vec(path), vocab)
-    log(f"word vectors {path}: {cov.get('found')} of {cov.get('total')} words found")
-    return mat
-
-
 def main(argv: list[str] | None = None) -> int:
-    from dvsa.align.model import AlignConfig
-
     p = argparse.ArgumentParser(prog="dvsa align train", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
     p.add_argument("--dataset", required=True, help="dataset name in data.catalog (flickr8k, synthetic, ...)")
@@ -60,24 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(p, AlignConfig)
     args = p.parse_args(argv)
 
-    from dvsa.align import distributed as dist
-    from dvsa.align.train import train_alignment
-    from dvsa.data.catalog import load_dataset
-    from dvsa.data.features import FeatureStore
-    from dvsa.data.records import DataError, select_split
-    from dvsa.data.text import Vocabulary
-
     device = dist.init_distributed(None if args.device == "auto" else args.device)
     main_process = dist.is_main()
     try:
         cfg = config_from_args(args, AlignConfig)
-        records = load_dataset(args.dataset, args.root, **dataset_kwargs(args.dataset_arg))
+        records = load_records(args.dataset, args.root, None, args.dataset_arg)
         store = FeatureStore(args.store)
         vocab = vectors = None
         if args.vectors:
-            vocab = Vocabulary.build([s.tokens for r in select_split(records, "train") for s in r.sentences],
-                                     min_count=cfg.min_count)
-            vectors = word_vectors_for(args.vectors, vocab)
+            vocab, vectors = vocab_and_vectors(records, args.vectors, cfg.min_count)
             if vectors.shape[1] != cfg.word_dim:
                 print(f"word_dim set to {vectors.shape[1]} by the vectors", file=sys.stderr)
                 cfg = dataclasses.replace(cfg, word_dim=int(vectors.shape[1]))

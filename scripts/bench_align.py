@@ -18,6 +18,12 @@ import os
 import sys
 import time
 
+import torch
+from dvsa.align.loss import max_margin_loss
+from dvsa.align.model import AlignConfig, AlignmentModel, lengths_mask
+from dvsa.align.scores import image_sentence_scores
+from dvsa.align.train import make_optimizer
+
 
 def _best_time(fn, repeats: int) -> float:
     best = float("inf")
@@ -29,8 +35,6 @@ def _best_time(fn, repeats: int) -> float:
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    import torch
-
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b  # warm-up
     return 2 * n**3 / _best_time(lambda: a @ b, repeats) / 1e9
@@ -53,8 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="results JSON")
     args = p.parse_args(argv)
 
-    import torch
-    from dvsa.align.scores import image_sentence_scores
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,12 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train_rate(args, g) -> dict:
-    import torch
-    from dvsa.align.loss import max_margin_loss
-    from dvsa.align.model import AlignConfig, AlignmentModel, lengths_mask
-    from dvsa.align.scores import image_sentence_scores
-    from dvsa.align.train import make_optimizer
-
     cfg = AlignConfig(embed_dim=args.embed)
     model = AlignmentModel(cfg, 3000, args.feat_dim).train()
     opt = make_optimizer(cfg, model)

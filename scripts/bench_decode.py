@@ -14,6 +14,10 @@ import argparse
 import sys
 import time
 
+import torch
+from dvsa.generate.decode import beam_search, beam_search_single
+from dvsa.generate.model import CaptionModel, GenConfig
+
 
 def _rate(fn, n_images: int, repeat: int) -> float:
     best = float("inf")
@@ -25,10 +29,6 @@ def _rate(fn, n_images: int, repeat: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-    from dvsa.generate.decode import beam_search, beam_search_single
-    from dvsa.generate.model import CaptionModel, GenConfig
-
     d = GenConfig()
     p = argparse.ArgumentParser(prog="dvsa bench decode", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=64, help="images decoded per measurement")

@@ -22,6 +22,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from dvsa.align.regions import extract_features
+from dvsa.align.regions.backbones import build_backbone
+from dvsa.align.regions.config import RegionConfig
+from dvsa.align.regions.encoder import RegionEncoder, prepare
+from dvsa.align.regions.extract import resolve_workers
+from dvsa.align.regions.images import load_rgb
+from dvsa.align.regions.proposals import selective_search
+from dvsa.align.regions.set_fields import parse_set
+from dvsa.data.catalog import load_dataset
+from dvsa.data.records import ImageRecord
+from dvsa.data.synthetic import COLOUR_WORDS
+from torch import nn
+from torchvision.ops import box_iou
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,8 +54,6 @@ class Clock:
 def matmul_gflops(n: int = 2048, reps: int = 5) -> tuple[float, float]:
     """float32 GFLOP/s of an n x n matmul with torch's current threads, best of `reps`: (per wall second, per
     CPU second of one core). On a shared machine the second is the one that says what a core can do."""
-    import torch
-
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     wall = cpu = float("inf")
@@ -54,9 +66,6 @@ def matmul_gflops(n: int = 2048, reps: int = 5) -> tuple[float, float]:
 
 def backbone_gflops(backbone, size: int) -> float:
     """GFLOPs (2 x multiply-adds) of convolutions and linear layers for one size x size image (feature map only)."""
-    import torch
-    from torch import nn
-
     total = [0]
 
     def hook(m, inp, out):
@@ -80,10 +89,6 @@ def _row(name, wall, cpu, n, total, cores):
 
 
 def stage_table(paths: list[str], cfg, total: int, cores: int) -> list[str]:
-    from dvsa.align.regions.encoder import RegionEncoder, prepare
-    from dvsa.align.regions.images import load_rgb
-    from dvsa.align.regions.proposals import selective_search
-
     n = len(paths)
     enc = RegionEncoder(cfg)
     with Clock() as dec:
@@ -113,10 +118,6 @@ def stage_table(paths: list[str], cfg, total: int, cores: int) -> list[str]:
 def end_to_end(paths: list[str], cfg, spec: str, total: int, cores: int) -> str:
     """One `extract_features` run; spec "N" (N workers, the CNN where cfg.cnn_place says) or "N:main" /
     "N:workers" (the CNN in the main process / in each worker)."""
-    from dvsa.align.regions import extract_features
-    from dvsa.align.regions.extract import resolve_workers
-    from dvsa.data.records import ImageRecord
-
     n, _, place = spec.partition(":")
     records = [ImageRecord(id=Path(p).stem, path=p) for p in paths]
     c = type(cfg)(**{**cfg.__dict__, "workers": int(n), "cnn_place": place or cfg.cnn_place, "progress": False})
@@ -144,12 +145,6 @@ def _children_cpu_since(_clock) -> float:
 
 def recall(spec: str, n: int, cfg) -> str:
     """Recall at IoU 0.5 of annotated objects by the proposals and by the kept boxes (rows 1..)."""
-    import torch
-    from dvsa.align.regions.encoder import RegionEncoder, prepare
-    from dvsa.align.regions.images import load_rgb
-    from dvsa.data.catalog import load_dataset
-    from torchvision.ops import box_iou
-
     name, root = spec.split(":", 1)
     records = [r for r in load_dataset(name, root) if r.regions][:n]
     enc = RegionEncoder(cfg)
@@ -192,14 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--matmul-n", type=int, default=2048, help="matrix side for the GFLOP/s measurement")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
 
-    import torch
-    from dvsa.align.regions.backbones import build_backbone
-    from dvsa.align.regions.config import RegionConfig
-    from dvsa.scripts.features import _parse_set
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = RegionConfig(**{"batch_size": args.batch_size, "progress": False, **_parse_set(args.set)})
+    cfg = RegionConfig(**{"batch_size": args.batch_size, "progress": False, **parse_set(args.set)})
     cores = os.cpu_count() or 1
     load = os.getloadavg()
     wall_gf, core_gf = matmul_gflops(args.matmul_n)
@@ -247,12 +238,6 @@ def main(argv: list[str] | None = None) -> int:
 def probe(root: str, cfg, n: int = 200) -> str:
     """Do region features encode colour and shape? Linear probes (logistic regression) on the synthetic scenes'
     ground-truth boxes: trained on the objects of the train split, accuracy on the objects of the val split."""
-    import torch
-    from dvsa.align.regions.encoder import RegionEncoder, prepare
-    from dvsa.align.regions.images import load_rgb
-    from dvsa.data.catalog import load_dataset
-    from dvsa.data.synthetic import COLOUR_WORDS
-
     records = load_dataset("synthetic", root)
     enc = RegionEncoder(type(cfg)(**{**cfg.__dict__, "backend": "given"}))
     data = {"train": ([], [], []), "val": ([], [], [])}

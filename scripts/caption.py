@@ -18,23 +18,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
+from dvsa.align.regions.encoder import RegionEncoder
 from dvsa.data.io import atomic_write_json
+from dvsa.generate.captioning import caption_images
+from dvsa.generate.dense import image_files
+from dvsa.generate.train import load_generator
+from dvsa.scripts._args import add_device_arg
 
 
 def make_encoder(meta: dict, device: str):
     """The region encoder of a feature-store meta (tests replace this with a fake)."""
-    from dvsa.align.regions.encoder import RegionEncoder
-
     return RegionEncoder.from_meta(meta, device=device, progress=False)
-
-
-def _read(path: Path):
-    from dvsa.align.regions.images import load_rgb
-
-    return load_rgb(str(path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-len", type=int, default=None, help="most decoding steps (default: the checkpoint's)")
     p.add_argument("--length-norm", type=float, default=None, help="beam ranking exponent (default: the checkpoint's)")
     p.add_argument("--batch", type=int, default=32, help="images per decoding batch")
-    p.add_argument("--device", default="cpu")
+    add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="do not print the captions")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-
-    from dvsa.generate.dense import image_files
-    from dvsa.generate.train import load_generator
 
     try:
         model, vocab, cfg, ck = load_generator(args.checkpoint, device=args.device)
@@ -67,45 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dvsa caption: no images in {args.images}", file=sys.stderr)
         return 2
 
-    results, failed, t0 = [], [], time.time()
-    for s in range(0, len(paths), args.batch):
-        chunk, feats = [], []
-        for path in paths[s : s + args.batch]:
-            try:
-                feats.append(_inputs(encoder, _read(path), cfg.input))
-                chunk.append(path)
-            except Exception as e:  # any unreadable image is reported and skipped; the rest goes on
-                reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
-                print(f"dvsa caption: skipping {path}: {reason}", file=sys.stderr)
-                failed.append({"path": str(path), "reason": reason})
-        if not chunk:
-            continue
-        for path, (toks, lp) in zip(chunk, _decode(model, np.stack(feats), beam, max_len, length_norm, cfg.min_len)):
-            text = " ".join(vocab.decode(toks))
-            results.append({"image_id": path.stem, "path": str(path), "caption": text, "logprob": float(lp)})
-            if not args.quiet:
-                print(f"{path}\t{text}")
+    t0 = time.time()
+    show = None if args.quiet else (lambda path, text: print(f"{path}\t{text}"))
+    results, failed = caption_images(model, vocab, cfg, encoder, paths, beam, max_len, length_norm, args.batch,
+                                     on_caption=show)
     out = {"checkpoint": str(args.checkpoint), "beam": beam, "max_len": max_len, "length_norm": length_norm,
            "captions": results, "failed": failed}
     atomic_write_json(args.out, out)
     print(f"{len(results)} captioned, {len(failed)} skipped, {time.time() - t0:.1f} s -> {args.out}", file=sys.stderr)
     return 0 if results else 1
-
-
-def _inputs(encoder, pil, mode: str) -> np.ndarray:
-    """Whole-frame generator input float32 [Din] of one image: encode it with no boxes (row 0 only)."""
-    from dvsa.generate.inputs import combine
-
-    _, regions, image = encoder.encode(pil, boxes=np.zeros((0, 4), np.float32))
-    return combine(regions[:1], image, mode)[0]
-
-
-def _decode(model, feats: np.ndarray, beam: int, max_len: int, length_norm: float, min_len: int):
-    from dvsa.generate.decode import beam_search, greedy
-
-    if beam == 1:
-        return greedy(model, feats, max_len, min_len)
-    return [h[0] for h in beam_search(model, feats, beam, max_len, length_norm, min_len)]
 
 
 if __name__ == "__main__":

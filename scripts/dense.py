@@ -14,8 +14,14 @@ import dataclasses
 import sys
 import time
 
+from dvsa.align.boxscore import load_box_scorer
+from dvsa.align.regions.encoder import RegionEncoder
 from dvsa.data.io import atomic_write_json
-from dvsa.generate.dense import FULL_FRAME_INPUTS, DenseConfig
+from dvsa.generate.dense import DenseConfig, dense_captions, image_files, resolve_config
+from dvsa.generate.dense_html import write_dense_html
+from dvsa.generate.inputs import FULL_FRAME_INPUTS
+from dvsa.generate.train import load_generator
+from dvsa.scripts._args import add_device_arg
 
 
 def parse_args(argv):
@@ -34,7 +40,7 @@ def parse_args(argv):
     p.add_argument("--full-frame-input", choices=FULL_FRAME_INPUTS, default=d.full_frame_input)
     p.add_argument("--backend", default=None,
                    help="box backend for the images (default: the checkpoint's; rcnn when that was 'given')")
-    p.add_argument("--device", default="cpu")
+    add_device_arg(p)
     p.add_argument("--box-scorer", default=None,
                    help="a learned box score (dvsa align boxscore, same feature recipe): ranks whole objects first")
     p.add_argument("--box-weight", type=float, default=d.box_weight,
@@ -44,11 +50,6 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from dvsa.align.regions.encoder import RegionEncoder
-    from dvsa.generate.dense import dense_captions, image_files, resolve_config
-    from dvsa.generate.dense_html import write_dense_html
-    from dvsa.generate.train import load_generator
-
     nms_iou = None if args.nms is None or args.nms < 0 else args.nms
     cfg = DenseConfig(beam=args.beam, top=args.top, nms_iou=nms_iou, max_len=args.max_len, length_norm=args.length_norm,
                       whole_image=args.whole_image, full_frame_input=args.full_frame_input, box_weight=args.box_weight)
@@ -56,8 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         model, vocab, gen_cfg, ck = load_generator(args.checkpoint, device=args.device)
         box_scorer = None
         if args.box_scorer:
-            from dvsa.align.boxscore import load_box_scorer
-
             box_scorer = load_box_scorer(args.box_scorer)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f"dvsa dense: {e}", file=sys.stderr)

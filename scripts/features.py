@@ -15,28 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 
-
-def _parse_set(items: list[str]) -> dict:
-    from dvsa.align.regions.config import RegionConfig
-
-    types = {f.name: f.type for f in fields(RegionConfig)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
-        kind = str(types[key])
-        if kind == "bool":
-            out[key] = value.lower() in ("1", "true", "yes", "on")
-        elif kind == "int":
-            out[key] = int(value)
-        elif kind == "float":
-            out[key] = float(value)
-        else:
-            out[key] = value
-    return out
+from dvsa.align.regions import RegionConfig, extract_features
+from dvsa.align.regions.bottomup import import_bottomup
+from dvsa.align.regions.proposals import load_given_boxes
+from dvsa.align.regions.set_fields import parse_set
+from dvsa.data.catalog import load_dataset
+from dvsa.data.records import DataError, select_split
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,11 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from dvsa.data.records import DataError
-
     if args.import_bottomup:
-        from dvsa.align.regions.bottomup import import_bottomup
-
         try:
             store = import_bottomup(args.import_bottomup, args.out, dtype="float16" if args.fp16 else "float32",
                                     progress=not args.quiet)
@@ -81,13 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print("dvsa features: --dataset and --root are required (or --import-bottomup TSV)", file=sys.stderr)
         return 2
 
-    from dvsa.align.regions import RegionConfig, extract_features
-    from dvsa.align.regions.proposals import load_given_boxes
-    from dvsa.data.catalog import load_dataset
-    from dvsa.data.records import select_split
-
     try:
-        overrides = _parse_set(args.set)
+        overrides = parse_set(args.set)
         for flag, name in [("backend", "backend"), ("backbone", "backbone"), ("pooling", "pooling"),
                            ("max_boxes", "max_boxes"), ("device", "device"), ("workers", "workers"),
                            ("batch_size", "batch_size")]:

@@ -14,13 +14,23 @@ in COCO results format next to it (``<out stem>.beam<K>.captions.json``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
+from dvsa.data.catalog import load_dataset
+from dvsa.data.features import FeatureStore
 from dvsa.data.io import atomic_write_json
-from dvsa.generate.caption_eval import REGION_BOXES, CaptionEvalConfig
-from dvsa.generate.dense import FULL_FRAME_INPUTS
+from dvsa.data.records import DataError, select_split
+from dvsa.generate.caption_eval import (
+    REGION_BOXES,
+    CaptionEvalConfig,
+    evaluate_generator,
+    metrics_rows,
+)
+from dvsa.generate.inputs import FULL_FRAME_INPUTS
+from dvsa.generate.metrics import format_table
+from dvsa.generate.train import load_generator
+from dvsa.scripts._args import add_device_arg
 
 
 def _beams(text: str) -> tuple[int, ...]:
@@ -34,7 +44,7 @@ def _beams(text: str) -> tuple[int, ...]:
 
 
 def parse_args(argv):
-    d = CaptionEvalConfig()
+    d = CaptionEvalConfig
     p = argparse.ArgumentParser(prog="dvsa generate eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--store", required=True, help="feature store folder of the split's images")
@@ -53,109 +63,32 @@ def parse_args(argv):
     p.add_argument("--snippets", help="snippets JSON lines: score the store regions they name against them")
     p.add_argument("--no-full-frame", action="store_true", help="skip the full-frame evaluation")
     p.add_argument("--no-java", action="store_true", help="no Java: Python tokenizer, no METEOR")
-    p.add_argument("--device", default="cpu")
+    add_device_arg(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from dvsa.data.catalog import load_dataset
-    from dvsa.data.features import FeatureStore
-    from dvsa.data.records import DataError, select_split
-    from dvsa.generate.caption_eval import (
-        caption_split,
-        region_caption_metrics,
-        score_region_items,
-        snippet_references,
-    )
-    from dvsa.generate.metrics import (
-        caption_metrics,
-        format_metrics,
-        format_table,
-        references_of,
-        write_coco_results,
-    )
-    from dvsa.generate.train import load_generator
-
     try:
         model, vocab, gen_cfg, _ = load_generator(args.checkpoint, device=args.device)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
         print(f"dvsa generate eval: {e}", file=sys.stderr)
         return 2
-    cfg = CaptionEvalConfig(
-        split=args.split, beams=args.beam or (int(gen_cfg.beam),),
-        max_len=args.max_len or gen_cfg.max_len,
-        length_norm=gen_cfg.length_norm if args.length_norm is None else args.length_norm,
-        region_beam=args.region_beam, region_boxes=args.region_boxes, min_iou=args.min_iou,
-        full_frame_input=args.full_frame_input, use_java=False if args.no_java else None)
-    cfg.region_beam = cfg.region_beam or cfg.beams[0]
+    cfg = CaptionEvalConfig(split=args.split, beams=args.beam, max_len=args.max_len, length_norm=args.length_norm,
+                            region_beam=args.region_beam, region_boxes=args.region_boxes, min_iou=args.min_iou,
+                            full_frame_input=args.full_frame_input, use_java=False if args.no_java else None)
     try:
         records = select_split(load_dataset(args.dataset, args.root), cfg.split)
         store = FeatureStore(args.store)
+        out = evaluate_generator(model, vocab, gen_cfg, records, store, cfg, args.out, full_frame=not args.no_full_frame,
+                                 regions=args.regions, snippets=args.snippets, root=args.root,
+                                 checkpoint=args.checkpoint, dataset=args.dataset)
     except (DataError, FileNotFoundError, ValueError, KeyError) as e:
         print(f"dvsa generate eval: {e}", file=sys.stderr)
         return 2
-    if store.dim != model.feat_dim:
-        print(f"dvsa generate eval: {args.store}: features of size {store.dim}, the generator wants "
-              f"{model.feat_dim}", file=sys.stderr)
-        return 2
-    out_path = Path(args.out)
-    out = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": cfg.split,
-           "generator_input": gen_cfg.input, "config": dataclasses.asdict(cfg), "n_images": len(records)}
-
-    if not args.no_full_frame:
-        gts = references_of(records)
-        out["full_frame"] = {}
-        for beam in cfg.beams:
-            res, skipped = caption_split(model, vocab, gen_cfg, store, [r for r in records if r.id in gts], beam,
-                                         cfg.max_len, cfg.length_norm, cfg.batch)
-            if not res:
-                print(f"dvsa generate eval: no image of split {cfg.split!r} is in {args.store}", file=sys.stderr)
-                return 2
-            info: dict = {}
-            m = caption_metrics({k: gts[k] for k in res}, res, use_java=cfg.use_java, info=info)
-            cap_path = write_coco_results(out_path.with_name(f"{out_path.stem}.beam{beam}.captions.json"), res)
-            out["full_frame"][f"beam{beam}"] = {"metrics": m, "n_images": len(res), "not_in_store": len(skipped),
-                                                "captions": str(cap_path), "metric_info": info}
-            print(f"full frame, beam {beam} ({len(res)} images): {format_metrics(m)}")
-
-    if args.regions:
-        try:
-            r = region_caption_metrics(model, vocab, gen_cfg, records, store, boxes=cfg.region_boxes, root=args.root,
-                                       beam=cfg.region_beam, max_len=cfg.max_len, length_norm=cfg.length_norm,
-                                       full_frame_input=cfg.full_frame_input, min_iou=cfg.min_iou,
-                                       batch=cfg.batch, use_java=cfg.use_java)
-        except ValueError as e:
-            print(f"dvsa generate eval: regions: {e}", file=sys.stderr)
-            return 2
-        caps = r.pop("captions")
-        r["captions"] = str(write_coco_results(out_path.with_name(f"{out_path.stem}.regions.captions.json"), caps))
-        out["regions"] = {"source": "ground-truth region descriptions", **r}
-        iou = f", mean IoU of matched store regions {r['mean_iou']:.2f}" if r.get("mean_iou") is not None else ""
-        print(f"regions ({r['n_regions']}, boxes: {r['boxes']}{iou}), beam {r['beam']}: {format_metrics(r['metrics'])}")
-
-    if args.snippets:
-        try:
-            items = snippet_references(args.snippets, store, [rec.id for rec in records])
-            s = score_region_items(model, vocab, gen_cfg, items, cfg.region_beam, cfg.max_len, cfg.length_norm,
-                                   cfg.full_frame_input, cfg.batch, cfg.use_java)
-        except (DataError, ValueError, OSError) as e:
-            print(f"dvsa generate eval: snippets: {e}", file=sys.stderr)
-            return 2
-        caps = s.pop("captions")
-        s["captions"] = str(write_coco_results(out_path.with_name(f"{out_path.stem}.snippets.captions.json"), caps))
-        out["snippets"] = {"source": str(args.snippets), "boxes": "store rows named by the snippets",
-                           "beam": cfg.region_beam, **s}
-        print(f"snippet regions ({s['n_regions']}), beam {cfg.region_beam}: {format_metrics(s['metrics'])}")
-
-    atomic_write_json(out_path, out)
-    table = {f"full frame, beam {k[4:]}": v["metrics"] for k, v in out.get("full_frame", {}).items()}
-    if "regions" in out:
-        table[f"regions ({out['regions']['boxes']}), beam {out['regions']['beam']}"] = out["regions"]["metrics"]
-    if "snippets" in out:
-        table[f"snippet regions, beam {out['snippets']['beam']}"] = out["snippets"]["metrics"]
-    print(format_table(table))
-    print(f"-> {out_path}")
+    atomic_write_json(args.out, out)
+    print(format_table(metrics_rows(out)))
+    print(f"-> {Path(args.out)}")
     return 0
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from dvsa.data.catalog import load_dataset
+from dvsa.data.features import FeatureStore
+from dvsa.data.records import DataError
+from dvsa.generate.model import CELLS, IMAGE_AT, INPUTS, GenConfig
+from dvsa.generate.train import train_generator
 from dvsa.scripts._config import add_config_flags, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dvsa.generate.model import CELLS, IMAGE_AT, INPUTS, GenConfig
-
     p = argparse.ArgumentParser(prog="dvsa generate train", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
     p.add_argument("--dataset", required=True, help="dataset name in data.catalog (flickr8k, synthetic, ...)")
@@ -34,11 +37,6 @@ def main(argv: list[str] | None = None) -> int:
         "cell": CELLS, "input": INPUTS, "image_at": IMAGE_AT, "clip_mode": ("value", "norm"),
         "schedule": ("none", "step", "cosine"), "optimizer": ("rmsprop", "adam", "sgd")})
     args = p.parse_args(argv)
-
-    from dvsa.data.catalog import load_dataset
-    from dvsa.data.features import FeatureStore
-    from dvsa.data.records import DataError
-    from dvsa.generate.train import train_generator
 
     try:
         cfg = config_from_args(args, GenConfig)

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 from dvsa.data.records import ImageRecord, Sentence
-from dvsa.scripts import pipeline, pipeline_stages
+from dvsa.generate.pipeline import stages as pipeline_stages
+from dvsa.scripts import pipeline
 from dvsa.scripts.pipeline import PipelineConfig, apply_overrides, run_pipeline
-from dvsa.scripts.pipeline_stages import Stage
+from dvsa.generate.pipeline.stages import Stage
 
 
 # ------------------------------------------------------------------------------------------ stand-in stages
@@ -106,7 +107,7 @@ def test_a_failing_stage_exits_1_naming_it_and_keeps_earlier_stages(tmp_path, fa
 def test_box_score_stage_gives_weight_0_and_why_where_it_cannot_run():
     from types import SimpleNamespace
 
-    from dvsa.scripts import pipeline_align
+    from dvsa.generate.pipeline import align_stages as pipeline_align
 
     rec = ImageRecord("t1", "t1.png", split="train", sentences=[Sentence(0, "a b", ["a", "b"])])
     run = SimpleNamespace(cfg=PipelineConfig(), train=[rec], val=[rec], usable=lambda rs: rs, log=lambda *_: None)

@@ -89,7 +89,7 @@ def test_retrieval_ranks_matching_images_first(tmp_path):
 def test_cli_show(tmp_path, monkeypatch):
     import dvsa.data.catalog
     import dvsa.scripts.align_show as cli
-    import dvsa.scripts.align_snippets as common
+    import dvsa.align.loading as common
 
     records, store, model, vocab = world_with_images(tmp_path, n_images=3, seed=4)
     monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)

@@ -134,11 +134,12 @@ def test_config_validation():
 
 def test_cli_writes_snippets_and_summary(tmp_path, monkeypatch):
     import dvsa.data.catalog
+    import dvsa.align.loading
     import dvsa.scripts.align_snippets as cli
 
     records, store, model, vocab = random_world(tmp_path, seed=4)
     monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)
-    monkeypatch.setattr(cli, "load_model", lambda path, device="cpu": (model, vocab, None))
+    monkeypatch.setattr(dvsa.align.loading, "load_model", lambda path, device="cpu": (model, vocab, None))
     out = tmp_path / "run" / "snippets.jsonl"
     rc = cli.main(["--checkpoint", "x.pt", "--store", str(tmp_path / "store"), "--dataset", "fake", "--root", "r",
                    "--split", "train", "--target-len", "1.5", "--out", str(out), "--no-progress"])

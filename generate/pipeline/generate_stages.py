@@ -8,7 +8,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from dvsa.scripts.pipeline_align import _dataclass_with, _plain
+from dvsa.align.boxscore import load_box_scorer
+from dvsa.align.regions import RegionEncoder
+from dvsa.generate.caption_eval import caption_region_items, caption_split, region_items
+from dvsa.generate.dense import DenseConfig, dense_captions
+from dvsa.generate.densecap_eval import densecap_evaluate
+from dvsa.generate.metrics import caption_metrics, references_of
+from dvsa.generate.model import GenConfig
+from dvsa.generate.pipeline.config import dataclass_with, plain
+from dvsa.generate.train import load_generator as load_generator_checkpoint
+from dvsa.generate.train import train_generator
 
 
 def _x100(metrics: dict) -> dict:
@@ -18,10 +27,7 @@ def _x100(metrics: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ training
 def _train(run, name: str, overrides: dict, data) -> dict:
-    from dvsa.generate.model import GenConfig
-    from dvsa.generate.train import train_generator
-
-    cfg = _dataclass_with(GenConfig, overrides, seed=run.cfg.seed, device=run.cfg.device)
+    cfg = dataclass_with(GenConfig, overrides, seed=run.cfg.seed, device=run.cfg.device)
     out = run.out / name
     records = run.usable(run.train) + run.usable(run.val)
     path = train_generator(cfg, run.store(), records if data is None else data, out,
@@ -43,18 +49,15 @@ def gen_region(run) -> dict:
 
 
 def load_generator(run, name: str):
-    from dvsa.generate.train import load_generator as load
-
-    model, vocab, cfg, _ = load(run.out / name / "model.pt", device="cuda" if run.cfg.device == "cuda" else "cpu")
+    """(model in eval mode, vocab, cfg) of the run's generator `name` (gen_full | gen_region)."""
+    model, vocab, cfg, _ = load_generator_checkpoint(run.out / name / "model.pt",
+                                                     device="cuda" if run.cfg.device == "cuda" else "cpu")
     return model.eval(), vocab, cfg
 
 
 # ------------------------------------------------------------------------------------------ evaluation
 def captions(run) -> dict:
     """Full-frame captions of the eval split at every configured beam size, scored against its sentences."""
-    from dvsa.generate.caption_eval import caption_split
-    from dvsa.generate.metrics import caption_metrics, references_of
-
     model, vocab, cfg = load_generator(run, "gen_full")
     records = run.usable(run.eval)
     gts = references_of(records)
@@ -74,12 +77,6 @@ def region_captions(run) -> dict:
     with the store's own encoder (its exact box), then captioned by the region model and by the full-frame model
     (which sees the region's own feature as if it were an image), each scored against the region's description.
     Beam `report_beam`."""
-    import numpy as np
-    from dvsa.align.regions import RegionEncoder
-    from dvsa.generate.caption_eval import region_items
-    from dvsa.generate.dense import caption_inputs
-    from dvsa.generate.metrics import caption_metrics
-
     store = run.store()
     encoder = RegionEncoder.from_meta(store.meta, device=run.cfg.device, progress=False)
     items = region_items(run.usable(run.eval), store, "encode", encoder, run.cfg.root)
@@ -89,10 +86,8 @@ def region_captions(run) -> dict:
     for name, tag in (("gen_region", "region"), ("gen_full", "full_frame")):
         model, vocab, cfg = load_generator(run, name)
         # the input each model was trained on: region (+ its image) for the region model, the crop for the other
-        x = (np.concatenate([items["regions"], items["images"]], 1) if cfg.input == "region+image"
-             else items["regions"]).astype(np.float32)  # [n, Din]
-        caps = caption_inputs(model, vocab, x, run.cfg.report_beam, run.cfg.max_len, cfg.length_norm)
-        res = {k: c for k, (c, _, _) in zip(items["keys"], caps)}
+        res = caption_region_items(model, vocab, cfg, items, run.cfg.report_beam, run.cfg.max_len, cfg.length_norm,
+                                   full_frame_input="crop")
         metrics[tag] = _x100(caption_metrics(items["refs"], res, meteor=run.meteor()))
         examples[tag] = dict(list(res.items())[:50])
     examples["reference"] = {k: items["refs"][k][0] for k in list(items["refs"])[:50]}
@@ -105,17 +100,13 @@ def dense(run) -> dict:
     """Dense captions (the region model on every detected region, ranked with the box score where `box_score`
     fitted one) of the eval images; the first `dense_images` are kept for the report, and DenseCap mAP is
     computed on up to `dense_eval_images` of them where the eval regions carry descriptions."""
-    from dvsa.generate.dense import DenseConfig, dense_captions
-
     model, vocab, gen_cfg = load_generator(run, "gen_region")
-    cfg = _dataclass_with(DenseConfig, run.cfg.dense)
+    cfg = dataclass_with(DenseConfig, run.cfg.dense)
     records = run.usable(run.eval)
     described = [r for r in records if any(g.text for g in r.regions)][: run.cfg.dense_eval_images]
     todo = {r.id: r for r in records[: run.cfg.dense_images] + described}
     scorer = None
     if run.results.get("box_score", {}).get("path"):  # the learned box score ranks whole objects first
-        from dvsa.align.boxscore import load_box_scorer
-
         scorer = load_box_scorer(run.results["box_score"]["path"])
     results = dense_captions(model, vocab, gen_cfg, run.store(), list(todo.values()), cfg, root=run.cfg.root,
                              log=run.log, box_scorer=scorer)
@@ -125,11 +116,9 @@ def dense(run) -> dict:
     out = run.out / "dense"
     out.mkdir(parents=True, exist_ok=True)
     sample = [by_id[r.id] for r in records[: run.cfg.dense_images] if r.id in by_id]
-    (out / "captions.json").write_text(json.dumps(_plain(sample), indent=0))
+    (out / "captions.json").write_text(json.dumps(plain(sample), indent=0))
     result: dict = {"config": asdict(cfg), "n_images": len(sample)}
     if described:
-        from dvsa.generate.densecap_eval import densecap_evaluate
-
         ev = densecap_evaluate([by_id[r.id] for r in described if r.id in by_id], described, scorer=run.meteor())
         result["metrics"] = {"map": round(100 * ev["map"], 2), "det_map": round(100 * ev["det_map"], 2),
                              "box_score": scorer is not None,

@@ -1,33 +1,48 @@
 """Stage-1 bodies of the pipeline: features, alignment training, retrieval, MRF snippets, alignment evaluation.
 
 Each ``fn(run) -> dict`` writes its outputs under ``run.out`` and returns a JSON-able result (see
-`scripts.pipeline_stages`). The work is done by the library (`align.*`, `data.*`); this module only wires it.
+`generate.pipeline.stages`). The work is done by the library (`align.*`, `data.*`); this module only wires it.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+import shutil
+from dataclasses import asdict
 
 import numpy as np
 import torch
-
-
-def _dataclass_with(cls, overrides: dict, **defaults):
-    """cls(**defaults, **overrides), naming the bad key when an override is not a field of cls."""
-    names = {f.name for f in fields(cls)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise SystemExit(f"--config: {cls.__name__} has no field(s) {bad}; fields: {sorted(names)}")
-    return cls(**{**{k: v for k, v in defaults.items() if k in names}, **overrides})
-
-
-def _plain(obj):
-    """Make a summary JSON-able (numbers from tensors / numpy, dataclasses as dicts)."""
-    if obj is None:
-        return {}
-    if hasattr(obj, "__dataclass_fields__"):
-        obj = asdict(obj)
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+from dvsa.align.boxscore import (
+    BoxPrior,
+    BoxScoreConfig,
+    choose_box_weight,
+    fit_box_scorer,
+    load_box_scorer,
+    save_box_scorer,
+    tight_box_rate,
+)
+from dvsa.align.examples import retrieval_examples
+from dvsa.align.grounding import evaluate_alignment, word_groups_for
+from dvsa.align.model import AlignConfig
+from dvsa.align.regions import RegionConfig, RegionEncoder, extract_features
+from dvsa.align.retrieval import (
+    eval_items,
+    evaluate_retrieval,
+    protocol_folds,
+    score_collection,
+)
+from dvsa.align.show import picture
+from dvsa.align.snippets import SnippetConfig, write_snippets
+from dvsa.align.train import load_alignment as load_alignment_checkpoint
+from dvsa.align.train import train_alignment
+from dvsa.data.text import Vocabulary
+from dvsa.data.vectors import (
+    VectorsConfig,
+    load_word2vec,
+    train_word2vec,
+    vectors_for_vocab,
+)
+from dvsa.generate.pipeline.config import ConfigError, dataclass_with, plain
+from dvsa.generate.pipeline.run import has_phrases
 
 
 # ------------------------------------------------------------------------------------------ features
@@ -35,11 +50,7 @@ def features(run) -> dict:
     """Regions + CNN features of the train, validation and eval images in one store, ``out/features``
     (resumable: the store commits parts atomically and skips the images it holds; more images, e.g. another
     eval split, are added to it; a store made with another recipe is removed first)."""
-    import shutil
-
-    from dvsa.align.regions import RegionConfig, RegionEncoder, extract_features
-
-    cfg = _dataclass_with(RegionConfig, run.cfg.region, device=run.cfg.device)
+    cfg = dataclass_with(RegionConfig, run.cfg.region, device=run.cfg.device)
     encoder = RegionEncoder.from_config(cfg)
     meta_path = run.out / "features" / "meta.json"
     if meta_path.is_file():
@@ -66,10 +77,7 @@ def features(run) -> dict:
 # ------------------------------------------------------------------------------------------ alignment model
 def align_train(run) -> dict:
     """The alignment model on the train split, early-stopped on the validation images (`run.val`)."""
-    from dvsa.align.model import AlignConfig
-    from dvsa.align.train import train_alignment
-
-    cfg = _dataclass_with(AlignConfig, run.cfg.align, seed=run.cfg.seed)
+    cfg = dataclass_with(AlignConfig, run.cfg.align, seed=run.cfg.seed)
     out = run.out / "align"
     vocab, vectors, coverage = None, None, None
     if run.cfg.word_vectors:
@@ -78,20 +86,12 @@ def align_train(run) -> dict:
                               vocab=vocab, word_vectors=vectors, val_records=run.usable(run.val) or None,
                               progress=False)
     return {"config": asdict(cfg), "checkpoint": str(out / "model.pt"), "word_vectors": coverage,
-            "train": _plain({k: v for k, v in summary.items() if k != "history"})}
+            "train": plain({k: v for k, v in summary.items() if k != "history"})}
 
 
 def _word_vectors(run, cfg):
     """(vocab, float [V, E] vectors, coverage) for `word_vectors`: "train" = word2vec on the train sentences,
     else a word2vec file (binary or text)."""
-    from dvsa.data.text import Vocabulary
-    from dvsa.data.vectors import (
-        VectorsConfig,
-        load_word2vec,
-        train_word2vec,
-        vectors_for_vocab,
-    )
-
     sents = [s.tokens for r in run.train for s in r.sentences]
     vocab = Vocabulary.build(sents, min_count=cfg.min_count)
     if run.cfg.word_vectors == "train":
@@ -100,28 +100,20 @@ def _word_vectors(run, cfg):
         kv = load_word2vec(run.cfg.word_vectors)
     vectors, coverage = vectors_for_vocab(kv, vocab, seed=run.cfg.seed)
     if vectors.shape[1] != cfg.word_dim:
-        raise SystemExit(f"word vectors have {vectors.shape[1]} dimensions; set align.word_dim={vectors.shape[1]}")
+        raise ConfigError(f"word vectors have {vectors.shape[1]} dimensions; set align.word_dim={vectors.shape[1]}")
     run.log(f"  word vectors ({run.cfg.word_vectors}): {coverage}")
-    return vocab, vectors, _plain(coverage)
+    return vocab, vectors, plain(coverage)
 
 
 def load_alignment(run):
-    from dvsa.align.train import load_alignment as load
-
-    model, vocab, cfg = load(run.out / "align" / "model.pt")
+    """(model in eval mode, vocab, cfg) of the run's alignment checkpoint."""
+    model, vocab, cfg = load_alignment_checkpoint(run.out / "align" / "model.pt")
     return model.eval(), vocab, cfg
 
 
 def retrieval(run) -> dict:
     """Image annotation and image search on the eval split (`retrieval_protocol`, default the 1K protocol:
     the first 1000 images, 5 sentences each), plus a few ranked examples of the first fold for the report."""
-    from dvsa.align.retrieval import (
-        eval_items,
-        evaluate_retrieval,
-        protocol_folds,
-        score_collection,
-    )
-
     model, vocab, cfg = load_alignment(run)
     records = run.usable(run.eval)
     res = evaluate_retrieval(model, run.store(), records, vocab, protocol=run.cfg.retrieval_protocol,
@@ -137,8 +129,8 @@ def retrieval(run) -> dict:
     sent = {s.id: s for r in records for s in r.sentences}
     fold_recs = [by_id[ids[i]] for i in fold]
     fold_sents = [sent[i] for i, k in zip(sids, keep) if k]
-    examples = _examples(run, fold_recs, scores, torch.as_tensor(owner[keep] - fold.start), fold_sents,
-                         run.cfg.show_images)
+    examples = retrieval_examples(fold_recs, scores, torch.as_tensor(owner[keep] - fold.start), fold_sents,
+                                  run.cfg.show_images, image_path=run.image_path)
     (run.out / "retrieval_examples.json").write_text(json.dumps(examples))
     # Ties with the true item count in its favour in align.retrieval, so a collapsed model (every score equal)
     # would look perfect: report how many distinct scores there are, and say so loudly when there are few.
@@ -150,48 +142,15 @@ def retrieval(run) -> dict:
             "n_folds": res["n_folds"], "fold_images": res["n_images"], "fold_sentences": res["n_sentences"]}
 
 
-def _examples(run, records, scores, sent_img, sents, n) -> dict:
-    """Top-5 sentences of the first n images and top-3 images of n sentences (one per image)."""
-    ann = []
-    for k in range(min(n, len(records))):
-        top = torch.argsort(scores[k], descending=True)[:5].tolist()
-        ann.append({"image_id": records[k].id, "path": run.image_path(records[k]),
-                    "top": [{"text": sents[j].raw, "correct": int(sent_img[j]) == k} for j in top]})
-    search, seen = [], set()
-    for j in range(len(sents)):
-        k = int(sent_img[j])
-        if k in seen:
-            continue
-        seen.add(k)
-        top = torch.argsort(scores[:, j], descending=True)[:3].tolist()
-        search.append({"text": sents[j].raw, "truth": records[k].id,
-                       "top": [{"image_id": records[i].id, "path": run.image_path(records[i]),
-                                "correct": i == k} for i in top]})
-        if len(search) >= n:
-            break
-    return {"annotation": ann, "search": search}
-
-
 # ------------------------------------------------------------------------------------------ snippets and grounding
 def _snippet_config(run):
-    from dvsa.align.snippets import SnippetConfig
-
-    return _dataclass_with(SnippetConfig, run.cfg.snippets, device=run.cfg.device, seed=run.cfg.seed)
+    return dataclass_with(SnippetConfig, run.cfg.snippets, device=run.cfg.device, seed=run.cfg.seed)
 
 
 def box_score(run) -> dict:
     """The learned box score on the train split's annotated boxes, and its weight in the word-region scores:
     the best of `box_weights` and 0 on the validation phrases (beta calibrated for each). Weight 0, with the
     reason, when the train split has no boxes or the validation split no phrases."""
-    from dvsa.align.boxscore import (
-        BoxScoreConfig,
-        choose_box_weight,
-        fit_box_scorer,
-        save_box_scorer,
-        tight_box_rate,
-    )
-    from dvsa.align.grounding import word_groups_for
-
     train, val = run.usable(run.train), run.usable(run.val)
     reason = ("box_weights is empty" if not run.cfg.box_weights
               else "the train split has no annotated boxes" if not any(r.regions for r in train)
@@ -200,7 +159,7 @@ def box_score(run) -> dict:
     if reason:
         run.log(f"  no box score: {reason}")
         return {"weight": 0.0, "reason": reason}
-    cfg = _dataclass_with(BoxScoreConfig, run.cfg.box_score)
+    cfg = dataclass_with(BoxScoreConfig, run.cfg.box_score)
     scorer, stats = fit_box_scorer(run.store(), train, cfg)
     stats["tight_box_rate_val"] = tight_box_rate(scorer, run.store(), val)
     model, vocab, _ = load_alignment(run)
@@ -211,13 +170,11 @@ def box_score(run) -> dict:
     for r in rows:
         run.log(f"  weight {r['weight']:g}: val word accuracy {r['word_accuracy']:.3f} (beta {r['beta']:.3g})")
     run.log(f"  box score: tight box around {stats['tight_box_rate_val']:.1%} of val objects; weight {weight:g}")
-    return {"config": asdict(cfg), "path": str(path), "weight": weight, "val": rows, "stats": _plain(stats)}
+    return {"config": asdict(cfg), "path": str(path), "weight": weight, "val": rows, "stats": plain(stats)}
 
 
 def aligned_model(run):
     """(model, vocab): the alignment model, with the box score added at its chosen weight (`box_score`)."""
-    from dvsa.align.boxscore import BoxPrior, load_box_scorer
-
     model, vocab, _ = load_alignment(run)
     res = run.results.get("box_score", {})
     if res.get("weight", 0.0) > 0:
@@ -227,23 +184,18 @@ def aligned_model(run):
 
 def snippets(run) -> dict:
     """MRF snippets of the train split; beta calibrated (SnippetConfig.target_len) on a sample of it."""
-    from dvsa.align.snippets import write_snippets
-
     cfg = _snippet_config(run)
     model, vocab = aligned_model(run)
     path = run.out / "snippets.jsonl"
     stats = write_snippets(model, vocab, run.store(), run.usable(run.train), path, cfg)
     run.log(f"  beta {stats['beta']:.3g}: {stats['n_snippets']} snippets, mean {stats['mean_snippet_len']:.2f} words")
     stats = {k: v for k, v in stats.items() if k != "missing_images"}
-    return {"config": asdict(cfg), "path": str(path), **_plain(stats)}
+    return {"config": asdict(cfg), "path": str(path), **plain(stats)}
 
 
 def align_eval(run) -> dict:
     """The alignment pictures of the first `show_images` eval images; and, where the eval split has phrase
     boxes, word-to-region accuracy against them, MRF (the snippets' beta) vs the per-word argmax."""
-    from dvsa.align.grounding import evaluate_alignment, word_groups_for
-    from dvsa.scripts.pipeline_stages import has_phrases
-
     model, vocab = aligned_model(run)
     beta = run.results["snippets"]["beta"]
     pictures = _pictures(run, model, vocab, beta)
@@ -258,20 +210,18 @@ def align_eval(run) -> dict:
             "phrase_upper_bound", "mean_snippet_len", "mean_snippet_len_argmax", "n_words", "n_phrases",
             "n_sentences", "n_images", "iou", "word_accuracy_by_group", "word_accuracy_by_group_argmax")
     out = {"box_weight": run.results.get("box_score", {}).get("weight", 0.0),
-           "metrics": {k: _plain(metrics[k]) for k in keep if k in metrics}, "details": _plain(metrics),
+           "metrics": {k: plain(metrics[k]) for k in keep if k in metrics}, "details": plain(metrics),
            "pictures": pictures}
     if out["box_weight"] > 0:  # the aligner alone (model.model) for comparison, at the beta `box_score` found for it
         b0 = next(r["beta"] for r in run.results["box_score"]["val"] if r["weight"] == 0)
         m0 = evaluate_alignment(model.model, vocab, run.store(), run.usable(run.eval), b0, device=run.cfg.device,
                                 groups=groups)
-        out["metrics_without_box_score"] = {"beta": b0, **{k: _plain(m0[k]) for k in keep if k in m0}}
+        out["metrics_without_box_score"] = {"beta": b0, **{k: plain(m0[k]) for k in keep if k in m0}}
     return out
 
 
 def _pictures(run, model, vocab, beta) -> list[str]:
     """PNG alignment figures (align.show.picture: boxes in colours, snippets below) of a few eval images."""
-    from dvsa.align.show import picture
-
     out = run.out / "align_eval"
     out.mkdir(parents=True, exist_ok=True)
     paths = []
