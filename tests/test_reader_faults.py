@@ -12,6 +12,9 @@ from dvsa.data.catalog import last_report, load_dataset
 from dvsa.data.readers.common import DataWarning, fill_sizes
 from dvsa.data.readers.report import ReadReport
 from dvsa.data.records import DataError, ImageRecord
+from dvsa.generate.pipeline import PipelineConfig
+from dvsa.generate.pipeline.results import assemble_results
+from dvsa.generate.pipeline.run import Run
 from fixtures.formats import (
     CAPTIONS,
     karpathy_json,
@@ -481,3 +484,23 @@ def test_report_summary_and_lines():
     other = ReadReport("y")
     other.add("empty_sentence", "c.txt", "image 4")
     assert rep.merge(other).dropped == {"empty_sentence": 3}
+
+
+def test_pipeline_records_the_readers_report_and_honours_strict_data(tmp_path):
+    """The pipeline logs what the reader repaired, puts the report in results.json's "data", and with
+    strict_data stops at the faulty record before any stage runs."""
+    path = _karpathy(tmp_path, lambda d: d["images"][0]["sentences"][1].update(sentid="abc"),
+                     names=(("a", "train"), ("b", "train"), ("c", "test")))
+    lines = []
+    run = Run(PipelineConfig(dataset="karpathy", root=str(path), eval_split="test"), tmp_path / "run", lines.append)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        run.load_records()
+    assert any("bad_sentence_id" in line for line in lines), lines
+    data = assemble_results(run)["data"]
+    assert data["repaired"] == {"bad_sentence_id": 1} and data["records"] == 3
+    json.dumps(data)
+    strict = Run(PipelineConfig(dataset="karpathy", root=str(path), eval_split="test", strict_data=True),
+                 tmp_path / "run2", lines.append)
+    with pytest.raises(DataError, match=r"sentid 'abc' is not an integer.*\[bad_sentence_id\]"):
+        strict.load_records()

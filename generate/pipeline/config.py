@@ -59,6 +59,7 @@ class PipelineConfig:
     dense_eval_images: int = 100  # DenseCap mAP on at most this many eval images (where regions have text)
     show_images: int = 6  # alignment pictures and examples in the report
     skip: tuple = ()  # stage names not to run (recorded as skipped)
+    strict_data: bool = False  # a record the dataset reader would drop or repair is an error (DataError) instead
 
 
 GROUPS = ("region", "align", "snippets", "box_score", "gen", "gen_region", "dense")  # stage-config override groups

@@ -13,6 +13,8 @@ def assemble_results(run: Run) -> dict:
         n_eval = len(run.eval)
     out: dict = {"dataset": cfg.dataset, "eval_split": cfg.eval_split, "n_eval_images": n_eval,
                  "n_train_images": len(run.train)}
+    if run.data_report is not None:
+        out["data"] = run.data_report.summary()
     if "metrics" in R.get("retrieval", {}):
         out["retrieval"] = {**R["retrieval"]["metrics"], "distinct_scores": R["retrieval"].get("distinct_scores")}
     beams = R.get("captions", {}).get("beams")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dvsa.data.catalog import load_dataset
 from dvsa.data.features import FeatureStore
+from dvsa.data.readers.report import ReadReport
 from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.generate.metrics import MeteorScorer, find_java
 
@@ -26,11 +27,18 @@ class Run:
         self.eval: list[ImageRecord] = []
         self._stores: dict[str, object] = {}
         self._meteor = None
+        self.data_report: ReadReport | None = None  # what the reader dropped or repaired, by reason
 
     def load_records(self) -> None:
-        """train / val / eval records. With eval split "val", validation is a held-out slice of train."""
+        """train / val / eval records. With eval split "val", validation is a held-out slice of train.
+        What the reader dropped or repaired is logged and kept in `data_report` (results.json's "data");
+        `PipelineConfig.strict_data` makes the first such record an error."""
         cfg = self.cfg
-        records = load_dataset(cfg.dataset, cfg.root)
+        self.data_report = ReadReport(cfg.dataset, strict=cfg.strict_data)
+        records = load_dataset(cfg.dataset, cfg.root, report=self.data_report)
+        if self.data_report:
+            for line in self.data_report.lines():
+                self.log(f"  {line}")
         lim = (lambda rs: rs[: cfg.limit]) if cfg.limit is not None else (lambda rs: rs)
         self.train = lim(select_split(records, "train"))
         self.eval = lim(select_split(records, cfg.eval_split))
