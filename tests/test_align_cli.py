@@ -29,6 +29,15 @@ def test_train_eval_retrieve(tmp_path, capsys):
     assert align_eval.main(["--checkpoint", ck, *common, "--split", "test", "--protocol", "1k", "--out", str(out)]) == 0
     m = json.loads(out.read_text())
     assert m["n_images"] == 10 and m["n_sentences"] == 50 and 0 <= m["annotation"]["r1"] <= 100
+    # the command's numbers are those of the saved model on the test split (not a range any output meets)
+    from dvsa.align.retrieval import evaluate_retrieval
+    from dvsa.align.train import load_alignment
+    from dvsa.data.features import FeatureStore
+
+    model, vocab, _ = load_alignment(ck)
+    want = evaluate_retrieval(model, FeatureStore(tmp_path / "store"), [r for r in records if r.split == "test"],
+                              vocab, protocol="1k")
+    assert {d: m[d] for d in ("annotation", "search")} == {d: want[d] for d in ("annotation", "search")}, (m, want)
     assert "R@1" in capsys.readouterr().out
 
     assert retrieve.main(["--checkpoint", ck, *common, "--sentence", "w1 and w2", "--k", "3",

@@ -148,25 +148,43 @@ def make_size_toy(path, n_train=80, n_test=40, seed=1):
 
 
 def test_box_geometry_lets_size_words_tell_images_apart(tmp_path):
-    """With AlignConfig.geometry the size word finds the image of the right size; without it (the paper's region
-    input) the two sizes of one object look the same and the right size wins only about half the time."""
-    records, store = make_size_toy(tmp_path / "store")
-    test = [r for r in records if r.split == "test"]
-    right = {}
-    for geometry in (False, True):
-        cfg = toy_cfg(epochs=40, geometry=geometry, feat_norm="standardize", optimizer="adam", lr=3e-3, dropout=0.0)
-        train_alignment(records, store, tmp_path / f"g{geometry}", cfg, progress=False, log=lambda *a: None)
-        model, vocab, _ = load_alignment(tmp_path / f"g{geometry}" / "model.pt")
-        from dvsa.align.retrieval import pad_tokens
-        from dvsa.align.show import rank_images
+    """With AlignConfig.geometry the size word ranks the object's images of the right size above those of the
+    other size; without it (the paper's region input) the two sizes of one object look the same (about half).
 
-        tokens, lengths = pad_tokens([vocab.encode(r.sentences[0].tokens) for r in test])
-        with torch.no_grad():
-            scores = rank_images(model, store, [r.id for r in test], tokens, lengths)  # [N, Q]
-        best = scores.argmax(0)  # the top image of each query
-        size = lambda r: r.sentences[0].tokens[0]  # noqa: E731
-        right[geometry] = np.mean([size(test[int(b)]) == size(q) for q, b in zip(test, best)])
-    assert right[True] >= 0.9 and right[False] <= 0.75, right
+    Measured as a pairwise rate (per query "<size> w<obj>": the share of (right-size, wrong-size) pairs of that
+    object's test images that the query orders right), over 200 test images and 3 toys, geometry minus none: a
+    top-1 rate over 40 images has only 8 distinct queries and moved across a fixed bar between machines.
+    Measured here (toy seeds 1, 2, 3): with geometry 0.75 / 0.73 / 0.79, without 0.47 / 0.46 / 0.55 (40 epochs:
+    the same to 0.01; other training seeds: with 0.73..1.0, without 0.46..0.56)."""
+    right = {False: [], True: []}
+    for seed in (1, 2, 3):
+        records, store = make_size_toy(tmp_path / f"store{seed}", n_test=200, seed=seed)
+        test = [r for r in records if r.split == "test"]
+        for geometry in (False, True):
+            cfg = toy_cfg(epochs=25, geometry=geometry, feat_norm="standardize", optimizer="adam", lr=3e-3, dropout=0.0)
+            run = tmp_path / f"s{seed}g{geometry}"
+            train_alignment(records, store, run, cfg, progress=False, log=lambda *a: None)
+            model, vocab, _ = load_alignment(run / "model.pt")
+            from dvsa.align.retrieval import pad_tokens
+            from dvsa.align.show import rank_images
+
+            queries = sorted({tuple(r.sentences[0].tokens) for r in test})  # the 8 "<size> w<obj>"
+            tokens, lengths = pad_tokens([vocab.encode(list(q)) for q in queries])
+            with torch.no_grad():
+                scores = rank_images(model, store, [r.id for r in test], tokens, lengths).numpy()  # [N, Q]
+            size = np.array([r.sentences[0].tokens[0] for r in test])
+            obj = np.array([r.sentences[0].tokens[1] for r in test])
+            rates = []
+            for j, (qsize, qobj) in enumerate(queries):
+                good = scores[(obj == qobj) & (size == qsize), j]
+                bad = scores[(obj == qobj) & (size != qsize), j]
+                assert len(good) and len(bad), (seed, qsize, qobj)  # 200 test images: every object in both sizes
+                rates.append(np.mean(good[:, None] > bad[None, :]))
+            right[geometry].append(float(np.mean(rates)))
+    gain = np.mean(right[True]) - np.mean(right[False])
+    # measured gain 0.26 (per toy 0.27 / 0.27 / 0.24); box_geometry zeroed (no effect) gives 0.00, chance +- ~0.03;
+    # 0.1 leaves 0.16 for other machines
+    assert gain >= 0.1 and np.mean(right[False]) <= 0.7, right
 
 
 def test_whole_image_drop_hides_row_0_in_training_only(monkeypatch):

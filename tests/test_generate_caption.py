@@ -3,7 +3,6 @@ import json
 
 import dvsa.scripts.caption as caption_cli
 import numpy as np
-import pytest
 import torch
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import ImageRecord, Sentence
@@ -55,7 +54,6 @@ def test_caption_command_on_a_trained_toy(tmp_path, monkeypatch, capsys):
 
 def test_caption_command_with_the_real_encoder(tmp_path):
     """The encoder is rebuilt from the checkpoint's feature meta (untrained backbone weights: no downloads)."""
-    pytest.importorskip("dvsa.align.regions.encoder")
     from dvsa.align.regions.config import RegionConfig
     from dvsa.align.regions.encoder import RegionEncoder
 

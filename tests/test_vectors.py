@@ -72,7 +72,10 @@ def test_vectors_for_vocab(w2v_files):
     assert abs(small[4:-1].std() - 0.01) < 0.001
     big, _ = vectors_for_vocab(kv, Vocabulary(["x%d" % i for i in range(400)] + list(WORDS)))
     assert abs(big[4:404].std() - kv.vectors.std()) < 0.1 * kv.vectors.std()
-    assert found.std() > 0
+    # the default std is that of the found rows: the same seeded draw as std=1, scaled by it
+    unit, _ = vectors_for_vocab(load_word2vec(b), vocab, seed=3, std=1.0)
+    for w in ("cat", "uber"):
+        np.testing.assert_allclose(mat[vocab.stoi[w]], unit[vocab.stoi[w]] * found.std(), rtol=1e-4)
 
 
 def test_bad_word2vec_files(tmp_path):
