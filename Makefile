@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15
+
+# On a CUDA machine: trains every stage a few steps on the GPU (fp32 and bf16 AMP, DDP with 2+ GPUs) against the
+# same steps on the CPU and prints a table; without a GPU it says so and succeeds.
+gpu-check: $(STAMP)
+	$(PY) -m dvsa.scripts.gpu_check
 
 clean:
 	rm -rf runs build *.egg-info

@@ -24,11 +24,13 @@ import os
 from dataclasses import asdict, dataclass
 
 import torch
-from dvsa.align.grounding import box_iou
+from dvsa.align.grounding import evaluate_alignment
 from dvsa.align.model import box_geometry, geometry_dim
+from dvsa.align.snippets import snippet_beta
 from dvsa.data.checkpoint import load_checkpoint, save_checkpoint
 from dvsa.data.records import ImageRecord
 from torch import nn
+from torchvision.ops import box_iou
 
 
 @dataclass
@@ -98,7 +100,7 @@ def region_labels(store, records: list[ImageRecord], iou: float, bins: int) -> t
             continue
         b, f = store.regions(r.id)
         b, f = torch.from_numpy(b.copy()), torch.from_numpy(f.copy())
-        best = box_iou(b[1:], torch.tensor(gt, dtype=torch.float32)).max(1).values  # [R - 1]
+        best = box_iou(b[1:].double(), torch.tensor(gt, dtype=torch.float64)).max(1).values  # [R - 1]
         inputs.append(box_inputs(f, b, bins)[1:])
         labels.append((best >= iou).float())
     if not inputs:
@@ -148,7 +150,7 @@ def tight_box_rate(scorer: BoxScorer, store, records: list[ImageRecord], iou: fl
         b, f = store.regions(r.id)
         b, f = torch.from_numpy(b.copy()), torch.from_numpy(f.copy())
         s = scorer(f, b)
-        ious = box_iou(b, torch.tensor([reg.box for reg in r.regions], dtype=torch.float32))  # [R, O]
+        ious = box_iou(b.double(), torch.tensor([reg.box for reg in r.regions], dtype=torch.float64))  # [R, O]
         ious[0] = 0.0
         for o in range(ious.shape[1]):
             near = (ious[:, o] > 0.1).nonzero()[:, 0]
@@ -203,9 +205,6 @@ def choose_box_weight(model, scorer: BoxScorer, vocab, store, calib_records: lis
     phrase boxes of `val_records`, beta calibrated for each weight on `calib_records` as `snippet_cfg` says (or
     its fixed beta). Returns (weight, [{weight, beta, word_accuracy, phrase_accuracy}] per weight tried);
     ties go to the smaller weight."""
-    from dvsa.align.grounding import evaluate_alignment
-    from dvsa.align.snippets import snippet_beta
-
     rows = []
     for w in sorted({0.0, *(float(x) for x in weights)}):
         m = BoxPrior(model, scorer, w) if w > 0 else model

@@ -1,4 +1,5 @@
-"""Multi-process training helpers (torchrun / DistributedDataParallel): gloo on the CPU, nccl on GPUs.
+"""Multi-process training helpers (torchrun / DistributedDataParallel): gloo on the CPU, nccl on GPUs (the
+process group itself is set up by `dvsa.data.distributed`, shared with the generators and feature extraction).
 
 The max-margin loss couples every pair of a batch, so each rank embeds its share of the global batch and
 `all_gather_grad` assembles the whole batch on every rank. Every rank then computes the same global loss.
@@ -8,51 +9,30 @@ the gradient of the single-process loss on the whole batch (up to float summatio
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main() -> bool:
-    return rank() == 0
+from dvsa.data.distributed import (  # noqa: F401 (re-exported: the trainers' and scripts' names)
+    barrier,
+    cleanup,
+    init_process_group,
+    is_distributed,
+    is_main,
+    rank,
+    resolve_device,
+    world_size,
+)
 
 
 def init_distributed(device: str | None = None) -> str:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR...); returns the device to use.
+    """Join the process group torchrun describes (`dvsa.data.distributed.init_process_group`: nccl for a CUDA
+    device, gloo otherwise); returns the device to use ("auto" / None: this rank's GPU when CUDA exists).
 
-    Without torchrun's variables this is a no-op for a single process. nccl when CUDA is used, gloo otherwise.
-    """
-    use_cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not is_distributed():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return f"cuda:{local}"
-    return "cpu"
-
-
-def cleanup() -> None:
-    if is_distributed():
-        dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
+    Without torchrun's variables this is a no-op for a single process."""
+    dev = resolve_device(device)
+    init_process_group(dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return str(dev)
 
 
 class _GatherGrad(torch.autograd.Function):

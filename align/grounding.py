@@ -31,22 +31,12 @@ import torch
 from dvsa.align.mrf import chain_mrf, snippet_counts
 from dvsa.align.snippets import PairBatch, score_pairs, sentence_pairs
 from dvsa.data.records import ImageRecord, Phrase
+from dvsa.data.synthetic_text import word_groups
+from torchvision.ops import box_iou
 
 STOPWORDS = frozenset(
     "a an the this that these those some one his her their its my your our of and or with in on at to".split()
 )
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of boxes a [N, 4] and b [K, 4] ([x1, y1, x2, y2], continuous pixel coordinates) -> [N, K]."""
-    a, b = a.double().reshape(-1, 4), b.double().reshape(-1, 4)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp_min(0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp_min(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp_min(0).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
 
 
 def phrase_boxes(record: ImageRecord, phrase: Phrase) -> list[list[float]]:
@@ -104,7 +94,8 @@ class AlignmentEvaluator:
                 end = min(p.end, n)
                 if end <= p.start:
                     continue
-                ious = box_iou(boxes, torch.tensor(gt)).amax(1)  # [R] best IoU of each region with the truth
+                # [R] best IoU of each region with the truth (torchvision's box_iou, in float64)
+                ious = box_iou(torch.as_tensor(boxes).double(), torch.tensor(gt, dtype=torch.float64)).amax(1)
                 hit = (ious >= self.iou) & real  # [R]
                 span = list(range(p.start, end))
                 content = [t for t in span if sent.tokens[t] not in self.stopwords]
@@ -156,8 +147,6 @@ def word_groups_for(dataset: str) -> dict | None:
     scenes (`data.synthetic_text.word_groups`), None elsewhere."""
     if dataset != "synthetic":
         return None
-    from dvsa.data.synthetic_text import word_groups
-
     return word_groups()
 
 

@@ -35,6 +35,11 @@ def retrieval_ranks(scores, sentence_image, chunk: int = 256) -> tuple[np.ndarra
     """scores float [N, S] (image k vs sentence l), sentence_image long [S] (the image of each sentence).
 
     Returns (annotation ranks int [N], search ranks int [S]), 1-based. Every image needs a sentence.
+    Reference: the paper's protocol (Karpathy & Fei-Fei, CVPR 2015, sec. 4.1), as the Kiros et al. VSE
+    `i2t` / `t2i` evaluation code computes it: an image's annotation rank is the best rank of any of its
+    sentences (5) among all S sentences; a sentence's search rank is the rank of its image among all N images.
+    That code ranks by argsort, so ties fall in sort order; here a tie counts against the correct item (the
+    numbers agree whenever the scores have no ties).
     """
     scores = torch.as_tensor(scores).float()
     owner = torch.as_tensor(np.asarray(sentence_image), dtype=torch.long)
@@ -57,7 +62,13 @@ def retrieval_ranks(scores, sentence_image, chunk: int = 256) -> tuple[np.ndarra
 
 
 def retrieval_metrics(scores, sentence_image) -> dict:
-    """{"annotation": {"r1", "r5", "r10", "medr", "meanr"}, "search": {...}, "rsum"}; recalls in percent."""
+    """{"annotation": {"r1", "r5", "r10", "medr", "meanr"}, "search": {...}, "rsum"}; recalls in percent.
+
+    Reference: the paper's protocol (see `retrieval_ranks`): R@K = 100 * fraction of 1-based ranks <= K;
+    Med r = median of the 1-based ranks (numpy's median: the mean of the middle two for an even count; the
+    VSE / VSE++ code's floor(median(0-based ranks)) + 1 can be 0.5 lower then); mean r the mean rank; rsum the
+    sum of the six recalls.
+    """
     ann, search = retrieval_ranks(scores, sentence_image)
     out = {"annotation": _ranks_summary(ann), "search": _ranks_summary(search)}
     out["rsum"] = sum(out[d][f"r{k}"] for d in ("annotation", "search") for k in RECALLS)

@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 
 import torch
-from dvsa.align.draw import load_image, render_alignment
+from dvsa.align.draw import draw_boxes, load_image, render_alignment
 from dvsa.align.html import alignment_page, retrieval_page
 from dvsa.align.mrf import chain_mrf
+from dvsa.align.scores import image_sentence_scores
 from dvsa.align.snippets import batch_snippets, score_pairs
 from dvsa.data.records import ImageRecord, Sentence
 from dvsa.data.text import tokenize
@@ -83,8 +84,6 @@ def write_alignment_page(model, vocab, store, records: list[ImageRecord], beta: 
 
 def picture_boxes(store, record: ImageRecord, aligned, root=None, width: int = 448):
     """The image with the aligned boxes only (the HTML page writes the sentences as text)."""
-    from dvsa.align.draw import draw_boxes
-
     size = store.image_size(record.id)
     image, ok = load_image(image_path(record, root), size)
     regions = {}
@@ -103,8 +102,6 @@ def rank_images(model, store, image_ids: list[str], tokens: torch.Tensor, length
 
     tokens long [Q, T] (PAD 0), lengths long [Q] >= 1.
     """
-    from dvsa.align.scores import image_sentence_scores
-
     kind = getattr(getattr(model, "cfg", None), "score", "max")
     s = model.embed_words(tokens.to(device), lengths.to(device))  # [Q, T, H]
     wmask = torch.arange(tokens.shape[1], device=device)[None, :] < lengths.to(device)[:, None]  # [Q, T]

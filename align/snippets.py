@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 from dvsa.align.mrf import chain_mrf, runs, snippet_counts
 from dvsa.data.io import atomic_open
-from dvsa.data.records import ImageRecord, Sentence
+from dvsa.data.records import DataError, ImageRecord, Sentence
+from tqdm import tqdm
 
 SNIPPET_KEYS = ("image_id", "sentence_id", "start", "end", "text", "region", "box", "score")
 
@@ -255,8 +256,6 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
     hist: Counter[int] = Counter()  # snippets by length in words
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(pairs), unit="sent", desc="snippets")
     with atomic_open(out) as f:  # the file appears whole, or not at all
         for batch in score_pairs(model, vocab, store, pairs, cfg.batch_size, cfg.device):
@@ -282,8 +281,6 @@ def read_snippets(path: str | os.PathLike) -> list[dict]:
 
     `image_id` comes back as a str and each dict gains `_line` (its 1-based line number, for later errors).
     A missing file or a malformed line raises DataError naming the file (and line)."""
-    from dvsa.data.records import DataError
-
     if not os.path.isfile(path):
         raise DataError(str(path), "snippets file not found")
     out = []

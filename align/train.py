@@ -1,6 +1,8 @@
 """Training the alignment model (the paper's recipe by default: SGD with momentum 0.9, batches of 100 pairs,
 dropout, elementwise gradient clipping at 5, weight decay), with early stopping on the validation R@K sum,
-exact resume, bf16 autocast on CUDA and torchrun / DDP over several processes.
+exact resume, bf16 autocast on CUDA (the networks' forward only: scores and loss are summed in fp32) and
+torchrun / DDP over several processes. What the generators share (devices, optimisers, schedules, resume, run
+files) is in `dvsa.data.training`.
 
 Outputs in `out_dir`: ``last.pt`` (the state after the latest epoch; training resumes from it), ``model.pt``
 (the epoch with the best validation R@K sum, or the last epoch when there is no validation split),
@@ -13,8 +15,6 @@ Dimension glossary: B pairs in a batch (global), b pairs on this rank, R regions
 """
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,12 +27,8 @@ from dvsa.align.loss import max_margin_loss
 from dvsa.align.model import AlignConfig, AlignmentModel, lengths_mask
 from dvsa.align.retrieval import evaluate_retrieval
 from dvsa.align.scores import image_sentence_scores
-from dvsa.data.checkpoint import (
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from dvsa.data import training
+from dvsa.data.checkpoint import load_checkpoint, save_checkpoint
 from dvsa.data.features import FeatureStore
 from dvsa.data.records import select_split
 from dvsa.data.text import Vocabulary
@@ -43,32 +39,23 @@ KIND = "align"
 RESUMABLE_CHANGES = {"epochs", "patience", "val_images"}
 
 
-def resolve_device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def learning_rate(cfg: AlignConfig, epoch: int) -> float:
-    """The learning rate of epoch `epoch` (0-based)."""
-    if cfg.lr_schedule == "step":
-        return cfg.lr * cfg.lr_gamma ** (epoch // max(1, cfg.lr_step))
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs)))
-    return cfg.lr
+    """The learning rate of epoch `epoch` (0-based); the cosine schedule is not clamped at `epochs`."""
+    return training.scheduled_lr(cfg.lr, cfg.lr_schedule, epoch, cfg.epochs, cfg.lr_step, cfg.lr_gamma)
 
 
 def make_optimizer(cfg: AlignConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or Adam over the parameters that train."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return training.make_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
 
 
 def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch: int = 0) -> torch.Tensor:
     """Eq. 9 on one global batch; the 0-based `epoch` picks the sum or the hardest negative (`hardest_from`).
     Under DDP each rank passes its share; embeddings are gathered (with gradient) so every rank computes the loss
-    of the whole global batch, in the global order."""
+    of the whole global batch, in the global order. With `cfg.amp` on CUDA only the network's forward runs in
+    bf16: the embeddings are cast to fp32 before the gather, the score sums over words and regions and the loss."""
     feats = batch["feats"].to(device, non_blocking=True)
     tokens, lengths = batch["tokens"].to(device), batch["lengths"].to(device)
     rmask, image = batch["rmask"].to(device), batch["image"].to(device)
@@ -77,7 +64,9 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch
         drop = (torch.rand(rmask.shape[0]) < cfg.whole_image_drop).to(device) & rmask[:, 1:].any(1)
         rmask = rmask.clone()
         rmask[:, 0] &= ~drop
-    v, s = model(feats, tokens, lengths, boxes)  # [b, R, H], [b, T, H]
+    with training.autocast(device, cfg.amp):
+        v, s = model(feats, tokens, lengths, boxes)  # [b, R, H], [b, T, H]
+    v, s = v.float(), s.float()  # every reduction below in fp32
     wmask = lengths_mask(lengths, tokens.shape[1])  # [b, T]
     if dist.is_distributed():
         r, t = dist.max_over_ranks([v.shape[1], s.shape[1]], device)
@@ -91,7 +80,7 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch
     scores = image_sentence_scores(v, rmask, s, wmask, kind=cfg.score, norm=cfg.score_norm)  # [B, B]
     same = image[:, None] == image[None, :]  # pairs that share an image are not negatives
     hardest = cfg.loss == "hardest" and epoch >= cfg.hardest_from
-    return max_margin_loss(scores.float(), cfg.margin, hardest=hardest, same=same)
+    return max_margin_loss(scores, cfg.margin, hardest=hardest, same=same)
 
 
 def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int, device, progress=True) -> dict:
@@ -99,25 +88,21 @@ def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int,
     model.train()
     batches = epoch_batches(len(pairs), cfg.batch_size, epoch, cfg.seed)
     rank, world = dist.rank(), dist.world_size()
-    use_amp = cfg.amp and device.type == "cuda"
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0,
                dynamic_ncols=True, leave=False)
     total, n_pairs, t0 = 0.0, 0, time.perf_counter()
     for step, idx in enumerate(bar):
         batch = collate(pairs, rank_slice(idx, rank, world), store)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = batch_loss(model, cfg, batch, device, epoch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch + 1} step {step}: the loss is {loss.item()}; lower the lr")
+        loss = batch_loss(model, cfg, batch, device, epoch)  # the global batch's loss, the same on every rank
+        value = training.check_finite(loss.item(), epoch, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip)
+        training.clip_gradients(model.parameters(), cfg.grad_clip, "value")
         opt.step()
-        total += loss.item()
+        total += value
         n_pairs += len(idx)
         rate = n_pairs / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix(loss=f"{loss.item():.3f}", pairs_s=f"{rate:.0f}")
+        bar.set_postfix(loss=f"{value:.3f}", pairs_s=f"{rate:.0f}")
     elapsed = time.perf_counter() - t0
     return {"loss": total / max(1, len(batches)), "pairs_per_s": n_pairs / max(elapsed, 1e-9),
             "steps": len(batches), "seconds": elapsed}
@@ -128,25 +113,14 @@ def _checkpoint(cfg, vocab, model, opt, store, epoch, step, best, bad, history) 
         "kind": KIND,
         "config": asdict(cfg),
         "vocab": vocab.to_dict(),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "feat_dim": int(store.dim),
         "words_trained": bool(model.words.weight.requires_grad),
         "features": dict(store.meta),
-        "optimizer": opt.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "rng": rng_state(),
+        **training.training_state(model, opt, epoch, step),  # model, optimizer, epoch, step, rng
         "best": best,
         "bad_epochs": bad,
         "history": history,
     }
-
-
-def _check_resumable(old: dict, cfg: AlignConfig, path: Path) -> None:
-    new = asdict(cfg)
-    diff = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
-    if diff:
-        raise ValueError(f"{path}: cannot resume with a different config ({', '.join(diff)}); use another --out")
 
 
 def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, device=None, log=print,
@@ -165,15 +139,15 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
-    device = resolve_device(device)
+    device = training.setup_device(device)  # joins the torchrun group (nccl on CUDA, gloo on the CPU) if needed
     main = dist.is_main()
-    say = log if main else (lambda *a, **k: None)
+    say = training.main_only(log)
 
     train_recs = select_split(records, "train")
     last_path = out / "last.pt"
     ck = load_checkpoint(last_path, kind=KIND) if resume and last_path.is_file() else None
     if ck is not None:
-        _check_resumable(ck["config"], cfg, last_path)
+        training.check_resumable(ck["config"], asdict(cfg), RESUMABLE_CHANGES, last_path)
         vocab = Vocabulary.from_dict(ck["vocab"])
     elif vocab is None:
         vocab = Vocabulary.build([s.tokens for r in train_recs for s in r.sentences], min_count=cfg.min_count)
@@ -198,24 +172,19 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
     opt = make_optimizer(cfg, model)
     start, step, best, bad, history = 0, 0, None, 0, []
     if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start, step, best, bad, history = ck["epoch"], ck["step"], ck["best"], ck["bad_epochs"], list(ck["history"])
-        set_rng_state(ck["rng"])
+        start, step = training.restore_training_state(ck, model, opt)
+        best, bad, history = ck["best"], ck["bad_epochs"], list(ck["history"])
         say(f"resumed from {last_path} after epoch {start}")
-    net = model
-    if dist.is_distributed():
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = training.wrap_ddp(model, device)
     if main:
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        training.write_config(out, asdict(cfg))
 
     stopped = False
     for epoch in range(start, cfg.epochs):
         if cfg.patience and bad >= cfg.patience:
             stopped = True
             break
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, epoch)
+        training.set_lr(opt, learning_rate(cfg, epoch))
         stats = train_epoch(net, opt, cfg, pairs, store, epoch, device, progress)
         step += stats["steps"]
         row = {"epoch": epoch + 1, "lr": learning_rate(cfg, epoch), **stats}
@@ -234,7 +203,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
             save_checkpoint(last_path, ck_now)
             if improved:
                 save_checkpoint(out / "model.pt", ck_now)
-            (out / "history.json").write_text(json.dumps(history, indent=2))
+            training.write_history(out, history)
         dist.barrier()
     if stopped:
         say(f"early stop: no better validation R@K sum for {cfg.patience} epochs")

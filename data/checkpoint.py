@@ -47,15 +47,20 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
 
 
 def rng_state() -> dict:
-    """torch's RNG states (CPU, and every CUDA device when there is one), as tensors: for exact resume."""
+    """torch's RNG states (CPU, and every CUDA device once this process has used CUDA), as tensors: for exact
+    resume. A CPU run never touches CUDA here: reading CUDA states would initialise it (seconds, GPU memory, and
+    a later fork of this process could no longer use CUDA), and an unused CUDA RNG has nothing to resume."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` saved (CUDA states only where CUDA is available)."""
+    """Restore what `rng_state` saved. CUDA states only where CUDA is available, and only for the devices this
+    machine has (a checkpoint of an 8-GPU run resumes on fewer); torch applies them lazily, so a CPU run still
+    does not initialise CUDA."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for i, s in enumerate(list(state["cuda"])[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from dvsa.data.io import atomic_write_json
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from .synthetic_text import (
     BACKGROUND_WORDS,
@@ -395,8 +396,6 @@ def write_synthetic(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, 
     total = cfg.n_train + cfg.n_val + cfg.n_test
     scenes = iter_scenes(cfg)
     if progress:
-        from tqdm import tqdm
-
         scenes = tqdm(scenes, total=total, desc="synth", unit="img")
     sentid = 0
     for imgid, (image_id, split, scene, sents) in enumerate(scenes):

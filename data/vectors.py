@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from dvsa.data.io import atomic_save_npy, atomic_write_json
+from gensim.models import KeyedVectors, Word2Vec
 
 from .records import DataError
 from .text import PAD_ID, SPECIALS, Vocabulary
@@ -75,8 +76,6 @@ def guess_binary(path: str | os.PathLike) -> bool:
 
 def load_word2vec(path: str | os.PathLike, limit: int | None = None, binary: bool | None = None):
     """gensim KeyedVectors from a word2vec file (binary or text, optionally gzipped); DataError if unreadable."""
-    from gensim.models import KeyedVectors
-
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "word2vec file not found")
@@ -96,8 +95,6 @@ def _stable_hash(s: str) -> int:
 
 def train_word2vec(sentences: Iterable[list[str]], cfg: VectorsConfig | None = None):
     """Word2Vec (CBOW) KeyedVectors trained on tokenised sentences; seeded, one worker, hence reproducible."""
-    from gensim.models import Word2Vec
-
     cfg = cfg or VectorsConfig(train=True)
     sentences = [list(s) for s in sentences if s]
     if not sentences:

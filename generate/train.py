@@ -10,13 +10,13 @@ slice of each global batch and divides by the *global* token count, so the DDP-a
 single-process one. After each epoch the model greedily captions up to `val_images` validation images (or
 regions) and is scored by CIDEr (pycocoevalcap's Cider scorer on our already-tokenised text: no Java needed);
 the best epoch is kept in ``model.pt`` and training stops after `patience` epochs without improvement.
-``last.pt`` (every epoch) resumes exactly: optimizer, epoch, RNG and early-stopping state are in it.
+``last.pt`` (every epoch) resumes exactly: optimizer, epoch, RNG and early-stopping state are in it. With
+`amp` on CUDA the network's forward runs in bf16 and the loss is computed from fp32 logits. Devices, process
+group, optimisers, schedules, resume and run files come from `dvsa.data.training` (shared with the aligner).
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import time
 from pathlib import Path
@@ -24,12 +24,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from dvsa.align.snippets import read_snippets
-from dvsa.data.checkpoint import (
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from dvsa.data import training
+from dvsa.data.checkpoint import load_checkpoint, save_checkpoint
+from dvsa.data.distributed import rank as process_rank
+from dvsa.data.distributed import world_size
 from dvsa.data.features import FeatureStore
 from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.data.text import Vocabulary
@@ -44,54 +42,28 @@ from dvsa.generate.data import (
 )
 from dvsa.generate.decode import greedy
 from dvsa.generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias
+from pycocoevalcap.cider.cider import Cider
 from tqdm import tqdm
 
 # fields that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "beam", "max_len", "length_norm"}
 
 
-# ---------------------------------------------------------------- processes and devices
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); joins the torchrun process group when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 # ---------------------------------------------------------------- optimisation
 def make_optimizer(cfg: GenConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    """RMSprop (the paper), Adam or SGD with momentum over `params`."""
+    return training.make_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay, alpha=cfg.rmsprop_alpha)
 
 
 def lr_at(cfg: GenConfig, epoch: int) -> float:
-    """Learning rate of epoch `epoch` (0-based): a pure function of the config, so resuming needs no state."""
-    if cfg.schedule == "step":
-        return cfg.lr * cfg.lr_gamma ** (epoch // max(1, cfg.lr_step))
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(epoch, cfg.epochs) / max(1, cfg.epochs)))
-    return cfg.lr
+    """Learning rate of epoch `epoch` (0-based): a pure function of the config, so resuming needs no state. The
+    cosine schedule is clamped at `epochs` (it stays at 0 after the end)."""
+    return training.scheduled_lr(cfg.lr, cfg.schedule, epoch, cfg.epochs, cfg.lr_step, cfg.lr_gamma, clamp=True)
 
 
 def clip_gradients(cfg: GenConfig, params) -> None:
-    if cfg.clip > 0:
-        if cfg.clip_mode == "value":
-            torch.nn.utils.clip_grad_value_(params, cfg.clip)
-        else:
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+    training.clip_gradients(params, cfg.clip, cfg.clip_mode)
 
 
 # ---------------------------------------------------------------- validation
@@ -101,8 +73,6 @@ def validation_cider(model: CaptionModel, data: CaptionData, vocab: Vocabulary, 
 
     Returns (CIDEr as pycocoevalcap computes it, {key: caption}).
     """
-    from pycocoevalcap.cider.cider import Cider
-
     n = len(data.keys) if not limit else min(limit, len(data.keys))
     res = {}
     for s in range(0, n, batch):
@@ -140,24 +110,20 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
     Resumes from ``out_dir/last.pt`` when it exists (and `resume`).
     """
     cfg = dataclasses.replace(cfg).validate()
-    rank, world = _distributed()
+    # the run's device, and the torchrun process group with its backend (nccl on CUDA only, gloo otherwise)
+    device = training.setup_device(cfg.device)
+    rank, world = process_rank(), world_size()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(store, FeatureStore):
         store = FeatureStore(store)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
-    say = log if rank == 0 else (lambda *a, **k: None)
+    say = training.main_only(log)
 
     last = out / "last.pt"
     ck = load_checkpoint(last, kind="generate") if resume and last.is_file() else None
     if ck is not None:
-        old = GenConfig.from_dict(ck["config"])
-        diff = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(old, f.name)}
-        if diff - RESUMABLE_CHANGES:
-            raise ValueError(f"{last}: trained with other settings {sorted(diff - RESUMABLE_CHANGES)}; "
-                             "use another --out or the same settings")
+        old = dataclasses.asdict(GenConfig.from_dict(ck["config"]))
+        training.check_resumable(old, dataclasses.asdict(cfg), RESUMABLE_CHANGES, last)
 
     # --- data and vocabulary
     snippets = None
@@ -202,27 +168,20 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
     opt = make_optimizer(cfg, model.parameters())
     start_epoch, step, best, bad, history = 0, 0, float("-inf"), 0, []
     if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start_epoch, step = int(ck["epoch"]), int(ck["step"])
+        start_epoch, step = training.restore_training_state(ck, model, opt)
         best, bad, history = float(ck["best_cider"]), int(ck["bad_epochs"]), list(ck["history"])
-        set_rng_state(ck["rng"])
         say(f"resuming {last} after epoch {start_epoch}")
-    net = model
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    use_amp = cfg.amp and device.type == "cuda"
+    net = training.wrap_ddp(model, device)
     if rank == 0:
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        training.write_config(out, dataclasses.asdict(cfg))
     say(f"training on {len(train)} pairs ({len(train.keys)} inputs), vocabulary {len(vocab)}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, {device}, {world} process(es)")
 
     def payload(epoch: int) -> dict:
         return {
             "kind": "generate", "config": dataclasses.asdict(cfg), "vocab": vocab.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
-            "epoch": epoch, "step": step, "rng": rng_state(), "features": dict(store.meta),
+            **training.training_state(model, opt, epoch, step),  # model, optimizer, epoch, step, rng
+            "features": dict(store.meta),
             "feat_dim": store.dim, "input_dim": model.input_dim, "best_cider": best, "bad_epochs": bad,
             "history": history, "data": "snippets" if snippets is not None else "full_frame",
         }
@@ -230,10 +189,9 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
     stop = start_epoch >= cfg.epochs or (cfg.patience and val is not None and bad >= cfg.patience)
     epoch = start_epoch
     while not stop:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, epoch)
+        training.set_lr(opt, lr_at(cfg, epoch))
         t0 = time.time()
-        loss, step = _train_epoch(net, model, opt, train, cfg, epoch, step, rank, world, device, use_amp,
+        loss, step = _train_epoch(net, model, opt, train, cfg, epoch, step, rank, world, device,
                                   progress and rank == 0)
         epoch += 1
         rec = {"epoch": epoch, "loss": loss, "lr": lr_at(cfg, epoch - 1), "seconds": round(time.time() - t0, 2)}
@@ -252,7 +210,7 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
             save_checkpoint(last, ckpt)
             if improved:
                 save_checkpoint(out / "model.pt", ckpt)
-            (out / "history.json").write_text(json.dumps(history, indent=2))
+            training.write_history(out, history)
         stop = epoch >= cfg.epochs or bool(cfg.patience and val is not None and bad >= cfg.patience)
         if world > 1:
             flag = torch.tensor([float(stop)], device=device)
@@ -277,8 +235,9 @@ def _maybe_split(fn):
 
 
 def _train_epoch(net, model, opt, data: CaptionData, cfg: GenConfig, epoch: int, step: int, rank: int,
-                 world: int, device: torch.device, use_amp: bool, show: bool) -> tuple[float, int]:
-    """One pass over `data`; returns (mean loss per target word over the epoch, global step)."""
+                 world: int, device: torch.device, show: bool) -> tuple[float, int]:
+    """One pass over `data`; returns (mean loss per target word over the epoch, global step). Under `cfg.amp` on
+    CUDA only the forward runs in bf16; the cross-entropy sums fp32 logits."""
     # Dropout draws from a stream fixed by (seed, epoch, rank): a resumed run continues exactly.
     torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + rank)
     model.train()
@@ -290,21 +249,20 @@ def _train_epoch(net, model, opt, data: CaptionData, cfg: GenConfig, epoch: int,
         ntok = n_targets(data, gb)  # global target words of this batch
         mine = gb[rank::world]
         feats, inp, tgt = (x.to(device, non_blocking=True) for x in collate(data, mine))
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with training.autocast(device, cfg.amp):
             logits = net(feats, inp)  # [b, T, V]
-        loss = caption_loss(logits, tgt, normalizer=ntok / world)  # DDP averages over processes
+        loss = caption_loss(logits.float(), tgt, normalizer=ntok / world)  # DDP averages over processes
+        lv = float(loss.detach()) / world  # this process's share of the batch loss
+        if world > 1:
+            t = torch.tensor([lv], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            lv = float(t.item())
+        training.check_finite(lv, epoch, step + 1)  # before the step: every rank sees the same global value
         opt.zero_grad(set_to_none=True)
         loss.backward()
         clip_gradients(cfg, params)
         opt.step()
         step += 1
-        lv = float(loss.detach()) / world  # this process's share of the batch loss
-        if world > 1:
-            t = torch.tensor([lv], device=device)
-            dist.all_reduce(t)
-            lv = float(t.item())
-        if not math.isfinite(lv):
-            raise FloatingPointError(f"loss is {lv} at epoch {epoch + 1}, step {step}; lower the learning rate")
         total_loss += lv * ntok
         total_tok += ntok
         bar.set_postfix(loss=f"{lv:.3f}", tok_s=f"{total_tok / max(1e-9, time.time() - t0):.0f}")

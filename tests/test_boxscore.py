@@ -176,7 +176,7 @@ def test_cli_fits_and_evaluate_uses_it(tmp_path, monkeypatch, capsys):
     import dvsa.data.catalog
     import dvsa.scripts.align_boxscore as fit_cli
     import dvsa.scripts.align_evaluate as eval_cli
-    import dvsa.scripts.align_snippets as common
+    import dvsa.align.loading as common
 
     records, store, model, vocab = part_world(tmp_path)
     monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)

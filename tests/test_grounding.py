@@ -8,7 +8,6 @@ import torch
 from dvsa.align.grounding import (
     STOPWORDS,
     AlignmentEvaluator,
-    box_iou,
     evaluate_alignment,
     format_table,
 )
@@ -17,6 +16,7 @@ from dvsa.data.records import ImageRecord, Phrase, Region, Sentence
 from dvsa.data.text import Vocabulary
 from snippets_fakes import FakeAligner, grounded_world, random_world
 from test_mrf import brute_force
+from torchvision.ops import box_iou
 
 
 def iou_slow(a, b):
@@ -206,9 +206,9 @@ def test_flickr30k_entities_fixture(tmp_path):
 def test_cli_evaluate(tmp_path, monkeypatch, capsys):
     import json
 
+    import dvsa.align.loading as common
     import dvsa.data.catalog
     import dvsa.scripts.align_evaluate as cli
-    import dvsa.scripts.align_snippets as common
 
     records, store, model, vocab = grounded_world(tmp_path, n_images=4, seed=1)
     monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)

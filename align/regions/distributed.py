@@ -1,13 +1,16 @@
 """Splitting an extraction across processes started by torchrun (or any launcher that sets the env vars).
 
 Each rank takes ``records[rank::world]`` and writes its own parts (tag ``r<rank>``) into the same store; the
-process group (gloo on CPU, nccl on GPU) is only used for barriers.
+process group (`dvsa.data.distributed.init_process_group`: gloo on CPU, nccl on GPU) is only used for barriers.
 """
 from __future__ import annotations
 
 import os
 
 import torch.distributed as dist
+from dvsa.data.distributed import barrier, init_process_group
+
+__all__ = ["barrier", "init_if_needed", "rank_world", "shard"]
 
 
 def rank_world() -> tuple[int, int]:
@@ -19,20 +22,7 @@ def rank_world() -> tuple[int, int]:
 
 def init_if_needed(device: str = "cpu") -> bool:
     """Initialise the default process group when launched with WORLD_SIZE > 1; True when this call did it."""
-    if not dist.is_available() or dist.is_initialized() or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
-        return False
-    backend = "nccl" if device.startswith("cuda") and dist.is_nccl_available() else "gloo"
-    if backend == "nccl":
-        import torch
-
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend)
-    return True
-
-
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    return init_process_group(device)
 
 
 def shard(items: list, rank: int, world: int) -> list:

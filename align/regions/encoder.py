@@ -25,6 +25,7 @@ import contextlib
 
 import numpy as np
 import torch
+from dvsa.data.distributed import resolve_device
 from PIL import Image
 from torchvision.ops import roi_align
 
@@ -93,9 +94,8 @@ class RegionEncoder:
 
     def __init__(self, cfg: RegionConfig, backbone: Backbone | None = None):
         self.cfg = cfg
-        self.device = torch.device(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device cuda asked for, but torch sees no GPU; use --device cpu")
+        # "cuda" -> this rank's GPU (cuda:LOCAL_RANK); a clear error when there is none
+        self.device = resolve_device(cfg.device)
         self.backbone = (backbone or build_backbone(cfg.backbone, cfg.pretrained)).eval().to(self.device)
         if cfg.channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -218,7 +218,8 @@ class RegionEncoder:
             for it in items:
                 w, h = it["size"]
                 f = np.array([s / w, s / h, s / w, s / h], np.float32)
-                net_boxes.append(torch.from_numpy(it["proposals"] * f).to(self.device, fmap.dtype))
+                # float32 even under fp16 autocast: box coordinates in fp16 lose up to half a pixel at S = 512
+                net_boxes.append(torch.from_numpy(it["proposals"] * f).to(self.device, torch.float32))
             pooled_feats = (
                 self.backbone.region_features(fmap, net_boxes).float()
                 if sum(len(b) for b in net_boxes)

@@ -11,18 +11,21 @@ region_config.json.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+from dvsa.data.distributed import cleanup
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.io import atomic_write_json
 from dvsa.data.records import ImageRecord
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
+from tqdm import tqdm
 
 from . import distributed
 from .config import RegionConfig
@@ -100,8 +103,6 @@ def cnn_threads(cores: int, workers: int) -> int:
 
 
 def _worker_init(_, threads: int = 1):
-    import cv2
-
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
 
@@ -111,8 +112,6 @@ def _collate(batch):
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="img", desc=desc, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
@@ -140,7 +139,7 @@ def extract_features(
     writer = FeatureStoreWriter(out, encoder.meta, part_size=cfg.part_size, tag=f"r{rank}" if world > 1 else "0")
     distributed.barrier()  # no rank commits a part before every writer has cleaned up after earlier runs
     if rank == 0:
-        (out / "region_config.json").write_text(json.dumps(cfg.__dict__, indent=2))
+        atomic_write_json(out / "region_config.json", cfg.__dict__, indent=2)
     mine = distributed.shard(list(records), rank, world)
     failed_before = {d["id"] for d in FeatureStore(out).failed()}
     todo = [r for r in mine if not writer.done(r.id) and r.id not in failed_before]
@@ -190,7 +189,7 @@ def extract_features(
     _report(out, rank, n_ok, skipped, failures, dt)
     distributed.barrier()
     if started:
-        torch.distributed.destroy_process_group()
+        cleanup()
     return FeatureStore(out)
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torchvision.models.detection as det
 from dvsa.data.records import DataError, ImageRecord
 from torchvision.ops import box_iou, nms
 
@@ -69,8 +71,6 @@ def selective_search(rgb: np.ndarray, cfg: RegionConfig) -> np.ndarray:
     rgb: uint8 [H, W, 3]. Returns float32 [P, 4] boxes in pixels of `rgb`, de-duplicated and sorted by
     coordinates (OpenCV ranks proposals with a random number generator; the set is what matters here).
     """
-    import cv2
-
     # OpenCV's own thread pool stays off: a process whose pool has run cannot safely fork DataLoader workers
     # (they deadlock), and parallelism here comes from the workers anyway.
     cv2.setNumThreads(1)
@@ -157,8 +157,6 @@ class FasterRCNNProposer:
     """torchvision Faster R-CNN (COCO) as a box source: boxes with scores, class-agnostic."""
 
     def __init__(self, cfg: RegionConfig, device: torch.device):
-        import torchvision.models.detection as det
-
         builders = {
             "fasterrcnn_resnet50_fpn": (det.fasterrcnn_resnet50_fpn, det.FasterRCNN_ResNet50_FPN_Weights),
             "fasterrcnn_resnet50_fpn_v2": (det.fasterrcnn_resnet50_fpn_v2, det.FasterRCNN_ResNet50_FPN_V2_Weights),
@@ -192,7 +190,7 @@ class Detectron2Proposer:
     """detectron2 `DefaultPredictor` as a box source (optional: needs `import detectron2`)."""
 
     def __init__(self, cfg: RegionConfig, device: torch.device):
-        try:
+        try:  # optional, built from source by those who want it: imported only when asked for
             from detectron2 import model_zoo
             from detectron2.config import get_cfg
             from detectron2.engine import DefaultPredictor

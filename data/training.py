@@ -1,0 +1,158 @@
+"""The training toolkit shared by the aligner (`dvsa.align.train`) and the generators (`dvsa.generate.train`).
+
+- devices and processes: `setup_device` (resolve "auto" / "cuda" to this rank's device, join the torchrun group
+  with the backend of that device, set the CUDA device), `wrap_ddp`, `main_only`;
+- optimisation: `make_optimizer` (sgd / adam / rmsprop), `scheduled_lr` + `set_lr` (step and cosine schedules;
+  the generators' cosine clamps the epoch at `epochs`, the aligner's does not: `clamp`), `clip_gradients`;
+- mixed precision: `amp_enabled` and `autocast` (bf16, CUDA only). Only the networks' forward belongs inside it:
+  the callers cast its outputs to float32 (`.float()`) before any reduction (score sums, losses, metrics);
+- numerics: `check_finite` (the loss of a step is a finite number, else FloatingPointError);
+- resume: `check_resumable` (a run continues only with the same settings, apart from `changeable` fields),
+  `training_state` / `restore_training_state` (model, optimizer, epoch, step and RNG in a checkpoint payload);
+- run files: `write_config` / `write_history` (config.json, history.json), atomic through `dvsa.data.io`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from dvsa.data.checkpoint import rng_state, set_rng_state
+from dvsa.data.distributed import (
+    init_process_group,
+    is_distributed,
+    is_main,
+    resolve_device,
+)
+from dvsa.data.io import atomic_write_json
+
+__all__ = [
+    "amp_enabled", "autocast", "check_finite", "check_resumable", "clip_gradients", "main_only", "make_optimizer",
+    "restore_training_state", "scheduled_lr", "set_lr", "setup_device", "training_state", "wrap_ddp",
+    "write_config", "write_history",
+]
+
+
+# ---------------------------------------------------------------- devices and processes
+def setup_device(name: str | torch.device | None = "auto") -> torch.device:
+    """The run's device (`dvsa.data.distributed.resolve_device`), with the process group joined when launched
+    by torchrun (nccl for CUDA, gloo otherwise) and, on CUDA, the current device set to it."""
+    device = resolve_device(name)
+    init_process_group(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`model` under DistributedDataParallel when a process group is up (device_ids = [its GPU] on CUDA), else
+    `model` itself."""
+    if not is_distributed():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def main_only(log: Callable) -> Callable:
+    """`log` on the main process, a no-op on the others."""
+    return log if is_main() else (lambda *a, **k: None)
+
+
+# ---------------------------------------------------------------- optimisation
+def make_optimizer(name: str, params: Iterable, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                   alpha: float = 0.99) -> torch.optim.Optimizer:
+    """"sgd" (with `momentum`), "adam" or "rmsprop" (smoothing `alpha`) over `params`, all with `weight_decay`."""
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=alpha, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be sgd, adam or rmsprop, got {name!r}")
+
+
+def scheduled_lr(base: float, schedule: str, epoch: int, epochs: int, step: int = 1, gamma: float = 1.0,
+                 clamp: bool = False) -> float:
+    """The learning rate of 0-based `epoch`, a pure function of its arguments (resuming needs no state).
+
+    "step": base * gamma ** (epoch // step); "cosine": base * (1 + cos(pi * e / epochs)) / 2 with e = epoch, or
+    min(epoch, epochs) when `clamp` (so epochs past the end stay at 0 instead of rising again); else base."""
+    if schedule == "step":
+        return base * gamma ** (epoch // max(1, step))
+    if schedule == "cosine":
+        e = min(epoch, epochs) if clamp else epoch
+        return base * 0.5 * (1 + math.cos(math.pi * e / max(1, epochs)))
+    return base
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def clip_gradients(params: Iterable[torch.nn.Parameter], clip: float, mode: str = "value") -> None:
+    """Clip every gradient entry at +-clip ("value") or the total gradient norm at clip ("norm"); 0 = off."""
+    if clip > 0:
+        if mode == "value":
+            torch.nn.utils.clip_grad_value_(params, clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+
+
+# ---------------------------------------------------------------- mixed precision and numerics
+def amp_enabled(amp: bool, device: torch.device) -> bool:
+    """bf16 autocast is used on CUDA only (`amp` is ignored on the CPU, so CPU runs are plain fp32)."""
+    return bool(amp) and device.type == "cuda"
+
+
+def autocast(device: torch.device, amp: bool):
+    """The bf16 autocast context of a forward pass (disabled unless `amp_enabled`)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_enabled(amp, device))
+
+
+def check_finite(value: float, epoch: int, step: int) -> float:
+    """`value` (a step's loss) when finite; FloatingPointError naming the 0-based `epoch` + 1 and the step."""
+    if not math.isfinite(value):
+        raise FloatingPointError(f"epoch {epoch + 1} step {step}: the loss is {value}; lower the learning rate")
+    return value
+
+
+# ---------------------------------------------------------------- resume
+def check_resumable(old: dict, new: dict, changeable: Iterable[str], path: str | os.PathLike) -> None:
+    """ValueError unless the checkpoint's config `old` equals `new` in every field outside `changeable`."""
+    changeable = set(changeable)
+    diff = sorted(k for k in new if k not in changeable and old.get(k) != new[k])
+    if diff:
+        raise ValueError(f"{path}: cannot resume with a different config, trained with other settings "
+                         f"({', '.join(diff)}); use another --out or the same settings")
+
+
+def training_state(model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int, step: int) -> dict:
+    """The part of a checkpoint payload that resumes training: {"model" (CPU tensors), "optimizer", "epoch"
+    (epochs done), "step", "rng"} (`dvsa.data.checkpoint.rng_state`, taken now)."""
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "rng": rng_state(),
+    }
+
+
+def restore_training_state(ck: dict, model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[int, int]:
+    """Load what `training_state` saved into `model` and `opt`, restore the RNG; returns (epoch, step)."""
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    set_rng_state(ck["rng"])
+    return int(ck["epoch"]), int(ck["step"])
+
+
+# ---------------------------------------------------------------- run files
+def write_config(out_dir: str | os.PathLike, config: dict) -> Path:
+    return atomic_write_json(Path(out_dir) / "config.json", config, indent=2)
+
+
+def write_history(out_dir: str | os.PathLike, history: list) -> Path:
+    return atomic_write_json(Path(out_dir) / "history.json", history, indent=2)

@@ -1,0 +1,101 @@
+"""dvsa.data.training (the toolkit the aligner and the generators share) against the obvious formulas, and the
+fp32 reductions of the aligner's loss when the network's forward returns bf16 (as under AMP)."""
+import json
+import math
+
+import pytest
+import torch
+from dvsa.data import distributed, training
+from dvsa.data.checkpoint import rng_state
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 4, 9, 10, 12])
+def test_schedules_match_the_formulas(epoch):
+    base, epochs = 0.1, 10
+    assert training.scheduled_lr(base, "none", epoch, epochs) == base
+    assert training.scheduled_lr(base, "step", epoch, epochs, 3, 0.5) == base * 0.5 ** (epoch // 3)
+    cos = base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    assert training.scheduled_lr(base, "cosine", epoch, epochs) == cos  # the aligner's: not clamped
+    clamped = base * 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))
+    assert training.scheduled_lr(base, "cosine", epoch, epochs, clamp=True) == clamped  # the generators'
+
+
+def test_optimizers_and_their_hyper_parameters():
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = training.make_optimizer("sgd", p, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 1e-4
+    rms = training.make_optimizer("rmsprop", p, lr=0.1, alpha=0.95)
+    assert isinstance(rms, torch.optim.RMSprop) and rms.defaults["alpha"] == 0.95
+    assert isinstance(training.make_optimizer("adam", p, lr=0.1), torch.optim.Adam)
+    with pytest.raises(ValueError, match="optimizer"):
+        training.make_optimizer("lbfgs", p, lr=0.1)
+    training.set_lr(sgd, 0.5)
+    assert sgd.param_groups[0]["lr"] == 0.5
+
+
+def test_resume_check_names_the_fields():
+    training.check_resumable({"a": 1, "epochs": 3}, {"a": 1, "epochs": 5}, {"epochs"}, "x/last.pt")
+    with pytest.raises(ValueError, match=r"x/last.pt: cannot resume with a different config.*other settings \(a, b\)"):
+        training.check_resumable({"a": 1}, {"a": 2, "b": 0, "epochs": 5}, {"epochs"}, "x/last.pt")
+
+
+def test_training_state_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = training.training_state(model, opt, 3, 17)
+    assert set(state) == {"model", "optimizer", "epoch", "step", "rng"}
+    want = torch.rand(2)
+    other = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+    assert training.restore_training_state(state, other, opt2) == (3, 17)
+    assert torch.equal(torch.rand(2), want)  # the RNG continues where the state was taken
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    assert "cuda" not in rng_state() or torch.cuda.is_initialized()
+
+
+def test_run_files_are_json(tmp_path):
+    training.write_config(tmp_path, {"lr": 0.1})
+    training.write_history(tmp_path, [{"epoch": 1, "loss": 2.5}])
+    assert json.loads((tmp_path / "config.json").read_text()) == {"lr": 0.1}
+    assert json.loads((tmp_path / "history.json").read_text())[0]["loss"] == 2.5
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_devices_and_backends_on_the_cpu(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.resolve_device("cpu") == torch.device("cpu")
+    assert distributed.backend_for("cpu") == "gloo"
+    assert not distributed.init_process_group("cpu")  # no launcher: a single process
+    assert training.setup_device("cpu") == torch.device("cpu")
+    assert not training.amp_enabled(True, torch.device("cpu"))
+    with training.autocast(torch.device("cpu"), True):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32  # AMP is CUDA only
+    m = torch.nn.Linear(2, 2)
+    assert training.wrap_ddp(m, torch.device("cpu")) is m
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="sees no GPU"):
+            distributed.resolve_device("cuda")
+    with pytest.raises(FloatingPointError, match="epoch 2 step 5"):
+        training.check_finite(float("nan"), 1, 5)
+
+
+def test_aligner_reduces_in_fp32_when_the_forward_is_bf16(monkeypatch):
+    """Under AMP the network's outputs are bf16: the scores (sums over words and regions) and the loss are fp32."""
+    import dvsa.align.train as train_mod
+    from dvsa.align.model import AlignConfig, AlignmentModel
+
+    seen = []
+    real = train_mod.image_sentence_scores
+    monkeypatch.setattr(train_mod, "image_sentence_scores",
+                        lambda v, rmask, s, *a, **k: seen.append((v.dtype, s.dtype)) or real(v, rmask, s, *a, **k))
+    cfg = AlignConfig(embed_dim=8, hidden_dim=8, word_dim=8, dropout=0.0)
+    model = AlignmentModel(cfg, 10, 6)
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a: tuple(x.bfloat16() for x in forward(*a)))
+    batch = {"feats": torch.randn(4, 3, 6), "rmask": torch.ones(4, 3, dtype=torch.bool),
+             "tokens": torch.randint(1, 10, (4, 5)), "lengths": torch.full((4,), 5), "image": torch.arange(4)}
+    loss = train_mod.batch_loss(model, cfg, batch, torch.device("cpu"))
+    assert seen == [(torch.float32, torch.float32)] and loss.dtype == torch.float32
