@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dvsa.data.errors import DataError  # noqa: F401 (re-exported: its historical home)
+
 SPLITS = ("train", "val", "test", "restval")
 
 
@@ -71,16 +73,6 @@ class ImageRecord:
             regions=[Region(**r) for r in d.get("regions", [])],
             phrases=[Phrase(**p) for p in d.get("phrases", [])],
         )
-
-
-class DataError(ValueError):
-    """Bad input: the message names the file (and line, where there is one) and what is wrong with it."""
-
-    def __init__(self, path: str, message: str, line: int | None = None):
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path = str(path)
-        self.line = line
 
 
 def select_split(records: list[ImageRecord], split: str) -> list[ImageRecord]:

@@ -10,9 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A ``--config`` override that names no field, or a value the stage cannot take."""
+from dvsa.data.errors import ConfigError
 
 
 @dataclass
