@@ -3,6 +3,7 @@
     img = draw_alignment(model, vocab, store, record, record.sentences[0], beta=2.0)   # PIL image
     write_alignment_page(model, vocab, store, records, beta, "out/")                  # PNGs + index.html
     write_retrieval_page(model, vocab, store, records, queries, beta, "out/retrieval.html")
+    write_show(model, vocab, store, records, all_records, beta, "out/", ids=["im1"], queries=["a dog"])  # both + show.json
 
 Drawing lives in `align.draw` (PIL) and `align.html` (pages). Image files are `record.path`, joined to `root`
 when relative; an unreadable image becomes a grey placeholder (warned), never an error.
@@ -11,6 +12,7 @@ Dimensions: Q queries, N images, R regions, T words, H embedding size.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -153,3 +155,47 @@ def write_retrieval_page(model, vocab, store, records: list[ImageRecord], querie
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+class UnknownImageIds(ValueError):
+    """`choose_records` was asked for image ids that no record has (`missing`)."""
+
+    def __init__(self, missing: list[str]):
+        super().__init__(f"unknown image ids {missing}")
+        self.missing = missing
+
+
+def choose_records(records: list[ImageRecord], all_records: list[ImageRecord], store, ids: list[str] | None = None,
+                   n: int = 12) -> list[ImageRecord]:
+    """The records to draw: those of `ids` in that order (looked up in `all_records`, any split;
+    UnknownImageIds if some are not there), else the first `n` of `records` whose features are in `store`."""
+    if ids:
+        by_id = {r.id: r for r in all_records}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise UnknownImageIds(missing)
+        return [by_id[i] for i in ids]
+    return [r for r in records if r.id in store][:n]
+
+
+def write_show(model, vocab, store, records: list[ImageRecord], all_records: list[ImageRecord], beta: float,
+               out_dir: str | os.PathLike, *, ids: list[str] | None = None, images: int = 12, sentences: int = 5,
+               queries: list[str] = (), query_sentences: int = 0, top: int = 5, width: int = 448,
+               root: str | os.PathLike | None = None, device: str = "cpu", info: dict | None = None) -> dict:
+    """What ``dvsa align show`` writes into `out_dir`: the alignment pictures + index.html of `choose_records`
+    (`ids`, else the first `images`), retrieval.html for `queries` plus the first sentence of `query_sentences`
+    images of `records` (against all of `records`; skipped when there is no query), and show.json (beta, `info`,
+    the image ids, the number of queries). Returns {"chosen": records drawn, "page": index.html, "queries": the
+    queries, "retrieval": retrieval.html or None}. UnknownImageIds before anything is written."""
+    chosen = choose_records(records, all_records, store, ids, images)
+    out = Path(out_dir)
+    page = write_alignment_page(model, vocab, store, chosen, beta, out, root=root, sentences_per_image=sentences,
+                                width=width, device=device)
+    qs = list(queries) + [r.sentences[0] for r in records if r.sentences and r.id in store][:query_sentences]
+    rpage = None
+    if qs:
+        rpage = write_retrieval_page(model, vocab, store, records, qs, beta, out / "retrieval.html", k=top,
+                                     root=root, width=width, device=device)
+    (out / "show.json").write_text(json.dumps({"beta": beta, **(info or {}), "images": [r.id for r in chosen],
+                                               "queries": len(qs)}, indent=2))
+    return {"chosen": chosen, "page": page, "queries": qs, "retrieval": rpage}

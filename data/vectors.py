@@ -7,6 +7,7 @@ Two sources, one result (a float32 matrix whose row i is the vector of vocabular
     W, coverage = vectors_for_vocab(kv, vocab)        # W float32 [V, D]; coverage {"found", "total", "fraction", ...}
     save_vectors("vectors.npy", W, vocab, coverage)   # + vectors.json (vocabulary, coverage, config)
     W, coverage = load_vectors("vectors.npy", vocab)  # rows re-ordered to `vocab`, by word
+    summary = make_vectors("flickr8k", root, "vectors.npy", VectorsConfig(train=True))   # all of the above
 
 Row conventions: PAD (id 0) is all zeros; START / END / UNK and words without a vector get seeded random
 normal vectors (std `VectorsConfig.std`, by default the std of the vectors that were found, so unknown words
@@ -22,14 +23,15 @@ import json
 import os
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from dvsa.data.io import atomic_save_npy, atomic_write_json
 from gensim.models import KeyedVectors, Word2Vec
 
-from .records import DataError
+from .catalog import load_dataset
+from .records import DataError, select_split
 from .text import PAD_ID, SPECIALS, Vocabulary
 
 
@@ -189,3 +191,27 @@ def load_vectors(path: str | os.PathLike, vocab: Vocabulary | None = None, seed:
     real = set(saved.itos) - set(meta.get("coverage", {}).get("missing", [])) - set(SPECIALS)
     return _fill(vocab.itos, lambda w: mat[saved.stoi[w]] if w in saved.stoi and w in real else None,
                  mat.shape[1], seed, std)
+
+
+def split_vocabulary(records, split: str = "train", min_count: int = 5, source: str = "records"
+                     ) -> tuple[Vocabulary, list[list[str]]]:
+    """(`Vocabulary.build` of the `split` sentences of `records` at `min_count`, those token lists); DataError
+    naming `source` when the split has no sentences."""
+    sentences = [s.tokens for r in select_split(records, split) for s in r.sentences]
+    if not sentences:
+        raise DataError(source, f"the {split} split has no sentences")
+    return Vocabulary.build(sentences, min_count=min_count), sentences
+
+
+def make_vectors(dataset: str, root: str | os.PathLike, out: str | os.PathLike, cfg: VectorsConfig | None = None,
+                 split: str = "train") -> dict:
+    """What ``dvsa vectors`` does: the vocabulary of a catalog dataset's `split` (`split_vocabulary`, at
+    `cfg.min_count`), vectors for it from `cfg.word2vec` or trained on the split (`cfg.train`), written to `out`
+    with `save_vectors` (info: config, dataset, root, split). DataError for bad input, before anything is
+    written. Returns {"vocab", "matrix", "coverage", "sentences" (how many)}."""
+    cfg = cfg or VectorsConfig()
+    vocab, sentences = split_vocabulary(load_dataset(dataset, root), split, cfg.min_count, str(root))
+    kv = train_word2vec(sentences, cfg) if cfg.train else load_word2vec(cfg.word2vec, cfg.limit, cfg.binary)
+    mat, cov = vectors_for_vocab(kv, vocab, seed=cfg.seed, std=cfg.std)
+    save_vectors(out, mat, vocab, cov, {"config": asdict(cfg), "dataset": dataset, "root": str(root), "split": split})
+    return {"vocab": vocab, "matrix": mat, "coverage": cov, "sentences": len(sentences)}

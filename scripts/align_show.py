@@ -1,21 +1,20 @@
 """``dvsa align show``: alignment pictures (PNG per image + index.html) and an image-search page.
 
-    dvsa align show --checkpoint runs/align/model.pt --store runs/features --dataset synthetic \
+    dvsa align show --checkpoint runs/align/model.pt --store runs/features --dataset synthetic \\
         --root runs/synth --split test --images 12 --beta-from runs/snippets.summary.json --out runs/show
 
 writes ``OUT/<image id>.png`` (image with coloured boxes, sentences below with coloured snippets and scores),
 ``OUT/index.html`` (the same, inline) and, with ``--query TEXT`` (repeatable) or ``--query-sentences N``
 (the first sentence of N images of the split, whose own image is marked), ``OUT/retrieval.html``: each
-query's top images and its words -> boxes in each. The pages are self-contained HTML.
+query's top images and its words -> boxes in each. The pages are self-contained HTML (`align.show.write_show`).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from dvsa.align.show import write_alignment_page, write_retrieval_page
+from dvsa.align.show import UnknownImageIds, write_show
 from dvsa.scripts._args import add_beta_args, add_model_args, open_inputs, resolve_beta
 
 
@@ -36,28 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab, store, records, all_records = open_inputs(args)
     beta, how = resolve_beta(args, model, vocab, store, all_records)
     print(f"beta {beta:.4g} ({how})")
-    if args.ids:
-        want = args.ids.split(",")
-        by_id = {r.id: r for r in all_records}
-        missing = [i for i in want if i not in by_id]
-        if missing:
-            print(f"dvsa align show: unknown image ids {missing}", file=sys.stderr)
-            return 2
-        chosen = [by_id[i] for i in want]
-    else:
-        chosen = [r for r in records if r.id in store][: args.images]
-    out = Path(args.out)
-    page = write_alignment_page(model, vocab, store, chosen, beta, out, root=args.root,
-                                sentences_per_image=args.sentences, width=args.width, device=args.device)
-    print(f"{len(chosen)} pictures -> {out}/ ; page {page}")
-    queries = list(args.query) + [r.sentences[0] for r in records if r.sentences and r.id in store][: args.query_sentences]
-    if queries:
-        rpage = write_retrieval_page(model, vocab, store, records, queries, beta, out / "retrieval.html", k=args.top,
-                                     root=args.root, width=args.width, device=args.device)
-        print(f"{len(queries)} queries against {len(records)} images -> {rpage}")
-    (out / "show.json").write_text(json.dumps({"beta": beta, "beta_source": how, "checkpoint": args.checkpoint,
-                                               "store": args.store, "dataset": args.dataset, "split": args.split,
-                                               "images": [r.id for r in chosen], "queries": len(queries)}, indent=2))
+    try:
+        res = write_show(model, vocab, store, records, all_records, beta, args.out,
+                         ids=args.ids.split(",") if args.ids else None, images=args.images, sentences=args.sentences,
+                         queries=args.query, query_sentences=args.query_sentences, top=args.top, width=args.width,
+                         root=args.root, device=args.device,
+                         info={"beta_source": how, "checkpoint": args.checkpoint, "store": args.store,
+                               "dataset": args.dataset, "split": args.split})
+    except UnknownImageIds as e:
+        print(f"dvsa align show: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(res['chosen'])} pictures -> {Path(args.out)}/ ; page {res['page']}")
+    if res["retrieval"]:
+        print(f"{len(res['queries'])} queries against {len(records)} images -> {res['retrieval']}")
     return 0
 
 

@@ -1,29 +1,22 @@
 """``dvsa vectors``: word vectors for a dataset's vocabulary, from a word2vec file or trained here.
 
-    dvsa vectors --dataset flickr8k --root ../shared/datasets/flickr8k --word2vec GoogleNews-vectors-negative300.bin \
+    dvsa vectors --dataset flickr8k --root ../shared/datasets/flickr8k --word2vec GoogleNews-vectors-negative300.bin \\
         --out runs/f8k/vectors.npy
     dvsa vectors --dataset flickr8k --root ../shared/datasets/flickr8k --train --out runs/f8k/vectors.npy
 
 The vocabulary is built from the training split (min count `--min-count`, 5 as in the paper). Writes the
 matrix float32 [V, D] to `--out` and its vocabulary, coverage and resolved config to the same name with .json.
-Prints the coverage (vocabulary words that have a vector).
+Prints the coverage (vocabulary words that have a vector). The work is `dvsa.data.vectors.make_vectors`.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, fields
+from dataclasses import fields
 
-from dvsa.data.catalog import available, load_dataset
-from dvsa.data.records import DataError, select_split
-from dvsa.data.text import Vocabulary
-from dvsa.data.vectors import (
-    VectorsConfig,
-    load_word2vec,
-    save_vectors,
-    train_word2vec,
-    vectors_for_vocab,
-)
+from dvsa.data.catalog import available
+from dvsa.data.records import DataError
+from dvsa.data.vectors import VectorsConfig, make_vectors
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,19 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     names = {f.name for f in fields(VectorsConfig)}
     cfg = VectorsConfig(**{k: v for k, v in vars(args).items() if k in names})
     try:
-        records = select_split(load_dataset(args.dataset, args.root), args.split)
-        sentences = [s.tokens for r in records for s in r.sentences]
-        if not sentences:
-            raise DataError(args.root, f"the {args.split} split has no sentences")
-        vocab = Vocabulary.build(sentences, min_count=cfg.min_count)
-        kv = train_word2vec(sentences, cfg) if cfg.train else load_word2vec(cfg.word2vec, cfg.limit, cfg.binary)
+        res = make_vectors(args.dataset, args.root, args.out, cfg, args.split)
     except DataError as e:
         print(f"dvsa vectors: error: {e}", file=sys.stderr)
         return 1
-    mat, cov = vectors_for_vocab(kv, vocab, seed=cfg.seed, std=cfg.std)
-    info = {"config": asdict(cfg), "dataset": args.dataset, "root": str(args.root), "split": args.split}
-    save_vectors(args.out, mat, vocab, cov, info)
-    print(f"vocabulary: {len(vocab)} words ({len(vocab) - 4} + 4 specials) from {len(sentences)} {args.split} "
+    vocab, mat, cov = res["vocab"], res["matrix"], res["coverage"]
+    print(f"vocabulary: {len(vocab)} words ({len(vocab) - 4} + 4 specials) from {res['sentences']} {args.split} "
           f"sentences; vectors: {mat.shape[1]}-d")
     print(f"coverage: {cov['found']}/{cov['total']} words have a vector ({100 * cov['fraction']:.1f}%)")
     if cov["missing"]:
