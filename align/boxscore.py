@@ -27,7 +27,8 @@ import torch
 from dvsa.align.grounding import evaluate_alignment
 from dvsa.align.model import box_geometry, geometry_dim
 from dvsa.align.snippets import snippet_beta
-from dvsa.data.checkpoint import load_checkpoint, save_checkpoint
+from dvsa.data.checkpoint import config_from, load_checkpoint, save_checkpoint
+from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import ImageRecord
 from torch import nn
 from torchvision.ops import box_iou
@@ -90,11 +91,12 @@ class BoxScorer(nn.Module):
         return s.masked_fill(~real, 0.0)
 
 
-def region_labels(store, records: list[ImageRecord], iou: float, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+def region_labels(store, records: list[ImageRecord], iou: float, bins: int,
+                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The store's regions (row 0 left out) of records that have annotated boxes: their `box_inputs` float
-    [N, D + G] and labels float [N] (1 = IoU >= iou with an annotated box)."""
+    [N, D + G] and labels float [N] (1 = IoU >= iou with an annotated box). `progress`: a bar over the records."""
     inputs, labels = [], []
-    for r in records:
+    for r in progress_bar(records, total=len(records), desc="box labels", unit="img", enabled=progress):
         gt = [reg.box for reg in r.regions]
         if r.id not in store or not gt:
             continue
@@ -108,13 +110,15 @@ def region_labels(store, records: list[ImageRecord], iou: float, bins: int) -> t
     return torch.cat(inputs), torch.cat(labels)
 
 
-def fit_box_scorer(store, records: list[ImageRecord], cfg: BoxScoreConfig) -> tuple[BoxScorer, dict]:
+def fit_box_scorer(store, records: list[ImageRecord], cfg: BoxScoreConfig,
+                   progress: bool = True) -> tuple[BoxScorer, dict]:
     """A `BoxScorer` fitted (L-BFGS, logistic loss + l2) on the regions of `records` with annotated boxes.
 
     Returns (scorer, stats): stats has n_images, n_regions, positive_rate and the training accuracy.
+    `progress`: bars over the records read and the L-BFGS loss evaluations (`dvsa.data.progress`).
     """
     records = [r for r in records if r.regions and r.id in store][: cfg.max_images]
-    x, labels = region_labels(store, records, cfg.iou, cfg.geometry_bins)  # [N, D + G], [N]
+    x, labels = region_labels(store, records, cfg.iou, cfg.geometry_bins, progress)  # [N, D + G], [N]
     scorer = BoxScorer(x.shape[1] - geometry_dim(cfg.geometry_bins), cfg)
     scorer.mean.copy_(x.mean(0))
     scorer.std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1]))
@@ -122,14 +126,17 @@ def fit_box_scorer(store, records: list[ImageRecord], cfg: BoxScoreConfig) -> tu
     w = torch.zeros(z.shape[1], requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=cfg.max_iter, line_search_fn="strong_wolfe")
+    bar = progress_bar(total=cfg.max_iter, desc="box score fit", unit="eval", enabled=progress)
 
     def closure():
         opt.zero_grad()
         loss = nn.functional.binary_cross_entropy_with_logits(z @ w + b, labels) + cfg.l2 * (w * w).sum()
         loss.backward()
+        bar.update(1)
         return loss
 
     opt.step(closure)
+    bar.close()
     with torch.no_grad():
         scorer.linear.weight.copy_(w[None])
         scorer.linear.bias.copy_(b)
@@ -166,9 +173,10 @@ def save_box_scorer(path: str | os.PathLike, scorer: BoxScorer, stats: dict | No
 
 
 def load_box_scorer(path: str | os.PathLike) -> BoxScorer:
-    ck = load_checkpoint(path, kind="boxscore")
-    scorer = BoxScorer(int(ck["feature_dim"]), BoxScoreConfig(**ck["config"]))
-    scorer.load_state_dict(ck["model"])
+    ck = load_checkpoint(path, kind="boxscore", required=("model", "config", "feature_dim"))
+    cfg = config_from(path, lambda d: BoxScoreConfig(**d), ck["config"])
+    scorer = BoxScorer(int(ck["feature_dim"]), cfg)
+    config_from(path, scorer.load_state_dict, ck["model"], "model")
     return scorer.eval()
 
 
@@ -199,18 +207,19 @@ class BoxPrior(nn.Module):
 
 
 def choose_box_weight(model, scorer: BoxScorer, vocab, store, calib_records: list[ImageRecord],
-                      val_records: list[ImageRecord], weights, snippet_cfg, groups: dict | None = None
-                      ) -> tuple[float, list[dict]]:
+                      val_records: list[ImageRecord], weights, snippet_cfg, groups: dict | None = None,
+                      progress: bool = True) -> tuple[float, list[dict]]:
     """The weight of `weights` (0 = no box score, always tried) with the best content-word accuracy on the
     phrase boxes of `val_records`, beta calibrated for each weight on `calib_records` as `snippet_cfg` says (or
     its fixed beta). Returns (weight, [{weight, beta, word_accuracy, phrase_accuracy}] per weight tried);
-    ties go to the smaller weight."""
+    ties go to the smaller weight. `progress`: a bar over the weights."""
     rows = []
-    for w in sorted({0.0, *(float(x) for x in weights)}):
+    ws = sorted({0.0, *(float(x) for x in weights)})
+    for w in progress_bar(ws, total=len(ws), desc="box weight", unit="weight", enabled=progress):
         m = BoxPrior(model, scorer, w) if w > 0 else model
         beta, _ = snippet_beta(m, vocab, store, calib_records, snippet_cfg)
         res = evaluate_alignment(m, vocab, store, val_records, beta, batch_size=snippet_cfg.batch_size,
-                                 device=snippet_cfg.device, groups=groups)
+                                 device=snippet_cfg.device, groups=groups, progress=False)
         rows.append({"weight": w, "beta": beta, "word_accuracy": res["word_accuracy"],
                      "phrase_accuracy": res["phrase_accuracy"]})
     best = max(rows, key=lambda r: (r["word_accuracy"], -r["weight"]))

@@ -10,6 +10,7 @@ from dvsa.align.boxscore import (
 )
 from dvsa.data import catalog
 from dvsa.data.features import FeatureStore
+from dvsa.data.io import check_writable
 from dvsa.data.records import DataError, select_split
 
 
@@ -18,6 +19,7 @@ def fit_box_score_on_split(store: str, dataset: str, root: str, out: str, cfg: B
     """Fit a box scorer on the boxes of `split` (no sentences needed), add ``tight_box_rate_<check_split>`` (how
     often the best-scored region around each annotated object is that object, IoU >= 0.5) when that split has
     records, save the scorer with its stats to `out`; returns the stats."""
+    check_writable(out, "file")  # before the fit, not after it
     records = catalog.load_dataset(dataset, root)
     features = FeatureStore(store)
     scorer, stats = fit_box_scorer(features, select_split(records, split), cfg)

@@ -12,9 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dvsa.data.errors import CheckpointError
 from dvsa.data.io import atomic_write_bytes
 
 FORMAT_VERSION = 1
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """A checkpoint path with no file (a `CheckpointError`, and a FileNotFoundError for older callers)."""
+
+    def __str__(self) -> str:  # OSError would print its args as a tuple
+        return str(self.args[0]) if self.args else ""
+
+
+def _article(word: str) -> str:
+    return "an" if str(word)[:1].lower() in "aeiou" else "a"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -30,20 +42,46 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getbuffer())
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location="cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only=True); check its format version and, if given, its kind."""
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, required: tuple[str, ...] | list = (),
+                    map_location="cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only=True) and validate it, else raise `CheckpointError` naming `path`:
+    the file exists ("checkpoint not found"), loads ("not a readable dvsa checkpoint (...)"), is a dict of the
+    current `FORMAT_VERSION` ("format version X, this dvsa reads Y"), of `kind` when given ("an 'align'
+    checkpoint, expected 'generate'"), holds every key of `required` ("hollow checkpoint: missing keys [...]"),
+    and its "config" and "vocab", where present, are dicts."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "checkpoint not found"
+        raise CheckpointNotFound(f"{path}: {what}")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        raise ValueError(f"{path}: not a readable dvsa checkpoint ({e})") from e
-    if not isinstance(ck, dict) or ck.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not a dvsa checkpoint of format {FORMAT_VERSION}")
+    except Exception as e:  # truncated or foreign file, or pickled objects that weights_only refuses
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable dvsa checkpoint ({type(e).__name__}: {first})") from e
+    if not isinstance(ck, dict) or "format_version" not in ck:
+        raise CheckpointError(f"{path}: not a dvsa checkpoint (no format_version; this dvsa reads format "
+                              f"version {FORMAT_VERSION})")
+    if ck["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {ck['format_version']}, this dvsa reads {FORMAT_VERSION}")
     if kind is not None and ck.get("kind") != kind:
-        raise ValueError(f"{path}: a {ck.get('kind')!r} checkpoint, expected {kind!r}")
+        got = ck.get("kind")
+        raise CheckpointError(f"{path}: {_article(got)} {got!r} checkpoint, expected {kind!r}")
+    missing = [k for k in required if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: hollow checkpoint: missing keys {missing}")
+    for key in ("config", "vocab"):
+        if key in ck and not isinstance(ck[key], dict):
+            raise CheckpointError(f"{path}: malformed checkpoint: {key!r} is a {type(ck[key]).__name__}, "
+                                  f"not a dict")
     return ck
+
+
+def config_from(path: str | os.PathLike, build, data: Any, what: str = "config"):
+    """`build(data)` (a config or vocabulary from a checkpoint), any error a `CheckpointError` naming `path`."""
+    try:
+        return build(data)
+    except Exception as e:  # an unknown field, a bad value: a checkpoint of another dvsa version
+        raise CheckpointError(f"{path}: the {what} inside does not fit this dvsa ({type(e).__name__}: {e})") from e
 
 
 def rng_state() -> dict:

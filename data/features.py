@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from dvsa.data.io import atomic_write_json, commit_dir
+from dvsa.data.io import atomic_write_json, atomic_write_text, commit_dir, output_error
 
 FORMAT = 1
 
@@ -112,6 +112,23 @@ class FeatureStore:
         return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
+def prune_failed(path: str | os.PathLike) -> list[str]:
+    """Rewrite ``failed.jsonl`` of the store at `path` (atomically) without the images the store now holds (read
+    on a retry) and without repeated ids; returns the ids removed because they are stored now."""
+    store = FeatureStore(path)
+    failed = store.failed()
+    stored = set(store.ids)
+    keep, seen = [], set()
+    for d in failed:
+        if d["id"] not in stored and d["id"] not in seen:
+            seen.add(d["id"])
+            keep.append(d)
+    recovered = sorted({d["id"] for d in failed if d["id"] in stored})
+    if len(keep) != len(failed):
+        atomic_write_text(store.path / "failed.jsonl", "".join(json.dumps(d) + "\n" for d in keep))
+    return recovered
+
+
 class FeatureStoreWriter:
     """Append images to a store folder in atomically committed parts; resumes where an earlier writer stopped.
 
@@ -169,8 +186,11 @@ class FeatureStoreWriter:
         if str(image_id) in self._failed:
             return
         self._failed.add(str(image_id))
-        with open(self.path / "failed.jsonl", "a") as f:
-            f.write(json.dumps({"id": str(image_id), "path": str(path), "reason": reason}) + "\n")
+        try:
+            with open(self.path / "failed.jsonl", "a") as f:
+                f.write(json.dumps({"id": str(image_id), "path": str(path), "reason": reason}) + "\n")
+        except OSError as e:
+            raise output_error(self.path / "failed.jsonl", e) from None
 
     def flush(self) -> None:
         """Commit the buffered images as one part (atomic rename)."""

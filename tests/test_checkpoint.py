@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from dvsa.data.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from dvsa.data.errors import CheckpointError
 from dvsa.data.text import Vocabulary
 
 
@@ -36,10 +37,11 @@ def test_wrong_kind_and_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="a 'generate' checkpoint, expected 'align'"):
         load_checkpoint(tmp_path / "a.pt", kind="align")
     torch.save({"model": {}}, tmp_path / "plain.pt")  # a torch file, but not ours
-    with pytest.raises(ValueError, match="not a dvsa checkpoint of format"):
+    with pytest.raises(ValueError, match="plain.pt: not a dvsa checkpoint \\(no format_version"):
         load_checkpoint(tmp_path / "plain.pt")
     torch.save({"format_version": FORMAT_VERSION + 1, "kind": "align"}, tmp_path / "future.pt")
-    with pytest.raises(ValueError, match="not a dvsa checkpoint of format"):
+    with pytest.raises(ValueError, match=f"future.pt: format version {FORMAT_VERSION + 1}, this dvsa reads "
+                                         f"{FORMAT_VERSION}"):
         load_checkpoint(tmp_path / "future.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match="junk.pt: not a readable dvsa checkpoint"):
@@ -48,7 +50,9 @@ def test_wrong_kind_and_foreign_files(tmp_path):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="cut.pt: not a readable dvsa checkpoint"):
         load_checkpoint(tmp_path / "cut.pt")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="none.pt: checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match="none.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "none.pt")
 
 
@@ -87,3 +91,15 @@ def test_unloadable_payload_is_refused_at_save(tmp_path, bad):
     with pytest.raises(ValueError, match="ck.pt: the payload cannot be loaded back with weights_only=True"):
         save_checkpoint(path, {**_payload(1), "metric": bad})
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["ck.pt"]
+
+
+def test_hollow_and_malformed_checkpoints(tmp_path):
+    save_checkpoint(tmp_path / "hollow.pt", {"kind": "align", "vocab": {}})
+    with pytest.raises(CheckpointError, match=r"hollow.pt: hollow checkpoint: missing keys \['model', 'config'\]"):
+        load_checkpoint(tmp_path / "hollow.pt", kind="align", required=("model", "config", "vocab"))
+    save_checkpoint(tmp_path / "bad.pt", {"kind": "align", "config": [1, 2], "model": {}})
+    with pytest.raises(CheckpointError, match="bad.pt: malformed checkpoint: 'config' is a list"):
+        load_checkpoint(tmp_path / "bad.pt", kind="align")
+    save_checkpoint(tmp_path / "g.pt", {"kind": "align", "model": {}})
+    with pytest.raises(CheckpointError, match="g.pt: an 'align' checkpoint, expected 'generate'"):
+        load_checkpoint(tmp_path / "g.pt", kind="generate")

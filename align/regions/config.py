@@ -80,7 +80,9 @@ class RegionConfig:
     part_size: int = 256  # images per committed part of the feature store
     channels_last: bool = True  # NHWC tensors: ~2x faster convolutions on the CPU (oneDNN)
     amp: bool = False  # autocast to float16 on CUDA
-    max_pixels: int = 89_478_485  # larger images (decompression-bomb sized) are reported and skipped
+    # images with more pixels than this (read from the header, before any pixel is decoded) go to failed.jsonl
+    # as "too large": decompression bombs. The default is PIL's own limit, Image.MAX_IMAGE_PIXELS
+    max_pixels: int = 89_478_485
     progress: bool = True
 
     def __post_init__(self):

@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 import torch
 from dvsa.data.distributed import cleanup
-from dvsa.data.features import FeatureStore, FeatureStoreWriter
-from dvsa.data.io import atomic_write_json
+from dvsa.data.features import FeatureStore, FeatureStoreWriter, prune_failed
+from dvsa.data.io import atomic_write_json, check_writable
+from dvsa.data.progress import progress
 from dvsa.data.records import ImageRecord
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
-from tqdm import tqdm
 
 from . import distributed
 from .config import RegionConfig
@@ -112,7 +112,7 @@ def _collate(batch):
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    return tqdm(total=total, unit="img", desc=desc, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+    return progress(total=total, desc=desc, unit="img", enabled=enabled)
 
 
 def extract_features(
@@ -121,16 +121,19 @@ def extract_features(
     cfg: RegionConfig | None = None,
     given_boxes: dict[str, np.ndarray] | None = None,
     encoder: RegionEncoder | None = None,
+    retry_failed: bool = True,
 ) -> FeatureStore:
     """Encode every record's image into the store at `out_dir` (created or resumed); returns the store.
 
     records: images to encode (records without a readable image are reported, not fatal). given_boxes: optional
     ``{image_id: float [P, 4] px}``; with cfg.backend == "given" and no given_boxes, each record's `regions` are
     used. Under torchrun (WORLD_SIZE > 1) each rank encodes ``records[rank::world]`` into parts tagged
-    ``r<rank>``; all ranks return the complete store after a barrier.
+    ``r<rank>``; all ranks return the complete store after a barrier. retry_failed: images listed in
+    failed.jsonl by an earlier run are tried again (those read now leave the list: "N of M images that failed
+    before were read this time"); False skips them.
     """
     cfg = cfg or RegionConfig()
-    out = Path(out_dir)
+    out = check_writable(Path(out_dir), "dir")  # before the encoder is built and any image is read
     started = distributed.init_if_needed(cfg.device)
     rank, world = distributed.rank_world()
     if encoder is not None and encoder.cfg.recipe() != cfg.recipe():
@@ -142,8 +145,12 @@ def extract_features(
         atomic_write_json(out / "region_config.json", cfg.__dict__, indent=2)
     mine = distributed.shard(list(records), rank, world)
     failed_before = {d["id"] for d in FeatureStore(out).failed()}
-    todo = [r for r in mine if not writer.done(r.id) and r.id not in failed_before]
-    skipped = len(mine) - len(todo)
+    not_done = [r for r in mine if not writer.done(r.id)]
+    todo = [r for r in not_done if retry_failed or r.id not in failed_before]
+    skipped = len(mine) - len(not_done)  # already in the store
+    retried = sum(r.id in failed_before for r in todo)
+    not_retried = len(not_done) - len(todo)
+    recovered = 0
     cores = os.cpu_count() or 1
     workers, in_workers = resolve_workers(cfg, cores)
     if in_workers:  # each worker takes whole batches (a list of indices per fetch) and encodes them
@@ -180,27 +187,35 @@ def extract_features(
                 size, (boxes, regions, image_feature) = payload
                 writer.add(image_id, boxes, regions, image_feature, size)
                 n_ok += 1
+                recovered += image_id in failed_before
             bar.update(len(batch))
     finally:
         torch.set_num_threads(old_threads)
         bar.close()
         writer.close()  # commits what is finished, also when interrupted by an exception
     dt = time.perf_counter() - t0
-    _report(out, rank, n_ok, skipped, failures, dt)
+    _report(out, rank, n_ok, skipped, failures, dt, retried, recovered, not_retried)
+    distributed.barrier()
+    if rank == 0 and failed_before:  # the images read this time leave failed.jsonl (rewritten atomically)
+        prune_failed(out)
     distributed.barrier()
     if started:
         cleanup()
     return FeatureStore(out)
 
 
-def _report(out: Path, rank: int, n_ok: int, skipped: int, failures: list, seconds: float) -> None:
+def _report(out: Path, rank: int, n_ok: int, skipped: int, failures: list, seconds: float, retried: int = 0,
+            recovered: int = 0, not_retried: int = 0) -> None:
     who = f"[rank {rank}] " if distributed.rank_world()[1] > 1 else ""
     rate = n_ok / seconds if seconds > 0 else 0.0
+    before = f", {not_retried} failed before (not retried)" if not_retried else ""
     print(
         f"{who}{out}: encoded {n_ok} images in {seconds:.1f} s ({rate:.2f} images/s), "
-        f"{skipped} already done or failed before, {len(failures)} failed now",
+        f"{skipped} already done{before}, {len(failures)} failed now",
         file=sys.stderr,
     )
+    if retried:
+        print(f"{who}  {recovered} of {retried} images that failed before were read this time", file=sys.stderr)
     for image_id, path, reason in failures:
         print(f"{who}  skipped {image_id} ({path}): {reason}", file=sys.stderr)
     if failures:

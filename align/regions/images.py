@@ -10,6 +10,7 @@ pixel grid (the convention of COCO's annotations and of every reader's width/hei
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -47,8 +48,30 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _holds_text(path: str) -> bool:
+    """True when the file's first bytes read as text (a caption file or HTML page saved under an image name)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    if not head or b"\0" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text)
+
+
 def load_rgb(path: str, max_pixels: int = 89_478_485) -> Image.Image:
-    """Decode `path` fully into an 8-bit RGB `PIL.Image`, or raise `ImageError` (corrupt, truncated, too large)."""
+    """Decode `path` fully into an 8-bit RGB `PIL.Image`, or raise `ImageError` (empty, not an image, corrupt,
+    truncated, too large)."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+    except OSError:
+        pass  # missing or unreadable: Image.open says which
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -58,6 +81,8 @@ def load_rgb(path: str, max_pixels: int = 89_478_485) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None
     except UnidentifiedImageError:
+        if _holds_text(path):
+            raise ImageError(path, "not an image: the file holds text") from None
         raise ImageError(path, "not an image Pillow can identify (corrupt or wrong format)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"cannot open: {type(e).__name__}: {e}") from None

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dvsa.data.io import atomic_write_json, json_default
+from dvsa.data.io import atomic_write_json, check_writable, json_default
 from dvsa.generate.pipeline import stages as stage_table
 from dvsa.generate.pipeline.config import ConfigError, PipelineConfig
 from dvsa.generate.pipeline.report import write_report
@@ -50,7 +50,7 @@ class Runner:
 
     def __init__(self, cfg: PipelineConfig, log=print):
         self.cfg = cfg
-        self.out = Path(cfg.out)
+        self.out = check_writable(Path(cfg.out), "dir")  # the run folder: fail before any stage runs
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.run = Run(cfg, self.out, log)
