@@ -31,13 +31,17 @@ class Region:
     text: str | None = None
     label: str | None = None  # category name (COCO), entity type (Flickr30k Entities), object kind (synthetic)
     id: str | None = None  # e.g. Flickr30k Entities entity id, synthetic object index
+    # area of the box in the pixels of the original annotation, when the box was rescaled to the image on disk
+    # (Flickr8k + Entities); None when `box` is in the annotation's pixels
+    source_area: float | None = None
 
 
 @dataclass
 class Phrase:
     """A phrase of a sentence linked to region(s): ground truth for word-to-region alignment.
 
-    `start`/`end` index `Sentence.tokens` (end exclusive); `region_ids` name `Region.id`s of the same image.
+    `start`/`end` index `Sentence.tokens` (end exclusive); `region_ids` name `Region.id`s of the same image;
+    `types` are the phrase's categories where the dataset has them (Flickr30k Entities types, a COCO category).
     """
 
     sentence_id: int
@@ -45,6 +49,7 @@ class Phrase:
     end: int
     text: str
     region_ids: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)  # e.g. Flickr30k Entities types ("people", "scene"), COCO category
 
 
 @dataclass

@@ -23,8 +23,18 @@ Ids are file stems; sentence ids are unique over the dataset (caption-file order
 for under ``images/``, ``Flicker8k_Dataset/``, ``Flickr8k_Dataset/`` (8k) or ``flickr30k-images/``,
 ``flickr30k_images/`` (30k), or `images_dir`. Sizes are left None unless ``read_sizes=True``.
 
+Flickr8k + Flickr30k Entities (phrases and boxes for the alignment evaluation): the flickr8k reader's option
+``entities`` names a folder in the layout of ``../shared/datasets/flickr8k-entities`` (``Sentences/``,
+``Annotations/``, ``caption_alignment.tsv``); by default (``entities="auto"``) a sibling folder
+``flickr8k-entities`` next to the Flickr8k root is used when it exists; ``entities=none`` turns the join off
+(``--dataset-arg entities=none``). Records without Entities stay as they are. How captions, phrase spans and
+boxes are joined: `join_entities` (boxes are scaled to the 224 x 224 JPEGs, or to the sizes read with
+``read_sizes=True``).
+
 What is dropped is counted by reason in `report` (``empty_sentence``, ``no_split``, ``no_captions``,
-``unknown_split``, ``missing_image``, ``size_unreadable``); ``strict=True`` raises DataError on the first.
+``unknown_split``, ``missing_image``, ``size_unreadable``; with Entities also ``phrase_unmapped``,
+``phrase_respanned``, ``phrase_no_box`` and ``entities_missing`` (skipped: not errors), and the box reasons of
+the Entities reader); ``strict=True`` raises DataError on the first.
 """
 from __future__ import annotations
 
@@ -33,7 +43,7 @@ import re
 from pathlib import Path
 
 from ..catalog import register
-from ..records import SPLITS, DataError, ImageRecord, Sentence
+from ..records import SPLITS, DataError, ImageRecord, Phrase, Region, Sentence
 from ..text import tokenize
 from .common import (
     abspath,
@@ -54,10 +64,12 @@ Caption = tuple[int, str]  # (sentence id, raw)
 _NUM_TEXT = re.compile(r"\s*(\d+)\s+(\S.*)$")
 
 
-def read_captions(path: str | os.PathLike, report: ReadReport | None = None) -> dict[str, list[Caption]]:
+def read_captions(path: str | os.PathLike, report: ReadReport | None = None,
+                  numbers: dict[str, list[int]] | None = None) -> dict[str, list[Caption]]:
     """file name -> [(sentence id, raw)] in file order (ids count the kept captions from 0). Empty captions
     are dropped with one warning naming the lines (counted ``empty_sentence`` in `report`); a malformed line
-    raises DataError(path, ..., line)."""
+    raises DataError(path, ..., line). `numbers` (optional) is filled with file name -> the caption numbers
+    (the ``#0-4`` / comment_number) of the kept captions, parallel to the returned lists."""
     path = Path(path)
     csv = path.suffix == ".csv"
     out: dict[str, list[Caption]] = {}
@@ -73,7 +85,7 @@ def read_captions(path: str | os.PathLike, report: ReadReport | None = None) -> 
                 parts = [parts[0], m.group(1), m.group(2)]
             if len(parts) != 3 or not parts[1].strip().isdigit():
                 raise DataError(path, "expected 'image_name| comment_number| comment'", n)
-            name, raw = parts[0].strip(), parts[2].strip()
+            name, raw, num = parts[0].strip(), parts[2].strip(), parts[1].strip()
         else:
             if "\t" not in line:
                 raise DataError(path, "expected '<image file>#<number><TAB><sentence>' (no tab)", n)
@@ -89,6 +101,8 @@ def read_captions(path: str | os.PathLike, report: ReadReport | None = None) -> 
             empty.append(n)
             continue
         out.setdefault(name, []).append((sid, raw))
+        if numbers is not None:
+            numbers.setdefault(name, []).append(int(num))
         sid += 1
     if empty:
         warn(path, "empty caption(s) dropped (no word after tokenizing)", empty)
@@ -166,15 +180,20 @@ def read_flickr8k(
     read_sizes: bool = False,
     strict: bool = False,
     report: ReadReport | None = None,
+    entities: str | os.PathLike | bool | None = "auto",
 ) -> list[ImageRecord]:
-    """Flickr8k from ``Flickr8k.token.txt`` and the ``Flickr_8k.*Images.txt`` split files under `root`."""
+    """Flickr8k from ``Flickr8k.token.txt`` and the ``Flickr_8k.*Images.txt`` split files under `root`; with
+    the Flickr30k Entities annotations of its photos (`entities`, see the module docstring) the records also
+    carry phrases and boxes."""
     report, owned = ensure(report, strict, "flickr8k")
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "Flickr8k root folder not found")
+    ent_root = entities_root(root, entities)
     token = root / "Flickr8k.token.txt"
     report.source(token)
-    captions = read_captions(token, report)
+    numbers: dict[str, list[int]] = {}
+    captions = read_captions(token, report, numbers)
     files = [(root / f"Flickr_8k.{s}Images.txt", split) for s, split in (("train", "train"), ("dev", "val"),
                                                                             ("test", "test"))]
     if any(f.is_file() for f, _ in files):
@@ -184,8 +203,13 @@ def read_flickr8k(
     probe = next(iter(captions), None)
     image_dir = Path(images_dir) if images_dir else find_image_dir(
         root, ["images", "Flicker8k_Dataset", "Flickr8k_Dataset", "Images"], probe)
-    return _finish(_records(captions, split_of, image_dir, token, report), check_images, read_sizes, token,
-                   report, owned)
+    records = check_image_files(_records(captions, split_of, image_dir, token, report), check_images, token, report)
+    if read_sizes:
+        fill_sizes(records, report)
+    if ent_root is not None:  # after the sizes: boxes are scaled to them when read
+        join_entities(records, numbers, ent_root, report)
+    finish(report, owned, len(records))
+    return records
 
 
 _30K_CAPTIONS = ("results_20130124.token", "results.token", "results.csv", "flickr30k_images/results.csv")
@@ -231,3 +255,159 @@ def read_flickr30k(
     image_dir = Path(images_dir) if images_dir else find_image_dir(root, _30K_IMAGES, probe)
     return _finish(_records(captions, split_of, image_dir, source, report), check_images, read_sizes, source,
                    report, owned)
+
+
+# -- Flickr8k + Flickr30k Entities ----------------------------------------------------------------------------
+
+ENTITIES_FOLDER = "flickr8k-entities"  # looked for next to the Flickr8k root
+FLICKR8K_SIZE = 224  # the shared Flickr8k JPEGs are 224 x 224 (boxes are scaled to it unless sizes were read)
+
+
+def entities_root(root: Path, entities) -> Path | None:
+    """The Entities folder to join, or None: `entities` "auto" (default) -> the sibling ``flickr8k-entities``
+    when it holds ``caption_alignment.tsv``; "none" / "off" / False / "" -> None; else that folder (it must
+    hold ``caption_alignment.tsv``, ``Sentences/`` and ``Annotations/``)."""
+    if entities is None or entities is False or str(entities).strip().lower() in ("none", "off", "false", "no", ""):
+        return None
+    if entities is True or str(entities).strip().lower() == "auto":
+        cand = root.resolve().parent / ENTITIES_FOLDER
+        return cand if (cand / "caption_alignment.tsv").is_file() else None
+    path = Path(entities)
+    if not (path / "caption_alignment.tsv").is_file():
+        raise DataError(path, "not a Flickr8k Entities folder (no caption_alignment.tsv)")
+    return path
+
+
+def read_caption_alignment(path: Path) -> dict[tuple[str, int], tuple[str, int, str]]:
+    """caption_alignment.tsv -> {(flickr8k file, caption number): (flickr30k id, entities line, match)}."""
+    out = {}
+    for n, line in read_lines(path):
+        parts = line.split("\t")
+        if parts[0] == "flickr8k_file":
+            continue
+        if len(parts) < 5 or not parts[1].strip().isdigit() or not parts[3].strip().isdigit():
+            raise DataError(path, "expected 'flickr8k_file, flickr8k_caption, flickr30k_id, entities_line, match, "
+                                  "similarity'", n)
+        out[(parts[0].strip(), int(parts[1]))] = (parts[2].strip(), int(parts[3]), parts[4].strip())
+    return out
+
+
+def token_map(src: list[str], dst: list[str]) -> list[int | None]:
+    """For each token of `src`, its position in `dst` by a difflib alignment of the token lists (None when it
+    has no counterpart): equal runs map one to one, replaced runs proportionally (a spelling edit such as
+    blonde -> blond maps onto its twin), deleted tokens to None."""
+    from difflib import SequenceMatcher
+
+    out: list[int | None] = [None] * len(src)
+    for op, i1, i2, j1, j2 in SequenceMatcher(None, src, dst, autojunk=False).get_opcodes():
+        if op in ("equal", "replace") and j2 > j1:
+            for i in range(i1, i2):
+                out[i] = j1 + (i - i1) * (j2 - j1) // (i2 - i1)
+    return out
+
+
+def _entities_image(ent: Path, fid: str, report: ReadReport):
+    """(parsed lines {0-based line: (tokens, spans)}, (width, height) or None, [(chain id, box)]) of one
+    Entities image; None when its sentence file is missing."""
+    from .flickr30k_entities import parse_annotation, parse_sentence
+
+    spath = ent / "Sentences" / f"{fid}.txt"
+    if not spath.is_file():
+        return None
+    lines = {}
+    for k, (lineno, line) in enumerate(read_lines(spath)):
+        _, tokens, spans = parse_sentence(line, spath, lineno, report)
+        lines[k] = (tokens, spans)
+    xml = ent / "Annotations" / f"{fid}.xml"
+    size, boxes = parse_annotation(xml, report) if xml.is_file() else (None, [])
+    return lines, size, boxes
+
+
+def join_entities(records: list[ImageRecord], numbers: dict[str, list[int]], ent: Path,
+                  report: ReadReport) -> None:
+    """Give `records` (Flickr8k, in place) the phrases and boxes of their Flickr30k Entities annotations.
+
+    Each caption ``<file>#<k>`` is joined with its Entities sentence through ``caption_alignment.tsv`` (the
+    Entities line order is not the #0-4 order). Phrase spans refer to the Entities wording: when it equals the
+    Flickr8k caption's tokens they are kept, else ("near" matches) each phrase token is mapped by `token_map`
+    and the phrase becomes the span from its first to its last mapped token; a phrase none of whose tokens
+    maps is dropped (``phrase_unmapped``), a mapped one whose words changed is counted ``phrase_respanned``.
+    Boxes ([xmin - 1, ymin - 1, xmax, ymax] of the annotation, checked against its <size>) are scaled to the
+    image on disk: sx = W / width, sy = H / height with W x H the record's size when read (``read_sizes``),
+    else 224 x 224 (the shared JPEGs); each becomes a `Region(box, label=<chain types>, id=<chain id>,
+    source_area=<area in the annotation's pixels>)`. Each phrase links to its chain's region ids and carries
+    its Entities types; notvisual / scene / nobox phrases are kept without boxes (``phrase_no_box``,
+    counted as skipped: not an error). Captions without an Entities sentence keep no phrase
+    (``entities_missing``, skipped); records whose image has no Entities file stay as they are.
+    """
+    table = ent / "caption_alignment.tsv"
+    report.source(table)
+    align = read_caption_alignment(table)
+    for rec in records:
+        name = Path(rec.path).name
+        nums = numbers.get(name, [])
+        keys = [align.get((name, k)) for k in nums]
+        fids = {key[0] for key in keys if key is not None}
+        if not fids:
+            continue
+        parsed = {fid: _entities_image(ent, fid, report) for fid in sorted(fids)}
+        regions, seen = [], set()
+        types: dict[str, str] = {}
+        for fid, got in parsed.items():
+            if got is None:
+                continue
+            for tokens, spans in got[0].values():
+                for *_, eid, tys in spans:
+                    if tys:
+                        types.setdefault(eid, "/".join(tys))
+        boxed: set[str] = set()
+        for fid, got in parsed.items():
+            if got is None:
+                continue
+            size, boxes = got[1], got[2]
+            if size is None:
+                report.add("no_annotation", ent / "Annotations" / f"{fid}.xml", f"image {rec.id}",
+                           "no annotation size: boxes cannot be scaled (no boxes)")
+                continue
+            W, H = (rec.width, rec.height) if rec.width and rec.height else (FLICKR8K_SIZE, FLICKR8K_SIZE)
+            sx, sy = W / size[0], H / size[1]
+            for eid, b in boxes:
+                if (eid, tuple(b)) in seen:
+                    continue
+                seen.add((eid, tuple(b)))
+                regions.append(Region(box=[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy], label=types.get(eid),
+                                      id=eid, source_area=(b[2] - b[0]) * (b[3] - b[1])))
+                boxed.add(eid)
+        phrases = []
+        for sent, key in zip(rec.sentences, keys):
+            got = parsed.get(key[0]) if key is not None else None
+            if got is None or key[1] not in got[0]:
+                report.add("entities_missing", table, f"image {rec.id}, sentence {sent.id}",
+                           "caption without an Entities sentence (no phrases)", kind="skipped")
+                continue
+            etoks, spans = got[0][key[1]]
+            same = etoks == sent.tokens
+            where = token_map(etoks, sent.tokens) if not same else None
+            for start, end, words, eid, tys in spans:
+                if same:
+                    s0, e0 = start, end
+                else:
+                    pos = [where[i] for i in range(start, end) if where[i] is not None]
+                    if not pos:
+                        report.add("phrase_unmapped", table, f"image {rec.id}, sentence {sent.id}",
+                                   f"phrase {words!r} has no word in the Flickr8k caption {sent.raw!r}")
+                        continue
+                    s0, e0 = min(pos), max(pos) + 1
+                    if sent.tokens[s0:e0] != etoks[start:end]:
+                        report.add("phrase_respanned", table, f"image {rec.id}, sentence {sent.id}",
+                                   f"phrase {words!r} mapped onto {' '.join(sent.tokens[s0:e0])!r}",
+                                   kind="repaired")
+                ids = [eid] if eid in boxed else []
+                if not ids:
+                    report.add("phrase_no_box", table, f"image {rec.id}, sentence {sent.id}",
+                               f"phrase {words!r} ({'/'.join(tys) or 'no type'}) has no box", kind="skipped")
+                text = words if same else " ".join(sent.tokens[s0:e0])
+                phrases.append(Phrase(sentence_id=sent.id, start=s0, end=e0, text=text, region_ids=ids,
+                                      types=list(tys)))
+        rec.regions = regions
+        rec.phrases = phrases

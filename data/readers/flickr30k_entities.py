@@ -9,7 +9,7 @@ Files under `root`:
   the line without markup; tokens are `data.text.tokenize` of it; each phrase becomes a
   `Phrase(start, end)` over those tokens (end exclusive) whose `region_ids` are ``[entity id]`` when the
   entity has a box in the annotation file, else ``[]`` (``notvisual`` entity 0, ``nobox`` / ``scene``
-  entities). Phrases with no word are dropped.
+  entities), and whose `types` are the markup's types (e.g. ``["people"]``). Phrases with no word are dropped.
 - ``Annotations/<id>.xml`` (PASCAL-VOC-like): ``<size><width/><height/></size>`` and ``<object>`` elements
   with one or more ``<name>`` (entity ids) and a ``<bndbox>`` (xmin, ymin, xmax, ymax: 1-based inclusive
   pixels), or ``<nobndbox>1</nobndbox>`` / ``<scene>1</scene>`` without a box. Every (entity, box) becomes a
@@ -204,7 +204,7 @@ def read_flickr30k_entities(
                 if tys:
                     types.setdefault(eid, "/".join(tys))
                 phrases.append(Phrase(sentence_id=sid, start=start, end=end, text=words,
-                                      region_ids=[eid] if eid in boxed else []))
+                                      region_ids=[eid] if eid in boxed else [], types=list(tys)))
             sid += 1
         if empty:
             warn(path, "empty sentence(s) dropped", empty)

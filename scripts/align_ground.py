@@ -1,0 +1,94 @@
+"""``dvsa align ground``: phrase grounding on real photographs, the aligner beside box baselines.
+
+    dvsa align ground --store /tmp/g/coco_store --dataset coco --root ../shared/datasets/coco-mini
+    dvsa align ground --store runs/f8k_dev_store --dataset flickr8k --root ../shared/datasets/flickr8k \
+        --split val --checkpoint runs/align/model.pt --beta-from runs/snippets.summary.json --out ground.json
+
+Items: the records' phrases linked to boxes (flickr8k with its Entities annotations, flickr30k_entities,
+synthetic) or, on COCO, the caption words naming a category present in the image (`data.coco_words`). For
+each item: IoU >= 0.5 accuracy and pointing accuracy (the centre of the chosen box inside a ground-truth box)
+of the MRF snippets and the per-word argmax (with ``--checkpoint``) beside the whole image, the largest kept
+box, a random kept box (expected value) and the best kept box (the bound); per content word and per type /
+category; and the kept boxes' recall by COCO size class (`align.ground`). Without ``--checkpoint`` only the
+baselines and the recall (they need only the feature store). Records whose image is not in the store are
+skipped (counted). beta: ``--beta``, ``--beta-from snippets.summary.json``, or calibrated to ``--target-len``
+on the train split. Prints a table; ``--out`` writes the JSON (fractions 0..1).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from dvsa.align import loading
+from dvsa.align.ground import evaluate_grounding, format_grounding_table
+from dvsa.align.snippets import SnippetConfig
+from dvsa.data import catalog
+from dvsa.data.features import FeatureStore
+from dvsa.data.reader_args import dataset_kwargs
+from dvsa.data.records import select_split
+from dvsa.generate.pipeline.run_files import resolve_checkpoint
+from dvsa.scripts._args import (
+    add_checkpoint_arg,
+    add_device_arg,
+    nonneg_float,
+    parser,
+    positive_int,
+    unit_float,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("dvsa align ground", __doc__)
+    p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
+    p.add_argument("--dataset", required=True, help="dataset name in data.catalog (coco, flickr8k, ...)")
+    p.add_argument("--root", required=True, help="dataset root folder")
+    p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="reader keyword, e.g. entities=PATH for flickr8k")
+    p.add_argument("--split", default="all", help="split to evaluate (default: every record)")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N images of the split")
+    add_checkpoint_arg(p, "align", required=False, help="alignment checkpoint (without it: baselines only)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--beta", type=nonneg_float, default=None, help="fixed beta of eq. 12")
+    g.add_argument("--beta-from", default=None, help="a snippets summary JSON (dvsa align snippets) holding beta")
+    g.add_argument("--target-len", type=float, default=SnippetConfig.target_len,
+                   help="calibrate beta to this mean snippet length on the train split")
+    p.add_argument("--iou", type=unit_float, default=0.5, help="IoU a box needs with the ground truth to count")
+    p.add_argument("--batch-size", type=positive_int, default=SnippetConfig.batch_size)
+    add_device_arg(p, SnippetConfig.device)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+
+    all_records = catalog.load_dataset(args.dataset, args.root, **dataset_kwargs(args.dataset_arg))
+    records = all_records if args.split == "all" else select_split(all_records, args.split)
+    store = FeatureStore(args.store)
+    records = [r for r in records if r.id in store] if args.limit is None else records
+    if args.limit is not None:
+        records = records[: args.limit]
+    model = vocab = beta = None
+    how = None
+    if args.checkpoint:
+        model, vocab, _ = loading.load_model(str(resolve_checkpoint(args.checkpoint, "align")), args.device)
+        split = "train" if args.split == "all" else args.split
+        beta, how = loading.resolve_beta(model, vocab, store, all_records, split, args.beta, args.beta_from,
+                                         args.target_len, args.device)
+    res = evaluate_grounding(model, vocab, store, records, beta, iou=args.iou, batch_size=args.batch_size,
+                             device=args.device)
+    res["beta_source"] = how
+    print(f"{args.dataset} {args.split}: " + (f"beta {beta:.4g} ({how})" if model is not None else
+                                            "baselines only (no --checkpoint)"))
+    print(format_grounding_table(res))
+    if res["n_missing_images"]:
+        print(f"warning: {res['n_missing_images']} images are not in the store and were skipped", file=sys.stderr)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run = {"checkpoint": args.checkpoint, "store": args.store, "dataset": args.dataset, "root": args.root,
+               "dataset_args": args.dataset_arg, "split": args.split, "limit": args.limit, **res}
+        out.write_text(json.dumps(run, indent=2))
+        print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
