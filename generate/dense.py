@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from dvsa.align.regions.images import ImageError, load_rgb
+from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import ImageRecord
 from dvsa.generate.decode import decode
 from dvsa.generate.densecap_eval import box_iou
@@ -69,18 +70,21 @@ class DenseConfig:
 
 
 def caption_inputs(model, vocab, feats: np.ndarray, beam: int, max_len: int, length_norm: float = 0.0,
-                   batch: int = 256) -> list[tuple[str, float, int]]:
+                   batch: int = 256, progress: bool = False) -> list[tuple[str, float, int]]:
     """Best caption of every input row: feats float [N, Din] -> N (caption text, logprob, n_tokens).
 
     beam 1 is greedy decoding (exactly: beam search with one beam); logprob includes END when the caption ended.
-    Decoded by `generate.decode.decode`.
+    Decoded by `generate.decode.decode`. `progress`: a bar over the rows (`dvsa.data.progress`).
     """
     device = next(model.parameters()).device
     out = []
+    bar = progress_bar(total=len(feats), desc="captions", unit="caption", enabled=progress)
     for s in range(0, len(feats), batch):
         x = torch.as_tensor(np.asarray(feats[s : s + batch], np.float32), device=device)
         hyps = decode(model, x, "beam", beam, max_len, length_norm)
         out += [(" ".join(vocab.decode(toks)), float(lp), len(toks)) for toks, lp in hyps]
+        bar.update(len(x))
+    bar.close()
     return out
 
 
@@ -132,7 +136,8 @@ def _regions_of(source, item, root: str | None):
 
 
 def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig | None = None, *,
-                   root: str | None = None, failed: list | None = None, log=None, box_scorer=None, **overrides):
+                   root: str | None = None, failed: list | None = None, log=None, box_scorer=None,
+                   progress: bool = True, **overrides):
     """Dense captions of images.
 
     model, vocab, gen_cfg: a generator (`generate.train.load_generator`); source: a `RegionEncoder` (images are
@@ -140,6 +145,7 @@ def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig
     ImageRecords in it). `overrides` set DenseConfig fields (beam=, top=, max_len= ...). An image that cannot be
     read is reported (to `log`, default stderr, and appended to `failed` as {"image_id", "path", "reason"})
     and skipped. `box_scorer`: an `align.boxscore.BoxScorer` whose score joins the caption's (module doc).
+    `progress`: a progress bar over the images (`dvsa.data.progress`; none for a single image).
     Returns a list of per-image results (module doc); a single image (not a list) gives one result.
     """
     cfg = resolve_config(dense_cfg, gen_cfg, **overrides)
@@ -147,7 +153,8 @@ def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig
     items = [images] if single else list(images)
     say = log or (lambda m: print(m, file=sys.stderr))
     results = []
-    for item in items:
+    for item in progress_bar(items, total=len(items), desc="dense captions", unit="img",
+                             enabled=progress and not single):
         try:
             image_id, path, (w, h), boxes, feats, image = _regions_of(source, item, root)
         except (ImageError, KeyError) as e:

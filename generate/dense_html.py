@@ -1,7 +1,9 @@
 """A self-contained HTML page of dense captions: each image inline (base64), its boxes drawn in colours over it
 (SVG in the image's pixel coordinates) and a numbered list of the captions in the same colours.
 
-    write_dense_html(results, "dense.html")      # results from generate.dense.dense_captions
+    write_dense_html(doc, "dense.html")          # a DenseCap results document (generate.formats, dvsa dense)
+    write_dense_html(results, "dense.html")      # or the results of generate.dense.dense_captions
+    write_dense_html(read_densecap_results("dense.json"), "dense.html")   # a file dvsa dense wrote
 
 An image whose file cannot be read (or that has no path, e.g. results from a feature store of moved images)
 is drawn as a grey canvas of its size, so the page is still written.
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from dvsa.align.regions.images import load_rgb
 from dvsa.data.io import atomic_write_text
+from dvsa.generate.formats import from_densecap_results
 
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
            "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075", "#ffe119", "#a9a9a9")
@@ -64,9 +67,15 @@ def _figure(res: dict, max_side: int) -> str:
     return (f'<div class="img"><h3>{name}{note}</h3>{"".join(parts)}<ol>{"".join(items)}</ol></div>')
 
 
-def dense_html(results: list[dict], title: str = "Dense captions", max_side: int = 512,
+def dense_html(results, title: str = "Dense captions", max_side: int = 512,
                failed: list[dict] | None = None) -> str:
-    """The page as a string (see module doc); `failed` images are listed at the end with their reasons."""
+    """The page as a string (see module doc) of a DenseCap results document (its ``opt.failed`` listed unless
+    `failed` is given) or of a list of `dense_captions` results; `failed` images are listed at the end with their
+    reasons."""
+    if isinstance(results, dict):
+        if failed is None:
+            failed = (results.get("opt") or {}).get("failed")
+        results = from_densecap_results(results)
     figs = "\n".join(_figure(r, max_side) for r in results)
     bad = ""
     if failed:
@@ -91,6 +100,6 @@ word).</p>
 """
 
 
-def write_dense_html(results: list[dict], path: str | os.PathLike, **kw) -> Path:
+def write_dense_html(results, path: str | os.PathLike, **kw) -> Path:
     """Write `dense_html(results, **kw)` to `path` (atomically); returns the path."""
     return atomic_write_text(path, dense_html(results, **kw))

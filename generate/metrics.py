@@ -22,7 +22,8 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from dvsa.data.io import atomic_write_json
+from dvsa.generate import formats
+from dvsa.generate.formats import to_coco_results
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
@@ -333,17 +334,14 @@ def format_table(rows: dict[str, dict], scale: float = 100.0) -> str:
 
 
 def coco_results(res: dict[str, str]) -> list[dict]:
-    """{image_id: caption} -> COCO results format [{"image_id", "caption"}] (int ids where they are ints)."""
-    out = []
-    for k, cap in res.items():
-        iid = int(k) if isinstance(k, str) and k.isdigit() and str(int(k)) == k else k
-        out.append({"image_id": iid, "caption": cap})
-    return out
+    """{image_id: caption} -> COCO results format [{"image_id", "caption"}]: `generate.formats.to_coco_results`,
+    the function ``dvsa caption`` writes with (COCO and integer ids as ints, other ids as they are)."""
+    return to_coco_results(res)
 
 
 def write_coco_results(path: str | os.PathLike, res: dict[str, str]) -> Path:
-    """Write `coco_results(res)` as JSON to `path` (atomically); returns the path."""
-    return atomic_write_json(path, coco_results(res), indent=None)
+    """Write `coco_results(res)` as JSON to `path` (atomically; `generate.formats.write_coco_results`)."""
+    return formats.write_coco_results(path, res)
 
 
 def references_of(records: Iterable, key=lambda r: r.id) -> dict[str, list[str]]:

@@ -23,6 +23,7 @@ from dvsa.generate.dense import (
 )
 from dvsa.generate.dense_html import dense_html, write_dense_html
 from dvsa.generate.densecap_eval import box_iou, densecap_evaluate, exact_match_scorer
+from dvsa.generate.formats import read_densecap_results
 from PIL import Image
 
 torch.set_num_threads(1)
@@ -106,7 +107,7 @@ def test_nms_drops_near_duplicates_of_better_regions(store):
     boxes = [[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [0, 0, 10, 40], [21, 20, 30, 30]]
     assert nms(boxes, 0.3) == [0, 2, 3]  # IoU(1, 0) = 0.91, IoU(4, 2) = 0.9; IoU(3, 0) = 0.25 is kept
     assert nms(boxes, 0.95) == [0, 1, 2, 3, 4] and nms([], 0.3) == []
-    st, images = store
+    st, _ = store
     every = dense_captions(OneWordModel(8), vocab(), Gen(), st, ["a", "b"], top=0, nms_iou=None)
     kept = dense_captions(OneWordModel(8), vocab(), Gen(), st, ["a", "b"], top=0)  # default: DenseCap's 0.3
     for e, k in zip(every, kept):
@@ -185,6 +186,7 @@ def test_cli_dense_end_to_end(tmp_path, capsys):
     from dense_fakes import tiny_checkpoint
     from dvsa.align.regions.config import RegionConfig
     from dvsa.align.regions.encoder import RegionEncoder
+    from dvsa.scripts.cli import main as dvsa
     from dvsa.scripts.dense import main
 
     enc = RegionEncoder.from_config(RegionConfig(pretrained=False, max_boxes=4, progress=False))
@@ -202,18 +204,21 @@ def test_cli_dense_end_to_end(tmp_path, capsys):
     rc = main(["--checkpoint", str(ck), "--images", str(d), "--out", str(out), "--html", str(page), "--beam", "2",
                "--top", "3"])
     assert rc == 0
-    res = json.loads(out.read_text())
-    assert [r["image_id"] for r in res["images"]] == ["one", "two"]
-    assert [f["image_id"] for f in res["failed"]] == ["zbad"] and "zbad.png" in capsys.readouterr().err
-    assert res["config"]["beam"] == 2 and res["config"]["max_len"] == 6  # the generator's max_len
-    for r in res["images"]:
-        assert 1 <= len(r["regions"]) <= 3
-        scores = [x["score"] for x in r["regions"]]
-        assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)
-        for x in r["regions"]:
-            x1, y1, x2, y2 = x["box"]
-            assert 0 <= x1 < x2 <= r["width"] and 0 <= y1 < y2 <= r["height"]
-            assert all(w in vocab().itos for w in x["caption"].split())
+    doc = json.loads(out.read_text())  # DenseCap's results.json layout
+    assert set(doc) == {"results", "opt"}
+    assert [r["img_name"] for r in doc["results"]] == ["one.png", "two.png"]
+    assert all(set(r) == {"img_name", "boxes", "captions", "scores"} for r in doc["results"])
+    assert [f["image_id"] for f in doc["opt"]["failed"]] == ["zbad"] and "zbad.png" in capsys.readouterr().err
+    assert doc["opt"]["beam"] == 2 and doc["opt"]["max_len"] == 6  # the generator's max_len
+    assert doc["opt"]["top"] == 3 and doc["opt"]["checkpoint"] == str(ck) and doc["opt"]["box_scorer"] is None
+    for r, (w, h) in zip(doc["results"], [(72, 64), (64, 80)]):
+        assert 1 <= len(r["boxes"]) <= 3 and len(r["captions"]) == len(r["scores"]) == len(r["boxes"])
+        assert r["scores"] == sorted(r["scores"], reverse=True) and all(s <= 0 for s in r["scores"])
+        for x, y, bw, bh in r["boxes"]:  # x, y, w, h in the image's pixels
+            assert 0 <= x and 0 <= y and bw > 0 and bh > 0 and x + bw <= w and y + bh <= h
+        assert all(t in vocab().itos for c in r["captions"] for t in c.split())
+    back = read_densecap_results(out)
+    assert [(r["image_id"], r["width"], r["height"]) for r in back] == [("one", 72, 64), ("two", 64, 80)]
     html = page.read_text()
     assert html.count("data:image/jpeg;base64,") == 2 and "zbad.png" in html
     # with a box scorer of the encoder's features: every region carries its box score
@@ -222,14 +227,15 @@ def test_cli_dense_end_to_end(tmp_path, capsys):
     save_box_scorer(tmp_path / "bs.pt", BoxScorer(enc.dim, BoxScoreConfig()))
     assert main(["--checkpoint", str(ck), "--images", str(d), "--out", str(out), "--top", "3",
                  "--box-scorer", str(tmp_path / "bs.pt")]) == 0
-    res = json.loads(out.read_text())
-    assert res["config"]["box_weight"] == 1.0
-    assert all(x["box_score"] == 0.0 for r in res["images"] for x in r["regions"])  # an all-zero scorer
+    doc = json.loads(out.read_text())
+    assert doc["opt"]["box_weight"] == 1.0 and doc["opt"]["box_scorer"] == str(tmp_path / "bs.pt")
+    # an all-zero scorer: every score gets box_weight * log sigmoid(0) = -log 2
+    assert all(s <= -np.log(2) + 1e-9 for r in doc["results"] for s in r["scores"])
     save_box_scorer(tmp_path / "bs3.pt", BoxScorer(3, BoxScoreConfig()))
-    assert main(["--checkpoint", str(ck), "--images", str(d), "--out", str(out),
-                 "--box-scorer", str(tmp_path / "bs3.pt")]) == 2
+    assert dvsa(["dense", "--checkpoint", str(ck), "--images", str(d), "--out", str(out),
+                 "--box-scorer", str(tmp_path / "bs3.pt")]) in (1, 2)
     assert "fitted on 3-dim features" in capsys.readouterr().err
     # a checkpoint whose features were not made by the region encoder cannot featurise new images
     bad = tiny_checkpoint(tmp_path / "bad.pt", vocab(), enc.dim, {"dim": enc.dim, "producer": "elsewhere"})
-    assert main(["--checkpoint", str(bad), "--images", str(d), "--out", str(out)]) == 2
+    assert dvsa(["dense", "--checkpoint", str(bad), "--images", str(d), "--out", str(out)]) in (1, 2)
     assert "cannot be rebuilt" in capsys.readouterr().err

@@ -44,10 +44,9 @@ def test_caption_command_on_a_trained_toy(tmp_path, monkeypatch, capsys):
     (imgs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     out = tmp_path / "caps.json"
     assert caption_cli.main(["--checkpoint", str(ckpt), "--images", str(imgs), "--out", str(out), "--beam", "3"]) == 0
-    res = json.loads(out.read_text())
-    got = {c["image_id"]: c["caption"] for c in res["captions"]}
-    assert got == want
-    assert [f["path"].endswith("broken.jpg") for f in res["failed"]] == [True]
+    res = json.loads(out.read_text())  # COCO results: a list of {image_id, caption}, nothing else by default
+    got = {c["image_id"]: c["caption"] for c in res}
+    assert got == want and all(set(c) == {"image_id", "caption"} for c in res)
     printed = capsys.readouterr()
     assert "red_circle.png\ta red circle on the grass" in printed.out and "broken.jpg" in printed.err
 
@@ -76,14 +75,90 @@ def test_caption_command_with_the_real_encoder(tmp_path):
                            str(tmp_path / "missing.png"), "--out", str(out), "--max-len", "4", "--quiet"])
     assert rc == 0
     res = json.loads(out.read_text())
-    assert [c["image_id"] for c in res["captions"]] == ["x", "y"] and res["beam"] == 2
-    assert len(res["failed"]) == 1 and "missing.png" in res["failed"][0]["path"]
+    assert [c["image_id"] for c in res] == ["x", "y"]
 
 
 def test_caption_command_refuses_a_store_it_cannot_rebuild(tmp_path, capsys):
     recs, store, _ = make_toy(tmp_path, n=10)
     ckpt = train_generator(small(epochs=0), store, recs, tmp_path / "run", progress=False, log=lambda *a: None)
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    rc = caption_cli.main(["--checkpoint", str(ckpt), "--images", str(tmp_path / "a.png"), "--out",
-                           str(tmp_path / "c.json")])
-    assert rc == 2 and "cannot be rebuilt" in capsys.readouterr().err
+    from dvsa.scripts.cli import main as dvsa
+
+    rc = dvsa(["caption", "--checkpoint", str(ckpt), "--images", str(tmp_path / "a.png"), "--out",
+               str(tmp_path / "c.json")])
+    assert rc == 1 and "cannot be rebuilt" in capsys.readouterr().err  # a checkpoint fault: exit 1
+
+
+def _coco_eval(coco, res_file, monkeypatch):
+    """pycocoevalcap's own COCOEvalCap over `res_file`; SPICE (which downloads Stanford CoreNLP) is left out, and
+    without Java the PTB tokenizer and METEOR too (a Python tokenizer stands in)."""
+    import pycocoevalcap.eval as cocoeval
+    from dvsa.generate.metrics import find_java, simple_ptb_tokenize
+
+    class Skipped:
+        def __init__(self, name):
+            self.name = name
+
+        def method(self):
+            return self.name
+
+        def compute_score(self, gts, res):
+            return 0.0, [0.0] * len(gts)
+
+    monkeypatch.setattr(cocoeval, "Spice", lambda: Skipped("SPICE"))
+    if find_java() is None:
+        class PythonTokenizer:
+            def tokenize(self, caps):
+                return {k: [simple_ptb_tokenize(c["caption"]) for c in v] for k, v in caps.items()}
+
+        monkeypatch.setattr(cocoeval, "PTBTokenizer", PythonTokenizer)
+        monkeypatch.setattr(cocoeval, "Meteor", lambda: Skipped("METEOR"))
+    ev = cocoeval.COCOEvalCap(coco, coco.loadRes(str(res_file)))
+    ev.evaluate()
+    return ev.eval
+
+
+def test_caption_output_is_read_by_pycocotools_and_pycocoevalcap(tmp_path, monkeypatch, capsys):
+    """COCO-named images get their COCO integer ids; the file loads with COCO.loadRes (with and without
+    --extras) and COCOEvalCap scores it against a COCO annotation file of the same images."""
+    from pycocotools.coco import COCO
+
+    recs, store, _ = make_toy(tmp_path)
+    ckpt = train_generator(small(), store, recs, tmp_path / "run", progress=False, log=lambda *a: None)
+    monkeypatch.setattr(caption_cli, "make_encoder", lambda meta, device: ColourEncoder())
+    imgs = tmp_path / "coco"
+    imgs.mkdir()
+    images, anns = [], []
+    for c, colour in enumerate(COLORS):
+        for s, shape in enumerate(SHAPES):
+            iid = 391895 + 10 * c + s
+            name = f"COCO_val2014_{iid:012d}.jpg" if s == 0 else f"{iid:012d}.jpg"  # 2014 and 2017 names
+            size = (40, 20) if s == 0 else (20, 40)
+            Image.new("RGB", size, RGB[colour]).save(imgs / name, quality=95)
+            images.append({"id": iid, "file_name": name, "width": size[0], "height": size[1]})
+            for k, ref in enumerate([" ".join(caption(c, s)), f"a {colour} {shape}"]):
+                anns.append({"id": len(anns) + 1, "image_id": iid, "caption": ref})
+    ann_file = tmp_path / "captions_val.json"
+    ann_file.write_text(json.dumps({"info": {}, "licenses": [], "type": "captions", "images": images,
+                                    "annotations": anns}))
+    coco = COCO(str(ann_file))
+    out = tmp_path / "caps.json"
+    assert caption_cli.main(["--checkpoint", str(ckpt), "--images", str(imgs), "--out", str(out), "--beam", "3",
+                             "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert sorted(r["image_id"] for r in res) == sorted(i["id"] for i in images)
+    assert all(set(r) == {"image_id", "caption"} and isinstance(r["image_id"], int) for r in res)
+    loaded = coco.loadRes(str(out))
+    assert sorted(loaded.getImgIds()) == sorted(i["id"] for i in images)
+    scores = _coco_eval(coco, out, monkeypatch)
+    assert scores["Bleu_4"] > 0.9 and scores["ROUGE_L"] > 0.9 and scores["CIDEr"] > 1.0  # captions = references
+    # --extras: per-image keys added to each entry; still COCO results
+    assert caption_cli.main(["--checkpoint", str(ckpt), "--images", str(imgs), "--out", str(out), "--beam", "3",
+                             "--quiet", "--extras"]) == 0
+    extra = json.loads(out.read_text())
+    assert [(r["image_id"], r["caption"]) for r in extra] == [(r["image_id"], r["caption"]) for r in res]
+    for r in extra:
+        assert set(r) == {"image_id", "caption", "file_name", "path", "logprob", "score", "candidates"}
+        assert r["candidates"][0] == {"caption": r["caption"], "logprob": r["logprob"]}
+        assert 1 <= len(r["candidates"]) <= 3 and r["logprob"] <= r["score"] <= 0
+    assert len(coco.loadRes(str(out)).getImgIds()) == len(images)
