@@ -30,6 +30,7 @@ from collections import Counter, defaultdict
 import torch
 from dvsa.align.mrf import chain_mrf, snippet_counts
 from dvsa.align.snippets import PairBatch, score_pairs, sentence_pairs
+from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import ImageRecord, Phrase
 from dvsa.data.synthetic_text import word_groups
 from torchvision.ops import box_iou
@@ -157,7 +158,7 @@ def grounded_records(records: list[ImageRecord]) -> list[ImageRecord]:
 
 def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: float, *, iou: float = 0.5,
                        stopwords: frozenset[str] = STOPWORDS, batch_size: int = 256, device: str = "cpu",
-                       sweep: tuple[float, ...] = (), groups: dict | None = None) -> dict:
+                       sweep: tuple[float, ...] = (), groups: dict | None = None, progress: bool = True) -> dict:
     """Word and phrase grounding of the MRF at `beta` and of the per-word argmax (beta = 0) on `records`.
 
     Every sentence of every record that has a phrase (and whose image is in `store`) is aligned; the scores
@@ -167,7 +168,7 @@ def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: fl
     phrase_accuracy_by_label_argmax, word_accuracy_by_group, word_accuracy_by_group_argmax, n_words_by_group,
     sweep}; `groups` ({name: words}) asks for the content-word accuracy per group of words; `sweep` lists {beta,
     word_accuracy, phrase_accuracy, mean_snippet_len} for each extra beta asked for (to see how the gain of the
-    MRF depends on beta).
+    MRF depends on beta). `progress`: a bar over the sentences (`dvsa.data.progress`).
     """
     grounded = grounded_records(records)
     if not any(phrase_boxes(r, p) for r in grounded for p in r.phrases):
@@ -176,9 +177,12 @@ def evaluate_alignment(model, vocab, store, records: list[ImageRecord], beta: fl
     pairs = sentence_pairs(grounded, store, missing)
     betas = [float(beta), 0.0] + [float(b) for b in sweep]
     evals = [AlignmentEvaluator(iou, stopwords, groups) for _ in betas]
+    bar = progress_bar(total=len(pairs), desc="grounding", unit="sent", enabled=progress)
     for batch in score_pairs(model, vocab, store, pairs, batch_size, device):
         for b, ev in zip(betas, evals):
             ev.process(batch, chain_mrf(batch.unary, batch.lengths, batch.region_mask, b).assign)
+        bar.update(len(batch.records))
+    bar.close()
     out = evals[0].evaluate()
     base = evals[1].evaluate()
     rows = []

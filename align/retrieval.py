@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from dvsa.align.model import lengths_mask
 from dvsa.align.scores import image_sentence_scores_packed
+from dvsa.data.progress import progress as progress_bar
 
 RECALLS = (1, 5, 10)
 PROTOCOLS = ("1k", "5k", "coco1k", "all")
@@ -177,38 +178,44 @@ def embed_sentences(model, token_lists, batch: int = 512, device="cpu") -> tuple
 
 @torch.inference_mode()
 def score_collection(model, store, image_ids, token_lists, kind: str | None = None, device="cpu",
-                     sentence_block: int = 2048, chunk: int = 1 << 24) -> torch.Tensor:
+                     sentence_block: int = 2048, chunk: int = 1 << 24, progress: bool = True,
+                     desc: str = "scoring") -> torch.Tensor:
     """Scores of every image against every sentence: float [N, S] on the CPU.
 
     Sentences are embedded and scored `sentence_block` at a time, so memory holds the image embeddings and
-    one block of words.
+    one block of words. `progress`: a bar over the sentences (`dvsa.data.progress`), labelled `desc`.
     """
     kind = kind or model.cfg.score
     v, rmask = embed_images(model, store, image_ids, device=device)
     cols = []
+    bar = progress_bar(total=len(token_lists), desc=desc, unit="sent", enabled=progress)
     for j in range(0, len(token_lists), sentence_block):
         words, counts = embed_sentences(model, token_lists[j : j + sentence_block], device=device)
         cols.append(image_sentence_scores_packed(v, rmask, words, counts, kind=kind, chunk=chunk,
                                                  norm=model.cfg.score_norm).cpu())
+        bar.update(len(counts))
+    bar.close()
     return torch.cat(cols, 1) if cols else torch.zeros(len(image_ids), 0)
 
 
 def evaluate_retrieval(model, store, records, vocab, protocol: str = "1k", sentences_per_image: int | None = 5,
-                       kind: str | None = None, device="cpu") -> dict:
+                       kind: str | None = None, device="cpu", progress: bool = True) -> dict:
     """Retrieval metrics of a model on `records` (one split) whose images are in `store`.
 
     Returns {"annotation": {...}, "search": {...}, "rsum", "protocol", "folds": [...per fold...],
-    "n_images", "n_sentences", "missing_images"} with recalls in percent.
+    "n_images", "n_sentences", "missing_images"} with recalls in percent. `progress`: a bar per fold's scoring.
     """
     ids, tokens, owner, _ = eval_items(records, store, vocab, sentences_per_image, model.cfg.max_words)
     folds = protocol_folds(len(ids), protocol)
     if not ids:
         raise ValueError("no evaluation image has features in the store")
     results = []
-    for fold in folds:
+    for f, fold in enumerate(folds):
         keep = np.isin(owner, np.asarray(fold))
         fold_tokens = [t for t, k in zip(tokens, keep) if k]
-        scores = score_collection(model, store, [ids[i] for i in fold], fold_tokens, kind=kind, device=device)
+        desc = f"retrieval fold {f + 1}/{len(folds)}" if len(folds) > 1 else "retrieval"
+        scores = score_collection(model, store, [ids[i] for i in fold], fold_tokens, kind=kind, device=device,
+                                  progress=progress, desc=desc)
         results.append(retrieval_metrics(scores, owner[keep] - fold.start))
     out = average_metrics(results)
     n = len(folds[0])

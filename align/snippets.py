@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 from dvsa.align.mrf import chain_mrf, runs, snippet_counts
-from dvsa.data.io import atomic_open
+from dvsa.data.io import atomic_open, check_writable
+from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import DataError, ImageRecord, Sentence
-from tqdm import tqdm
 
 SNIPPET_KEYS = ("image_id", "sentence_id", "start", "end", "text", "region", "box", "score")
 
@@ -246,6 +246,7 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
     whole_image_fraction (snippets on row 0, the whole image), missing_images (ids absent from the store).
     """
     cfg = cfg or SnippetConfig()
+    check_writable(out, "file")  # before the calibration and scoring, not after them
     beta, calib_len = snippet_beta(model, vocab, store, calib_records or records, cfg)
     summary: dict = {"beta": beta, "target_len": None if calib_len is None else cfg.target_len,
                      "calib_len": calib_len}
@@ -254,9 +255,7 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
     out = Path(out)
     words = snips = sentences = whole = 0
     hist: Counter[int] = Counter()  # snippets by length in words
-    bar = None
-    if progress:
-        bar = tqdm(total=len(pairs), unit="sent", desc="snippets")
+    bar = progress_bar(total=len(pairs), desc="snippets", unit="sent", enabled=progress)
     with atomic_open(out) as f:  # the file appears whole, or not at all
         for batch in score_pairs(model, vocab, store, pairs, cfg.batch_size, cfg.device):
             res = chain_mrf(batch.unary, batch.lengths, batch.region_mask, beta)
@@ -266,10 +265,8 @@ def write_snippets(model, vocab, store, records: list[ImageRecord], out: str | o
                 whole += d["region"] == 0
             w, s = snippet_counts(res.assign, batch.lengths)
             words, snips, sentences = words + w, snips + s, sentences + int((batch.lengths > 0).sum())
-            if bar is not None:
-                bar.update(len(batch.records))
-    if bar is not None:
-        bar.close()
+            bar.update(len(batch.records))
+    bar.close()
     summary.update(mean_snippet_len=words / snips if snips else 0.0, n_snippets=snips, n_sentences=sentences,
                    n_words=words, length_hist={str(n): hist[n] for n in sorted(hist)},
                    whole_image_fraction=whole / snips if snips else 0.0, missing_images=missing)

@@ -28,13 +28,17 @@ from dvsa.align.model import AlignConfig, AlignmentModel, lengths_mask
 from dvsa.align.retrieval import evaluate_retrieval
 from dvsa.align.scores import image_sentence_scores
 from dvsa.data import training
-from dvsa.data.checkpoint import load_checkpoint, save_checkpoint
+from dvsa.data.checkpoint import config_from, load_checkpoint, save_checkpoint
 from dvsa.data.features import FeatureStore
+from dvsa.data.io import check_writable
+from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import select_split
 from dvsa.data.text import Vocabulary
-from tqdm import tqdm
 
 KIND = "align"
+# keys a checkpoint must hold to rebuild the model (load_alignment) and to resume training (last.pt)
+MODEL_KEYS = ("model", "config", "vocab", "feat_dim")
+RESUME_KEYS = (*MODEL_KEYS, "words_trained", "optimizer", "epoch", "step", "rng", "best", "bad_epochs", "history")
 # Fields that may change when a run is resumed (they do not change what was learnt so far).
 RESUMABLE_CHANGES = {"epochs", "patience", "val_images"}
 
@@ -88,8 +92,8 @@ def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int,
     model.train()
     batches = epoch_batches(len(pairs), cfg.batch_size, epoch, cfg.seed)
     rank, world = dist.rank(), dist.world_size()
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0,
-               dynamic_ncols=True, leave=False)
+    bar = progress_bar(batches, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       enabled=progress and rank == 0)
     total, n_pairs, t0 = 0.0, 0, time.perf_counter()
     for step, idx in enumerate(bar):
         batch = collate(pairs, rank_slice(idx, rank, world), store)
@@ -136,7 +140,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
     Returns a summary dict (pairs, skipped sentences, best epoch and metrics, history).
     """
     cfg = cfg or AlignConfig()
-    out = Path(out_dir)
+    out = check_writable(Path(out_dir), "dir")  # fail now, not after the first epoch
     out.mkdir(parents=True, exist_ok=True)
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     device = training.setup_device(device)  # joins the torchrun group (nccl on CUDA, gloo on the CPU) if needed
@@ -145,7 +149,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
 
     train_recs = select_split(records, "train")
     last_path = out / "last.pt"
-    ck = load_checkpoint(last_path, kind=KIND) if resume and last_path.is_file() else None
+    ck = load_checkpoint(last_path, kind=KIND, required=RESUME_KEYS) if resume and last_path.is_file() else None
     if ck is not None:
         training.check_resumable(ck["config"], asdict(cfg), RESUMABLE_CHANGES, last_path)
         vocab = Vocabulary.from_dict(ck["vocab"])
@@ -190,7 +194,8 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
         row = {"epoch": epoch + 1, "lr": learning_rate(cfg, epoch), **stats}
         improved = True
         if val_records:
-            m = evaluate_retrieval(model, store, val_records, vocab, protocol="all", device=device)
+            m = evaluate_retrieval(model, store, val_records, vocab, protocol="all", device=device,
+                                   progress=progress and main)
             row["val"] = {d: m[d] for d in ("annotation", "search")} | {"rsum": m["rsum"]}
             improved = best is None or m["rsum"] > best["rsum"]
             if improved:
@@ -203,7 +208,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
             save_checkpoint(last_path, ck_now)
             if improved:
                 save_checkpoint(out / "model.pt", ck_now)
-            training.write_history(out, history)
+            training.write_history(out, history, title=f"alignment: {out.name}")
         dist.barrier()
     if stopped:
         say(f"early stop: no better validation R@K sum for {cfg.patience} epochs")
@@ -249,9 +254,9 @@ def _epoch_line(row: dict) -> str:
 
 def load_alignment(path, device="cpu") -> tuple[AlignmentModel, Vocabulary, AlignConfig]:
     """(model in eval mode, vocabulary, config) from a checkpoint written by `train_alignment`."""
-    ck = load_checkpoint(path, kind=KIND, map_location="cpu")
-    cfg = AlignConfig.from_dict(ck["config"])
-    vocab = Vocabulary.from_dict(ck["vocab"])
+    ck = load_checkpoint(path, kind=KIND, required=MODEL_KEYS, map_location="cpu")
+    cfg = config_from(path, AlignConfig.from_dict, ck["config"])
+    vocab = config_from(path, Vocabulary.from_dict, ck["vocab"], "vocabulary")
     model = AlignmentModel(cfg, len(vocab), int(ck["feat_dim"]))
-    model.load_state_dict(ck["model"])
+    config_from(path, model.load_state_dict, ck["model"], "model")
     return model.to(device).eval(), vocab, cfg

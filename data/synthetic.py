@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from dvsa.data.io import atomic_write_json
+from dvsa.data.progress import progress as progress_bar
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from .synthetic_text import (
     BACKGROUND_WORDS,
@@ -372,7 +372,7 @@ def _is_complete(out: Path, cfg: SynthConfig) -> bool:
 
 
 def write_synthetic(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, *, force: bool = False,
-                    progress: bool = False, **overrides) -> Path:
+                    progress: bool = True, **overrides) -> Path:
     """Write the dataset of `cfg` (fields overridable by keyword: ``n_train=10, size=128``) into `out_dir`.
 
     A folder already holding the complete dataset of the same config is left as it is unless `force`; the
@@ -394,9 +394,7 @@ def write_synthetic(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, 
 
     images, gt_images = [], {}
     total = cfg.n_train + cfg.n_val + cfg.n_test
-    scenes = iter_scenes(cfg)
-    if progress:
-        scenes = tqdm(scenes, total=total, desc="synth", unit="img")
+    scenes = progress_bar(iter_scenes(cfg), total=total, desc="synth", unit="img", enabled=progress)
     sentid = 0
     for imgid, (image_id, split, scene, sents) in enumerate(scenes):
         Image.fromarray(scene.pixels, "RGB").save(out / IMAGE_DIR / f"{image_id}.png")

@@ -9,17 +9,20 @@
 - numerics: `check_finite` (the loss of a step is a finite number, else FloatingPointError);
 - resume: `check_resumable` (a run continues only with the same settings, apart from `changeable` fields),
   `training_state` / `restore_training_state` (model, optimizer, epoch, step and RNG in a checkpoint payload);
-- run files: `write_config` / `write_history` (config.json, history.json), atomic through `dvsa.data.io`.
+- run files: `write_config` / `write_history` (config.json, history.json, and history.json drawn as curves.png by
+  `dvsa.data.curves`), atomic through `dvsa.data.io`.
 """
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 from dvsa.data.checkpoint import rng_state, set_rng_state
+from dvsa.data.curves import plot_history
 from dvsa.data.distributed import (
     init_process_group,
     is_distributed,
@@ -154,5 +157,13 @@ def write_config(out_dir: str | os.PathLike, config: dict) -> Path:
     return atomic_write_json(Path(out_dir) / "config.json", config, indent=2)
 
 
-def write_history(out_dir: str | os.PathLike, history: list) -> Path:
-    return atomic_write_json(Path(out_dir) / "history.json", history, indent=2)
+def write_history(out_dir: str | os.PathLike, history: list, title: str | None = None) -> Path:
+    """history.json, and its curves drawn as curves.png beside it (`dvsa.data.curves.plot_history`, titled
+    `title`, default the folder's name). A picture that cannot be drawn is a warning, never a failed run."""
+    out = atomic_write_json(Path(out_dir) / "history.json", history, indent=2)
+    try:
+        plot_history(history, Path(out_dir) / "curves.png", Path(out_dir).name if title is None else title)
+    except Exception as e:  # the curves are a view of history.json: training goes on without them
+        warnings.warn(f"{Path(out_dir) / 'curves.png'}: training curves not drawn ({type(e).__name__}: {e})",
+                      RuntimeWarning, stacklevel=2)
+    return out

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 from dvsa.data.io import atomic_save_npy, atomic_write_json
+from dvsa.data.progress import progress as progress_bar
 from gensim.models import KeyedVectors, Word2Vec
+from gensim.models.callbacks import CallbackAny2Vec
 
 from .catalog import load_dataset
 from .records import DataError, select_split
@@ -95,14 +97,31 @@ def _stable_hash(s: str) -> int:
     return zlib.crc32(s.encode("utf-8"))
 
 
-def train_word2vec(sentences: Iterable[list[str]], cfg: VectorsConfig | None = None):
-    """Word2Vec (CBOW) KeyedVectors trained on tokenised sentences; seeded, one worker, hence reproducible."""
+class _EpochBar(CallbackAny2Vec):
+    """A progress bar over Word2Vec's epochs (gensim calls it at the end of each)."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def on_epoch_end(self, model):
+        self.bar.update(1)
+
+
+def train_word2vec(sentences: Iterable[list[str]], cfg: VectorsConfig | None = None, progress: bool = True):
+    """Word2Vec (CBOW) KeyedVectors trained on tokenised sentences; seeded, one worker, hence reproducible.
+    `progress`: a bar over the epochs (`dvsa.data.progress`)."""
     cfg = cfg or VectorsConfig(train=True)
     sentences = [list(s) for s in sentences if s]
     if not sentences:
         raise ValueError("no sentences to train word vectors on")
-    model = Word2Vec(sentences=sentences, vector_size=cfg.dim, window=cfg.window, min_count=cfg.w2v_min_count,
-                     workers=1, seed=cfg.seed, epochs=cfg.epochs, hashfxn=_stable_hash)
+    bar = progress_bar(total=cfg.epochs, desc="word2vec", unit="epoch", enabled=progress)
+    try:
+        model = Word2Vec(sentences=sentences, vector_size=cfg.dim, window=cfg.window, min_count=cfg.w2v_min_count,
+                         workers=1, seed=cfg.seed, epochs=cfg.epochs, hashfxn=_stable_hash,
+                         callbacks=[_EpochBar(bar)])
+    finally:
+        bar.close()
     return model.wv
 
 

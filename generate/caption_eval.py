@@ -79,13 +79,15 @@ class CaptionEvalConfig:
 
 
 def caption_split(model, vocab, gen_cfg, store, records, beam: int, max_len: int | None = None,
-                  length_norm: float | None = None, batch: int = 256) -> tuple[dict[str, str], list[str]]:
-    """Full-frame captions of records in the store: ({image_id: caption}, [ids not in the store])."""
+                  length_norm: float | None = None, batch: int = 256,
+                  progress: bool = True) -> tuple[dict[str, str], list[str]]:
+    """Full-frame captions of records in the store: ({image_id: caption}, [ids not in the store]), with a
+    progress bar (`dvsa.data.progress`) unless not `progress`."""
     ids = [r.id for r in records if r.id in store]
     skipped = [r.id for r in records if r.id not in store]
     feats = full_frame_features(store, ids, gen_cfg.input)  # [N, Din]
     caps = caption_inputs(model, vocab, feats, beam, max_len or gen_cfg.max_len,
-                          gen_cfg.length_norm if length_norm is None else length_norm, batch)
+                          gen_cfg.length_norm if length_norm is None else length_norm, batch, progress=progress)
     return {i: c for i, (c, _, _) in zip(ids, caps)}, skipped
 
 

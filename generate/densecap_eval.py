@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from dvsa.data.progress import progress as progress_bar
 from torchvision.ops import box_iou as tv_box_iou
 
 IOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -189,12 +190,34 @@ def exact_match_scorer(candidates: list[str], references: list[list[str]]) -> li
 
 
 # ------------------------------------------------------------------------------------------------ evaluator
+SCORE_CHUNK = 2000  # caption pairs per scorer call when there are more (the progress bar's step)
+
+
+def _scored(score: Callable, cands: list[str], refs: list[list[str]], progress: bool = True):
+    """score(cands, refs), called `SCORE_CHUNK` pairs at a time when there are more (per-pair scores do not
+    depend on the other pairs of a call), with a progress bar."""
+    bar = progress_bar(total=len(cands), desc="caption scores", unit="pair", enabled=progress)
+    try:
+        if len(cands) <= SCORE_CHUNK:
+            vals = score(cands, refs)
+            bar.update(len(cands))
+            return vals
+        vals = []
+        for s in range(0, len(cands), SCORE_CHUNK):
+            vals += list(score(cands[s : s + SCORE_CHUNK], refs[s : s + SCORE_CHUNK]))
+            bar.update(len(cands[s : s + SCORE_CHUNK]))
+        return vals
+    finally:
+        bar.close()
+
+
 class DenseCapEvaluator:
     """detectron2-style evaluator: `reset()`, `process(inputs, outputs)` per batch, `evaluate()` at the end.
 
     inputs: list of {"image_id", "gt_boxes" [G, 4], "gt_captions" [G]} (raw ground truth, merged here);
     outputs: list of {"boxes" [P, 4], "scores" [P], "captions" [P]} (same order as inputs).
     scorer: caption scorer (see module doc); None = METEOR via Java, else `meteor_exact` with a warning.
+    progress: a bar over the caption scoring (`dvsa.data.progress`), which then goes `SCORE_CHUNK` pairs a call.
     """
 
     def __init__(
@@ -203,8 +226,10 @@ class DenseCapEvaluator:
         iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
         meteor_thresholds: Sequence[float] = METEOR_THRESHOLDS,
         merge_iou: float = MERGE_IOU,
+        progress: bool = True,
     ):
         self.scorer = scorer
+        self.progress = bool(progress)
         self.iou_thresholds = tuple(float(t) for t in iou_thresholds)
         self.meteor_thresholds = tuple(float(m) for m in meteor_thresholds)
         self.merge_iou = float(merge_iou)
@@ -264,13 +289,13 @@ class DenseCapEvaluator:
         refs = [self._refs[i] for i in idx]
         if self.scorer is not None:
             name = getattr(self.scorer, "name", None) or getattr(self.scorer, "__name__", type(self.scorer).__name__)
-            vals = self.scorer(cands, refs)
+            vals = _scored(self.scorer, cands, refs, self.progress)
         else:
             from dvsa.generate.metrics import JavaMissingError, MeteorScorer
 
             try:
                 with MeteorScorer() as m:
-                    vals, name = m.score_pairs(cands, refs), m.name
+                    vals, name = _scored(m.score_pairs, cands, refs, self.progress), m.name
             except JavaMissingError as e:
                 warnings.warn(f"{e}; dense captioning mAP uses meteor_exact (exact word matches only): "
                               "numbers are lower than with METEOR 1.5", RuntimeWarning, stacklevel=3)

@@ -25,10 +25,12 @@ import torch
 import torch.distributed as dist
 from dvsa.align.snippets import read_snippets
 from dvsa.data import training
-from dvsa.data.checkpoint import load_checkpoint, save_checkpoint
+from dvsa.data.checkpoint import config_from, load_checkpoint, save_checkpoint
 from dvsa.data.distributed import rank as process_rank
 from dvsa.data.distributed import world_size
 from dvsa.data.features import FeatureStore
+from dvsa.data.io import check_writable
+from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.data.text import Vocabulary
 from dvsa.generate.data import (
@@ -43,7 +45,6 @@ from dvsa.generate.data import (
 from dvsa.generate.decode import greedy
 from dvsa.generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias
 from pycocoevalcap.cider.cider import Cider
-from tqdm import tqdm
 
 # fields that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "beam", "max_len", "length_norm"}
@@ -68,17 +69,21 @@ def clip_gradients(cfg: GenConfig, params) -> None:
 
 # ---------------------------------------------------------------- validation
 def validation_cider(model: CaptionModel, data: CaptionData, vocab: Vocabulary, cfg: GenConfig,
-                     limit: int | None = None, batch: int = 256) -> tuple[float, dict[str, str]]:
+                     limit: int | None = None, batch: int = 256,
+                     progress: bool = True) -> tuple[float, dict[str, str]]:
     """Greedy captions of the first `limit` feature rows of `data`, scored by CIDEr against `data.refs`.
 
     Returns (CIDEr as pycocoevalcap computes it, {key: caption}).
     """
     n = len(data.keys) if not limit else min(limit, len(data.keys))
     res = {}
+    bar = progress_bar(total=n, desc="validation", unit="img", enabled=progress)
     for s in range(0, n, batch):
         feats = torch.from_numpy(data.feats[s : s + batch])
         for key, (toks, _) in zip(data.keys[s : s + batch], greedy(model, feats, cfg.max_len, cfg.min_len)):
             res[key] = " ".join(vocab.decode(toks))
+        bar.update(len(feats))
+    bar.close()
     keys = [k for k in data.keys[:n] if data.refs.get(k)]
     if not keys:
         return float("nan"), res
@@ -88,14 +93,19 @@ def validation_cider(model: CaptionModel, data: CaptionData, vocab: Vocabulary, 
 
 
 # ---------------------------------------------------------------- checkpoints
+# keys a checkpoint must hold to rebuild the model (load_generator) and to resume training (last.pt)
+MODEL_KEYS = ("model", "config", "vocab", "feat_dim")
+RESUME_KEYS = (*MODEL_KEYS, "optimizer", "epoch", "step", "rng", "best_cider", "bad_epochs", "history")
+
+
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, vocab, cfg, ck) from a generator checkpoint. ck["features"] is the feature-store meta
     the model was trained on (rebuild its encoder with `RegionEncoder.from_meta`)."""
-    ck = load_checkpoint(path, kind="generate")
-    cfg = GenConfig.from_dict(ck["config"])
-    vocab = Vocabulary.from_dict(ck["vocab"])
+    ck = load_checkpoint(path, kind="generate", required=MODEL_KEYS)
+    cfg = config_from(path, GenConfig.from_dict, ck["config"])
+    vocab = config_from(path, Vocabulary.from_dict, ck["vocab"], "vocabulary")
     model = CaptionModel(cfg, len(vocab), int(ck["feat_dim"]))
-    model.load_state_dict(ck["model"])
+    config_from(path, model.load_state_dict, ck["model"], "model")
     return model.to(device).eval(), vocab, cfg, ck
 
 
@@ -113,16 +123,16 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
     # the run's device, and the torchrun process group with its backend (nccl on CUDA only, gloo otherwise)
     device = training.setup_device(cfg.device)
     rank, world = process_rank(), world_size()
-    out = Path(out_dir)
+    out = check_writable(Path(out_dir), "dir")  # fail now, not after the first epoch
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(store, FeatureStore):
         store = FeatureStore(store)
     say = training.main_only(log)
 
     last = out / "last.pt"
-    ck = load_checkpoint(last, kind="generate") if resume and last.is_file() else None
+    ck = load_checkpoint(last, kind="generate", required=RESUME_KEYS) if resume and last.is_file() else None
     if ck is not None:
-        old = dataclasses.asdict(GenConfig.from_dict(ck["config"]))
+        old = dataclasses.asdict(config_from(last, GenConfig.from_dict, ck["config"]))
         training.check_resumable(old, dataclasses.asdict(cfg), RESUMABLE_CHANGES, last)
 
     # --- data and vocabulary
@@ -198,7 +208,7 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
         improved = True
         if rank == 0:
             if val is not None:
-                cider, _ = validation_cider(model, val, vocab, cfg, cfg.val_images)
+                cider, _ = validation_cider(model, val, vocab, cfg, cfg.val_images, progress=progress)
                 rec["val_cider"] = cider
                 improved = cider > best
                 best, bad = (cider, 0) if improved else (best, bad + 1)
@@ -210,7 +220,8 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
             save_checkpoint(last, ckpt)
             if improved:
                 save_checkpoint(out / "model.pt", ckpt)
-            training.write_history(out, history)
+            data_kind = "snippets" if snippets is not None else "full frame"
+            training.write_history(out, history, title=f"generator ({data_kind}): {out.name}")
         stop = epoch >= cfg.epochs or bool(cfg.patience and val is not None and bad >= cfg.patience)
         if world > 1:
             flag = torch.tensor([float(stop)], device=device)
@@ -243,7 +254,8 @@ def _train_epoch(net, model, opt, data: CaptionData, cfg: GenConfig, epoch: int,
     model.train()
     batches = epoch_batches(len(data), cfg.batch_size, cfg.seed, epoch, world)
     total_loss, total_tok, t0 = 0.0, 0, time.time()
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}", disable=not show, leave=False, dynamic_ncols=True)
+    bar = progress_bar(batches, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       enabled=show)
     params = [p for p in model.parameters() if p.requires_grad]
     for gb in bar:
         ntok = n_targets(data, gb)  # global target words of this batch

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
+from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import DataError
-from tqdm import tqdm
 
 FIELDS = ["image_id", "image_w", "image_h", "num_boxes", "boxes", "features"]
 
@@ -58,8 +58,8 @@ def import_bottomup(tsv: str | Path, out_dir: str | Path, dtype: str = "float32"
     """Write the TSV's images into the store at `out_dir` (created or resumed); returns the store."""
     writer = None
     n_new = 0
-    for image_id, w, h, boxes, feats in tqdm(read_bottomup_tsv(tsv), unit="img", desc="bottom-up",
-                                             disable=not progress, file=sys.stderr):
+    for image_id, w, h, boxes, feats in progress_bar(read_bottomup_tsv(tsv), desc="bottom-up", unit="img",
+                                                     enabled=progress):
         if writer is None:
             meta = {"producer": "bottomup", "dim": int(feats.shape[1]), "dtype": dtype, "whole_image_row": 0,
                     "whole_image": "mean of the region features", "box_format": "xyxy pixels of the original image"}

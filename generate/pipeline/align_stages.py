@@ -21,6 +21,11 @@ from dvsa.align.boxscore import (
     tight_box_rate,
 )
 from dvsa.align.examples import retrieval_examples
+from dvsa.align.ground import (
+    evaluate_grounding,
+    format_grounding_table,
+    has_boxed_phrases,
+)
 from dvsa.align.grounding import evaluate_alignment, word_groups_for
 from dvsa.align.model import AlignConfig
 from dvsa.align.regions import RegionConfig, RegionEncoder, extract_features
@@ -34,6 +39,7 @@ from dvsa.align.show import picture
 from dvsa.align.snippets import SnippetConfig, write_snippets
 from dvsa.align.train import load_alignment as load_alignment_checkpoint
 from dvsa.align.train import train_alignment
+from dvsa.data.features import FeatureStore
 from dvsa.data.text import Vocabulary
 from dvsa.data.vectors import (
     VectorsConfig,
@@ -64,14 +70,18 @@ def features(run) -> dict:
         if r.id not in seen:
             seen.add(r.id)
             records.append(r)
-    store = extract_features(records, run.out / "features", cfg, encoder=encoder)
+    failed_before = [f["id"] for f in FeatureStore(meta_path.parent).failed()] if meta_path.is_file() else []
+    store = extract_features(records, run.out / "features", cfg, encoder=encoder)  # retries failed_before
     run._stores.pop("features", None)
     failed = store.failed()
     for f in failed:
         run.log(f"  skipped image {f['id']} ({f['path']}): {f['reason']}")
+    n_recovered = sum(i in store for i in failed_before)
+    if failed_before:
+        run.log(f"  {n_recovered} of {len(failed_before)} images that failed before were read this time")
     counts = [len(store.regions(i)[0]) for i in store.ids[:1000]]
-    return {"config": asdict(cfg), "n_images": len(store), "n_failed": len(failed), "dim": store.dim,
-            "mean_regions": float(np.mean(counts)) if counts else 0.0}
+    return {"config": asdict(cfg), "n_images": len(store), "n_failed": len(failed), "n_recovered": n_recovered,
+            "dim": store.dim, "mean_regions": float(np.mean(counts)) if counts else 0.0}
 
 
 # ------------------------------------------------------------------------------------------ alignment model
@@ -84,7 +94,7 @@ def align_train(run) -> dict:
         vocab, vectors, coverage = _word_vectors(run, cfg)
     summary = train_alignment(run.usable(run.train), run.store(), out, cfg, device=run.cfg.device, log=run.log,
                               vocab=vocab, word_vectors=vectors, val_records=run.usable(run.val) or None,
-                              progress=False)
+                              progress=True)
     return {"config": asdict(cfg), "checkpoint": str(out / "model.pt"), "word_vectors": coverage,
             "train": plain({k: v for k, v in summary.items() if k != "history"})}
 
@@ -187,7 +197,7 @@ def snippets(run) -> dict:
     cfg = _snippet_config(run)
     model, vocab = aligned_model(run)
     path = run.out / "snippets.jsonl"
-    stats = write_snippets(model, vocab, run.store(), run.usable(run.train), path, cfg)
+    stats = write_snippets(model, vocab, run.store(), run.usable(run.train), path, cfg, progress=True)
     run.log(f"  beta {stats['beta']:.3g}: {stats['n_snippets']} snippets, mean {stats['mean_snippet_len']:.2f} words")
     stats = {k: v for k, v in stats.items() if k != "missing_images"}
     return {"config": asdict(cfg), "path": str(path), **plain(stats)}
@@ -195,14 +205,24 @@ def snippets(run) -> dict:
 
 def align_eval(run) -> dict:
     """The alignment pictures of the first `show_images` eval images; and, where the eval split has phrase
-    boxes, word-to-region accuracy against them, MRF (the snippets' beta) vs the per-word argmax."""
+    boxes, word-to-region accuracy against them, MRF (the snippets' beta) vs the per-word argmax; and, where
+    it has phrases with boxes (Entities) or COCO category words (`align.ground`), the grounding table under
+    "grounding": IoU / pointing accuracy of the MRF and the argmax beside the box baselines, box recall."""
     model, vocab = aligned_model(run)
     beta = run.results["snippets"]["beta"]
     pictures = _pictures(run, model, vocab, beta)
+    usable = run.usable(run.eval)
+    grounding = None
+    if has_boxed_phrases(usable):
+        grounding = plain(evaluate_grounding(model, vocab, run.store(), usable, beta, device=run.cfg.device))
+        run.log("  grounding (IoU / pointing accuracy):\n" + format_grounding_table(grounding))
     reason = has_phrases(run)
-    if reason:  # e.g. Flickr8k: the pictures only
+    if reason:  # e.g. Flickr8k without Entities: the pictures only (COCO: the pictures and the grounding)
         run.log(f"  no accuracy: {reason}")
-        return {"no_metrics": reason, "pictures": pictures}
+        out = {"no_metrics": reason, "pictures": pictures}
+        if grounding is not None:
+            out["grounding"] = grounding
+        return out
     groups = word_groups_for(run.cfg.dataset)
     metrics = evaluate_alignment(model, vocab, run.store(), run.usable(run.eval), beta, device=run.cfg.device,
                                  groups=groups)
@@ -217,6 +237,8 @@ def align_eval(run) -> dict:
         m0 = evaluate_alignment(model.model, vocab, run.store(), run.usable(run.eval), b0, device=run.cfg.device,
                                 groups=groups)
         out["metrics_without_box_score"] = {"beta": b0, **{k: plain(m0[k]) for k in keep if k in m0}}
+    if grounding is not None:
+        out["grounding"] = grounding
     return out
 
 

@@ -11,8 +11,9 @@ from dataclasses import asdict
 from dvsa.align.boxscore import load_box_scorer
 from dvsa.align.regions import RegionEncoder
 from dvsa.generate.caption_eval import caption_region_items, caption_split, region_items
-from dvsa.generate.dense import DenseConfig, dense_captions
+from dvsa.generate.dense import DenseConfig, dense_captions, resolve_config
 from dvsa.generate.densecap_eval import densecap_evaluate
+from dvsa.generate.formats import write_densecap_results
 from dvsa.generate.metrics import caption_metrics, references_of
 from dvsa.generate.model import GenConfig
 from dvsa.generate.pipeline.config import dataclass_with, plain
@@ -31,7 +32,7 @@ def _train(run, name: str, overrides: dict, data) -> dict:
     out = run.out / name
     records = run.usable(run.train) + run.usable(run.val)
     path = train_generator(cfg, run.store(), records if data is None else data, out,
-                           records=None if data is None else records, progress=False, log=run.log)
+                           records=None if data is None else records, progress=True, log=run.log)
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
     return {"config": asdict(cfg), "checkpoint": str(path), "epochs": len(history),
             "last": history[-1] if history else None,
@@ -116,7 +117,11 @@ def dense(run) -> dict:
     out = run.out / "dense"
     out.mkdir(parents=True, exist_ok=True)
     sample = [by_id[r.id] for r in records[: run.cfg.dense_images] if r.id in by_id]
-    (out / "captions.json").write_text(json.dumps(plain(sample), indent=0))
+    opt = {"checkpoint": str(run.out / "gen_region" / "model.pt"), **asdict(resolve_config(cfg, gen_cfg)),
+           "box_scorer": run.results.get("box_score", {}).get("path"), "source": "feature store",
+           "score": "mean log-probability per word (END included) of the region's caption"
+                    + (", + box_weight * log sigmoid(box score)" if scorer is not None else "")}
+    write_densecap_results(out / "captions.json", plain(sample), opt)  # DenseCap's results.json layout
     result: dict = {"config": asdict(cfg), "n_images": len(sample)}
     if described:
         ev = densecap_evaluate([by_id[r.id] for r in described if r.id in by_id], described, scorer=run.meteor())

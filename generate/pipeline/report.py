@@ -1,5 +1,5 @@
 """The HTML report of a pipeline run: one self-contained file (images inlined as base64, no external assets) with
-the results table, retrieval examples, alignment pictures, full-frame, region and dense captions.
+the results table, retrieval examples, alignment pictures, training curves, full-frame, region and dense captions.
 `write_report(run_dir, results, path)` is what the pipeline calls; `rebuild_report(run_dir)` rebuilds it from a
 run folder (``dvsa report``).
 """
@@ -11,8 +11,11 @@ import io
 import json
 from pathlib import Path
 
+from dvsa.data.curves import render_history
+from dvsa.data.errors import DataError
 from dvsa.data.io import atomic_write_text
 from dvsa.generate.dense_html import _figure
+from dvsa.generate.formats import read_densecap_results
 from PIL import Image, ImageDraw
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#800000",
@@ -101,6 +104,7 @@ def results_section(results: dict) -> str:
     a = results.get("alignment")
     if a:
         parts.append("<h3>Alignment (MRF snippets)</h3>" + _table([[k, v] for k, v in a.items()], ["", "value"]))
+    parts.append(grounding_section(results))
     d = results.get("dense")
     if d:
         parts.append("<h3>Dense captioning</h3>" + _table([[k, v] for k, v in d.items()], ["", "value"]))
@@ -113,6 +117,43 @@ def results_section(results: dict) -> str:
     if skipped:
         parts.append("<p class=muted>not run: " + html.escape("; ".join(skipped)) + "</p>")
     return "<h2>Results</h2>" + "".join(parts)
+
+
+GROUNDING_METHODS = {"mrf": "MRF snippets", "argmax": "per-word argmax (beta 0)", "whole_image": "whole image",
+                     "largest_box": "largest kept box", "random_box": "random kept box (expected)",
+                     "best_box": "best kept box (bound)"}
+
+
+def grounding_section(results: dict) -> str:
+    """results.json's "grounding" (align.ground): IoU / pointing accuracy (%) of the MRF beside every baseline,
+    per phrase type, and the kept boxes' recall by size; "" without it."""
+    g = results.get("grounding")
+    if not g or "phrases" not in g:
+        return ""
+    def pct(v):
+        return round(100 * v, 1) if isinstance(v, (int, float)) else v
+
+    ph, wd = g["phrases"], g.get("words", {})
+    rows = [[GROUNDING_METHODS.get(m, m), pct(ph[m]["iou_accuracy"]), pct(ph[m]["pointing_accuracy"]),
+             pct(wd.get(m, {}).get("iou_accuracy", "")), pct(wd.get(m, {}).get("pointing_accuracy", ""))]
+            for m in g.get("methods", []) if m in ph]
+    beta = f", MRF beta {g['beta']:.3g}" if g.get("beta") is not None else ""
+    out = (f"<h3>Phrase grounding ({g.get('n_phrases')} phrases with a box, {g.get('n_words')} words, "
+           f"{g.get('n_images')} images; IoU &ge; {g.get('iou')}{beta}; pointing = the chosen box's centre "
+           "inside a ground-truth box; %)</h3>"
+           + _table(rows, ["method", "IoU acc", "pointing", "word IoU", "word pointing"]))
+    methods = list(g.get("methods", []))
+    types = [[t, e["n"]] + [f"{pct(e[m]['iou_accuracy'])} / {pct(e[m]['pointing_accuracy'])}" for m in methods]
+             for t, e in g.get("by_type", {}).items()]
+    if types:
+        out += "<h4>Per type (IoU / pointing %)</h4>" + _table(types, ["type", "n"] + [GROUNDING_METHODS.get(m, m)
+                                                                                      for m in methods])
+    rec = g.get("box_recall", {})
+    if rec:
+        out += "<h4>Kept boxes' recall of the ground-truth boxes (%)</h4>" + _table(
+            [[k, e["n"], pct(e["recall"]), pct(e["recall_proposals"])] for k, e in rec.items() if e.get("n")],
+            ["boxes (COCO size, original pixels)", "n", "any kept region", "without the whole image"])
+    return out
 
 
 def retrieval_section(run: Path) -> str:
@@ -143,6 +184,55 @@ def alignment_section(run: Path) -> str:
         f'<div style="margin:8px 0">{_png_file(run / p)}</div>' for p in pics)
 
 
+TRAINING_RUNS = (("align", "alignment model"), ("gen_full", "full-frame generator"),
+                 ("gen_region", "region generator"))
+
+
+def _history_line(history) -> str:
+    """"N epochs, last loss L, best validation V" of a history.json (an empty string if it has no rows)."""
+    rows = [r for r in history if isinstance(r, dict)] if isinstance(history, list) else []
+    if not rows:
+        return ""
+    parts = [f"{len(rows)} epoch{'s' if len(rows) != 1 else ''}"]
+    if isinstance(rows[-1].get("loss"), (int, float)):
+        parts.append(f"last loss {rows[-1]['loss']:.4f}")
+    rsum = [r["val"]["rsum"] for r in rows if isinstance(r.get("val"), dict)
+            and isinstance(r["val"].get("rsum"), (int, float))]
+    cider = [r["val_cider"] for r in rows if isinstance(r.get("val_cider"), (int, float))
+             and r["val_cider"] == r["val_cider"]]
+    if rsum:
+        parts.append(f"best validation R@K sum {max(rsum):.1f}")
+    if cider:
+        parts.append(f"best validation CIDEr {max(cider):.4f}")
+    return ", ".join(parts)
+
+
+def training_section(run: Path) -> str:
+    """The training curves of the run's trained models (``align/``, ``gen_full/``, ``gen_region/``): each folder's
+    curves.png inlined, or, for a run written before there were curves, drawn here from its history.json."""
+    cards = []
+    for name, label in TRAINING_RUNS:
+        folder = run / name
+        png, history = folder / "curves.png", _read(folder / "history.json")
+        if png.is_file():
+            pic = _png_file(png)
+        elif isinstance(history, list):
+            try:
+                pic = ('<img src="data:image/png;base64,' + base64.b64encode(render_history(history, name)).decode()
+                       + '" style="max-width:100%">')
+            except Exception as e:  # the report must not die on one bad picture
+                pic = f'<div class="muted">[{html.escape(str(folder / "history.json"))}: {html.escape(str(e))}]</div>'
+        else:
+            continue
+        line = _history_line(history)
+        cards.append(f"<h3>{html.escape(label)} <span class=muted>({html.escape(name)}/)</span></h3>"
+                     + (f'<p class="muted">{html.escape(line)}</p>' if line else "")
+                     + f'<div style="margin:8px 0">{pic}</div>')
+    if not cards:
+        return ""
+    return "<h2>Training (loss and validation per epoch)</h2>" + "".join(cards)
+
+
 def captions_section(run: Path, results: dict, images: dict, n: int = 12) -> str:
     beam = results.get("captioning", {}).get("beam")
     caps = _read(run / "captions" / f"beam{beam}.json") if beam else None
@@ -165,8 +255,12 @@ def region_captions_section(run: Path, n: int = 15) -> str:
 
 
 def dense_section(run: Path) -> str:
-    """Dense captions as `generate.dense_html` draws them (SVG boxes over the inlined picture)."""
-    dense = _read(run / "dense" / "captions.json")
+    """Dense captions as `generate.dense_html` draws them (SVG boxes over the inlined picture), read from the
+    dense stage's DenseCap results file (`generate.formats.read_densecap_results`)."""
+    try:
+        dense = read_densecap_results(run / "dense" / "captions.json")
+    except DataError:  # not there (the stage did not run) or unreadable: no section
+        return ""
     if not dense:
         return ""
     cards = [_figure(res, 320) for res in dense]
@@ -176,7 +270,7 @@ def dense_section(run: Path) -> str:
 
 def build_html(run: Path, results: dict) -> str:
     images = _read(run / "eval_images.json") or {}
-    body = [results_section(results), retrieval_section(run), alignment_section(run),
+    body = [results_section(results), retrieval_section(run), alignment_section(run), training_section(run),
             captions_section(run, results, images), region_captions_section(run), dense_section(run)]
     title = f"dvsa: {html.escape(str(results.get('dataset')))}"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head>"

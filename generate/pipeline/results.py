@@ -39,6 +39,8 @@ def assemble_results(run: Run) -> dict:
             if plain:  # the aligner alone beside it
                 out["alignment"]["without_box_score"] = {k: plain[k] for k in (
                     "beta", "word_accuracy", "word_accuracy_argmax", "phrase_accuracy") if k in plain}
+    if "grounding" in R.get("align_eval", {}):  # IoU / pointing accuracy beside the box baselines (align.ground)
+        out["grounding"] = R["align_eval"]["grounding"]
     if "metrics" in R.get("region_captions", {}):
         out["region_captioning"] = R["region_captions"]["metrics"]
     if "metrics" in R.get("dense", {}):
