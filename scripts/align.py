@@ -7,6 +7,7 @@ TABLE = {
     "boxscore": ("dvsa.scripts.align_boxscore", "fit a box score (whole object or not) on annotated boxes"),
     "snippets": ("dvsa.scripts.align_snippets", "MRF word-to-region snippets as JSON lines"),
     "evaluate": ("dvsa.scripts.align_evaluate", "word-to-region / phrase grounding accuracy"),
+    "ground": ("dvsa.scripts.align_ground", "phrase grounding on photos: IoU / pointing beside box baselines"),
     "show": ("dvsa.scripts.align_show", "alignment pictures (PNG + HTML)"),
 }
 

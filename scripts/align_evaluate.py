@@ -12,29 +12,38 @@ metrics (fractions 0..1) with the resolved settings as JSON.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from dvsa.align.grounding import evaluate_alignment, format_table, word_groups_for
 from dvsa.align.snippets import SnippetConfig
-from dvsa.scripts._args import add_beta_args, add_model_args, open_inputs, resolve_beta
+from dvsa.scripts._args import (
+    add_beta_args,
+    add_model_args,
+    nonneg_floats,
+    open_inputs,
+    parser,
+    positive_int,
+    resolve_beta,
+    unit_float,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dvsa align evaluate", description=__doc__.split("\n\n")[0])
+    p = parser("dvsa align evaluate", __doc__)
     add_model_args(p, "test")
     add_beta_args(p)
-    p.add_argument("--sweep", default="", help="extra betas to report beside, comma-separated (e.g. 0.3,1,3)")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU a box needs with the ground truth to count")
-    p.add_argument("--batch-size", type=int, default=SnippetConfig.batch_size)
+    p.add_argument("--sweep", type=nonneg_floats, default=(),
+                   help="extra betas to report beside, comma-separated (e.g. 0.3,1,3)")
+    p.add_argument("--iou", type=unit_float, default=0.5, help="IoU a box needs with the ground truth to count")
+    p.add_argument("--batch-size", type=positive_int, default=SnippetConfig.batch_size)
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     args = p.parse_args(argv)
 
     model, vocab, store, records, all_records = open_inputs(args)
     beta, how = resolve_beta(args, model, vocab, store, all_records)
-    sweep = tuple(float(b) for b in args.sweep.split(",") if b.strip())
+    sweep = args.sweep
     res = evaluate_alignment(model, vocab, store, records, beta, iou=args.iou, batch_size=args.batch_size,
                              device=args.device, sweep=sweep, groups=word_groups_for(args.dataset))
     res["beta_source"] = how

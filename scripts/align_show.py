@@ -1,7 +1,7 @@
 """``dvsa align show``: alignment pictures (PNG per image + index.html) and an image-search page.
 
     dvsa align show --checkpoint runs/align/model.pt --store runs/features --dataset synthetic \\
-        --root runs/synth --split test --images 12 --beta-from runs/snippets.summary.json --out runs/show
+        --root runs/synth --split test --n-images 12 --beta-from runs/snippets.summary.json --out runs/show
 
 writes ``OUT/<image id>.png`` (image with coloured boxes, sentences below with coloured snippets and scores),
 ``OUT/index.html`` (the same, inline) and, with ``--query TEXT`` (repeatable) or ``--query-sentences N``
@@ -10,25 +10,34 @@ query's top images and its words -> boxes in each. The pages are self-contained 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from dvsa.align.show import UnknownImageIds, write_show
-from dvsa.scripts._args import add_beta_args, add_model_args, open_inputs, resolve_beta
+from dvsa.data.errors import UsageError
+from dvsa.scripts._args import (
+    add_beta_args,
+    add_model_args,
+    nonneg_int,
+    open_inputs,
+    parser,
+    positive_int,
+    resolve_beta,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dvsa align show", description=__doc__.split("\n\n")[0])
+    p = parser("dvsa align show", __doc__)
     add_model_args(p, "test")
     add_beta_args(p)
-    p.add_argument("--images", type=int, default=12, help="pictures of the first N images of the split")
+    p.add_argument("--n-images", type=positive_int, default=12, help="pictures of the first N images of the split")
     p.add_argument("--ids", default=None, help="comma-separated image ids to draw instead of the first N")
-    p.add_argument("--sentences", type=int, default=5, help="sentences drawn per image")
+    p.add_argument("--sentences", type=positive_int, default=5, help="sentences drawn per image")
     p.add_argument("--query", action="append", default=[], help="a search sentence (repeatable)")
-    p.add_argument("--query-sentences", type=int, default=0, help="use the first sentence of N images as queries")
-    p.add_argument("--top", type=int, default=5, help="images per query on the retrieval page")
-    p.add_argument("--width", type=int, default=448, help="picture width in pixels")
+    p.add_argument("--query-sentences", type=nonneg_int, default=0,
+                   help="use the first sentence of N images as queries (0: none)")
+    p.add_argument("--top", type=positive_int, default=5, help="images per query on the retrieval page")
+    p.add_argument("--width", type=positive_int, default=448, help="picture width in pixels")
     p.add_argument("--out", required=True, help="output folder")
     args = p.parse_args(argv)
 
@@ -37,14 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"beta {beta:.4g} ({how})")
     try:
         res = write_show(model, vocab, store, records, all_records, beta, args.out,
-                         ids=args.ids.split(",") if args.ids else None, images=args.images, sentences=args.sentences,
-                         queries=args.query, query_sentences=args.query_sentences, top=args.top, width=args.width,
-                         root=args.root, device=args.device,
+                         ids=args.ids.split(",") if args.ids else None, images=args.n_images,
+                         sentences=args.sentences, queries=args.query, query_sentences=args.query_sentences,
+                         top=args.top, width=args.width, root=args.root, device=args.device,
                          info={"beta_source": how, "checkpoint": args.checkpoint, "store": args.store,
                                "dataset": args.dataset, "split": args.split})
-    except UnknownImageIds as e:
-        print(f"dvsa align show: {e}", file=sys.stderr)
-        return 2
+    except UnknownImageIds as e:  # --ids names images the split lacks: a usage fault
+        raise UsageError(f"--ids: {e}") from e
     print(f"{len(res['chosen'])} pictures -> {Path(args.out)}/ ; page {res['page']}")
     if res["retrieval"]:
         print(f"{len(res['queries'])} queries against {len(records)} images -> {res['retrieval']}")

@@ -4,41 +4,47 @@
         --root ../shared/datasets/flickr8k --split train --target-len 2.5 --out runs/snippets.jsonl
 
 beta is fixed with ``--beta`` or calibrated on a sample of the split to ``--target-len`` (default from
-`align.snippets.SnippetConfig`). Writes ``OUT`` and ``OUT-stem.summary.json`` (resolved config + counts).
+`align.snippets.SnippetConfig`); any other SnippetConfig field with ``--set snippets.FIELD=VALUE``.
+Writes ``OUT`` and ``OUT-stem.summary.json`` (resolved config + counts).
 The model and data flags are shared with ``dvsa align evaluate`` and ``dvsa align show`` (`scripts._args`).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from dvsa.align.snippets import SnippetConfig, write_snippets
-from dvsa.scripts._args import add_model_args, open_inputs
+from dvsa.data.overrides import build_config
+from dvsa.scripts._args import (
+    add_model_args,
+    add_seed_arg,
+    add_set_arg,
+    nonneg_float,
+    open_inputs,
+    parser,
+    positive_float,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     d = SnippetConfig()
-    p = argparse.ArgumentParser(prog="dvsa align snippets", description=__doc__.split("\n\n")[0])
+    p = parser("dvsa align snippets", __doc__)
     add_model_args(p, "train")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--beta", type=float, default=d.beta, help="fixed beta of eq. 12 (>= 0)")
-    g.add_argument("--target-len", type=float, default=d.target_len,
+    g.add_argument("--beta", type=nonneg_float, default=d.beta, help="fixed beta of eq. 12 (>= 0)")
+    g.add_argument("--target-len", type=positive_float, default=d.target_len,
                    help=f"calibrate beta to this mean snippet length in words (default {d.target_len})")
-    p.add_argument("--calib-sentences", type=int, default=d.calib_sentences)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--score", choices=("sum", "mean"), default=d.score, help="snippet score over its words")
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_set_arg(p, {"snippets": SnippetConfig}, "snippets.calib_sentences=500 --set snippets.score=mean")
+    add_seed_arg(p, d.seed)
     p.add_argument("--out", required=True, help="output JSON lines file")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
 
-    cfg = SnippetConfig(beta=args.beta, target_len=args.target_len, calib_sentences=args.calib_sentences,
-                        batch_size=args.batch_size, score=args.score, device=args.device, seed=args.seed)
+    flags = {"beta": args.beta, "target_len": args.target_len, "device": args.device, "seed": args.seed}
+    cfg = build_config(SnippetConfig, flags, args.set["snippets"], choices={"score": ("sum", "mean")})
     model, vocab, store, records, _ = open_inputs(args)
-    summary = write_snippets(model, vocab, store, records, args.out, cfg, progress=not args.no_progress)
+    summary = write_snippets(model, vocab, store, records, args.out, cfg, progress=not args.quiet)
     out = Path(args.out)
     side = out.with_name(out.stem + ".summary.json")
     run = {"config": dataclasses.asdict(cfg), "checkpoint": args.checkpoint, "store": args.store,

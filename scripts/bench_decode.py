@@ -1,6 +1,6 @@
 """``dvsa bench decode``: captions per second of beam search, batched over images vs one image at a time.
 
-    dvsa bench decode --images 64 --beams 1 3 7
+    dvsa bench decode --n-images 64 --beams 1 3 7
 
 An untrained `CaptionModel` of the default size (GenConfig: hidden 512, embed 512) with a Flickr8k-sized
 vocabulary decodes random features; untrained captions rarely end early, so nearly every caption runs the full
@@ -11,30 +11,32 @@ The measuring code is `dvsa.generate.bench`.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import fields
 
 from dvsa.generate.bench import DecodeBenchConfig, bench_decode, format_decode_table
+from dvsa.scripts._args import add_device_arg, nonneg_int, parser, positive_int
 
 
 def main(argv: list[str] | None = None) -> int:
     d = DecodeBenchConfig()
-    p = argparse.ArgumentParser(prog="dvsa bench decode", description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=d.images, help="images decoded per measurement")
-    p.add_argument("--beams", type=int, nargs="+", default=d.beams)
-    p.add_argument("--vocab", type=int, default=d.vocab, help="vocabulary size (Flickr8k: 2538)")
-    p.add_argument("--feat-dim", type=int, default=d.feat_dim, help="feature size D (EfficientNet-Lite0: 1280)")
-    p.add_argument("--hidden", type=int, default=d.hidden)
-    p.add_argument("--embed", type=int, default=d.embed)
+    p = parser("dvsa bench decode", __doc__)
+    p.add_argument("--n-images", dest="images", type=positive_int, default=d.images,
+                   help="images decoded per measurement")
+    p.add_argument("--beams", type=positive_int, nargs="+", default=d.beams, help="beam sizes (each >= 1)")
+    p.add_argument("--vocab", type=positive_int, default=d.vocab, help="vocabulary size (Flickr8k: 2538)")
+    p.add_argument("--feat-dim", type=positive_int, default=d.feat_dim,
+                   help="feature size D (EfficientNet-Lite0: 1280)")
+    p.add_argument("--hidden", type=positive_int, default=d.hidden)
+    p.add_argument("--embed", type=positive_int, default=d.embed)
     p.add_argument("--cell", default=d.cell, choices=("rnn", "lstm"))
-    p.add_argument("--max-len", type=int, default=d.max_len)
-    p.add_argument("--single-images", type=int, default=d.single_images,
+    p.add_argument("--max-len", type=positive_int, default=d.max_len)
+    p.add_argument("--single-images", type=nonneg_int, default=d.single_images,
                    help="images for the plain-Python twin (0 skips it)")
-    p.add_argument("--repeat", type=int, default=d.repeat, help="best of this many runs")
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default: torch's)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    p.add_argument("--repeat", type=positive_int, default=d.repeat, help="best of this many runs")
+    add_device_arg(p, d.device)
+    p.add_argument("--threads", type=nonneg_int, default=d.threads, help="torch CPU threads (default: torch's)")
+    args = p.parse_args(argv)
 
     cfg = DecodeBenchConfig(**{f.name: getattr(args, f.name) for f in fields(DecodeBenchConfig)})
     print(format_decode_table(bench_decode(cfg), cfg))

@@ -1,8 +1,8 @@
 """``dvsa bench features`` (or ``python -m dvsa.scripts.bench_features``): how fast is the offline region recipe here?
 
-    python -m dvsa.scripts.bench_features --images ../shared/datasets/flickr8k/images --n 200 --total 7000
+    python -m dvsa.scripts.bench_features --images ../shared/datasets/flickr8k/images --n-images 200 --total 7000
 
-Encodes a sample of `--n` images with `RegionConfig` defaults (selective search + EfficientNet-Lite0), stage by
+Encodes a sample of `--n-images` images with `RegionConfig` defaults (selective search + EfficientNet-Lite0), stage by
 stage (decode, proposals, CNN), then end to end through `extract_features` (DataLoader workers, resumable store;
 by default one worker beside the CNN in the main process, then two workers that each run the CNN),
 and prints images/s with the time extrapolated to `--total` images. Wall time is what you wait on *this* machine
@@ -15,7 +15,6 @@ The measuring code is `dvsa.align.regions.bench`.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,39 +24,40 @@ from dvsa.align.regions.bench import (
     bench_features,
     format_features_report,
 )
-from dvsa.align.regions.set_fields import parse_set
+from dvsa.align.regions.config import RegionConfig
+from dvsa.data.errors import UsageError
+from dvsa.scripts._args import add_set_arg, nonneg_int, parser, positive_int
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     d = FeaturesBenchConfig()
-    p = argparse.ArgumentParser(prog="dvsa bench features", description=__doc__.split("\n\n")[0])
+    p = parser("dvsa bench features", __doc__)
     p.add_argument("--images", default=str(REPO.parent / "shared/datasets/flickr8k/images"), help="image folder")
-    p.add_argument("--n", type=int, default=d.n, help="sample size")
-    p.add_argument("--total", type=int, default=d.total, help="extrapolate to this many images")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--n-images", dest="n", type=nonneg_int, default=d.n, help="sample size (0: only --recall/--probe)")
+    p.add_argument("--total", type=positive_int, default=d.total, help="extrapolate to this many images")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--workers", default=d.workers,
                    help="end-to-end runs, comma-separated: N (workers) or N:main / N:workers (where the CNN runs)")
-    p.add_argument("--threads", type=int, default=d.threads,
+    p.add_argument("--threads", type=nonneg_int, default=d.threads,
                    help="torch threads in the main process (0: torch's default)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="RegionConfig overrides")
+    add_set_arg(p, {"region": RegionConfig}, "region.ss_mode=fast")
     p.add_argument("--recall", action="append", default=[], metavar="DATASET:ROOT", help="measure box recall")
-    p.add_argument("--recall-n", type=int, default=d.recall_n)
+    p.add_argument("--recall-n", type=positive_int, default=d.recall_n)
     p.add_argument("--probe", metavar="SYNTHETIC_ROOT", help="linear colour/shape probes on synthetic scenes")
     p.add_argument("--skip-stages", action="store_true")
-    p.add_argument("--matmul-n", type=int, default=d.matmul_n, help="matrix side for the GFLOP/s measurement")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    p.add_argument("--matmul-n", type=positive_int, default=d.matmul_n, help="matrix side for the GFLOP/s measurement")
+    args = p.parse_args(argv)
 
     cfg = FeaturesBenchConfig(images=args.images, n=args.n, total=args.total, batch_size=args.batch_size,
-                              workers=args.workers, threads=args.threads, overrides=parse_set(args.set),
+                              workers=args.workers, threads=args.threads, overrides=args.set["region"],
                               recall=args.recall, recall_n=args.recall_n, probe=args.probe,
                               skip_stages=args.skip_stages, matmul_n=args.matmul_n)
     try:
         res = bench_features(cfg)
     except NoImagesError as e:
-        print(f"dvsa bench features: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--images: {e}") from e
     print(format_features_report(res))
     return 0
 

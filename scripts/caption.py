@@ -4,27 +4,38 @@
 
 The image features are computed here by the encoder that made the generator's training features (rebuilt from
 the checkpoint's feature meta with `RegionEncoder.from_meta`); only the whole image is encoded (no boxes). The
-captions are printed (``path<TAB>caption``) and written to `--out` as JSON::
+captions are printed (``path<TAB>caption``) and written to `--out` in COCO's results format (what
+`pycocotools.coco.COCO.loadRes` and pycocoevalcap read; `generate.formats.to_coco_results`)::
 
-    {"checkpoint": str, "beam": int, "max_len": int, "length_norm": float,
-     "captions": [{"image_id": str (file stem), "path": str, "caption": str, "logprob": float}, ...],
-     "failed": [{"path": str, "reason": str}, ...]}
+    [{"image_id": int (the COCO id of a COCO file name, e.g. 000000391895.jpg) | str (file name without
+      extension), "caption": str}, ...]
 
-A corrupt or unreadable image is reported on stderr, listed under "failed", and skipped. Exit status 0 when at
-least one image was captioned, 1 when none was, 2 for bad arguments or checkpoint.
+With ``--extras`` every entry also has "file_name", "path", "logprob", "score" (logprob per word) and
+"candidates" ([{"caption", "logprob"}] of the beam, best first); loadRes still reads it.
+
+``--checkpoint`` may be a pipeline run folder (its gen_full/model.pt). A corrupt or unreadable image is reported
+on stderr and skipped. Exit status 0 when at least one image was captioned, 1 when none was or the checkpoint
+is missing or bad, 2 for bad arguments.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from dvsa.align.regions.encoder import RegionEncoder
-from dvsa.data.io import atomic_write_json
+from dvsa.data.errors import CheckpointError, UsageError
 from dvsa.generate.captioning import caption_images
 from dvsa.generate.dense import image_files
+from dvsa.generate.formats import write_coco_results
+from dvsa.generate.pipeline.run_files import resolve_checkpoint
 from dvsa.generate.train import load_generator
-from dvsa.scripts._args import add_device_arg
+from dvsa.scripts._args import (
+    add_checkpoint_arg,
+    add_device_arg,
+    add_images_arg,
+    parser,
+    positive_int,
+)
 
 
 def make_encoder(meta: dict, device: str):
@@ -33,39 +44,36 @@ def make_encoder(meta: dict, device: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dvsa caption", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="generator checkpoint (dvsa generate train: OUT/model.pt)")
-    p.add_argument("--images", nargs="+", required=True, help="image files and/or folders")
+    p = parser("dvsa caption", __doc__, quiet="no progress bars, do not print the captions")
+    add_checkpoint_arg(p, "caption", help="generator checkpoint (dvsa generate train: OUT/model.pt)")
+    add_images_arg(p)
     p.add_argument("--out", required=True, help="output JSON file")
-    p.add_argument("--beam", type=int, default=None, help="beam size (default: the checkpoint's GenConfig.beam)")
-    p.add_argument("--max-len", type=int, default=None, help="most decoding steps (default: the checkpoint's)")
+    p.add_argument("--beam", type=positive_int, default=None,
+                   help="beam size >= 1 (default: the checkpoint's GenConfig.beam)")
+    p.add_argument("--max-len", type=positive_int, default=None, help="most decoding steps (default: the checkpoint's)")
     p.add_argument("--length-norm", type=float, default=None, help="beam ranking exponent (default: the checkpoint's)")
-    p.add_argument("--batch", type=int, default=32, help="images per decoding batch")
+    p.add_argument("--batch", type=positive_int, default=32, help="images per decoding batch")
     add_device_arg(p)
-    p.add_argument("--quiet", action="store_true", help="do not print the captions")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    p.add_argument("--extras", action="store_true", help="per-image path, logprob, score, beam candidates in --out")
+    args = p.parse_args(argv)
 
+    model, vocab, cfg, ck = load_generator(resolve_checkpoint(args.checkpoint, "caption"), device=args.device)
     try:
-        model, vocab, cfg, ck = load_generator(args.checkpoint, device=args.device)
         encoder = make_encoder(ck.get("features") or {}, args.device)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"dvsa caption: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # a feature recipe this machine cannot rebuild
+        raise CheckpointError(f"{args.checkpoint}: {e}") from e
     beam = args.beam if args.beam is not None else cfg.beam
     max_len = args.max_len if args.max_len is not None else cfg.max_len
     length_norm = args.length_norm if args.length_norm is not None else cfg.length_norm
     paths = image_files(args.images)
     if not paths:
-        print(f"dvsa caption: no images in {args.images}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--images: no images in {' '.join(args.images)}")
 
     t0 = time.time()
     show = None if args.quiet else (lambda path, text: print(f"{path}\t{text}"))
     results, failed = caption_images(model, vocab, cfg, encoder, paths, beam, max_len, length_norm, args.batch,
                                      on_caption=show)
-    out = {"checkpoint": str(args.checkpoint), "beam": beam, "max_len": max_len, "length_norm": length_norm,
-           "captions": results, "failed": failed}
-    atomic_write_json(args.out, out)
+    write_coco_results(args.out, results, extras=args.extras, indent=1)
     print(f"{len(results)} captioned, {len(failed)} skipped, {time.time() - t0:.1f} s -> {args.out}", file=sys.stderr)
     return 0 if results else 1
 

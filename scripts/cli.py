@@ -20,6 +20,8 @@ COMMANDS = {
     "demo": ("dvsa.scripts.demo", "the pipeline on the embedded synthetic scenes"),
     "bench": ("dvsa.scripts.bench", "benchmarks that print a table"),
     "report": ("dvsa.scripts.report", "rebuild the HTML report of a pipeline run folder"),
+    "serve": ("dvsa.scripts.serve", "local web app: captions, dense captions, alignments, photo search"),
+    "index": ("dvsa.scripts.index", "make a photo folder searchable (regions once, FAISS + eq. 8 rerank)"),
 }
 
 
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         module = importlib.import_module(COMMANDS[name][0])
+        if rest and rest[0] in getattr(module, "TABLE", {}):  # dvsa align train ...: name it so in the message
+            name = f"{name} {rest[0]}"
         return int(module.main(rest) or 0)
     except KeyboardInterrupt:
         if debug:

@@ -7,34 +7,27 @@ is reused.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from dvsa.generate.pipeline import DemoConfig, PipelineConfig, parse_value, run_demo
-from dvsa.scripts.pipeline import run_or_report
+from dvsa.generate.pipeline import DemoConfig, PipelineConfig, run_demo
+from dvsa.generate.pipeline.demo import demo_set_targets
+from dvsa.scripts._args import add_device_arg, add_set_arg, parser
+from dvsa.scripts.pipeline import run_stages
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dvsa demo", description=__doc__.split("\n\n")[0])
+    p = parser("dvsa demo", __doc__)
     p.add_argument("--out", default="runs/demo", help="run folder (data, every stage's outputs, report.html)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=PipelineConfig.device)
-    p.add_argument("--synthetic", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="write_synthetic arguments, e.g. n_train=60 n_test=20")
-    p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="pipeline overrides (dvsa pipeline)")
+    add_device_arg(p, PipelineConfig.device)
+    add_set_arg(p, demo_set_targets(), "synthetic.n_train=60 --set align.epochs=5 (synthetic: write_synthetic's "
+                                       "SynthConfig; the rest as in dvsa pipeline)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    demo = DemoConfig()
-    for item in args.synthetic:
-        key, _, text = item.partition("=")
-        demo.synthetic[key] = parse_value(text)
     t0 = time.perf_counter()
-    code, ran = run_or_report("dvsa demo", run_demo, demo, out, args.device, args.config)
-    if code:
-        return code
-    results, data_s = ran
+    results, data_s = run_stages(run_demo, DemoConfig(), out, args.device, args.set_items)
     total = time.perf_counter() - t0
     print(f"demo finished in {total:.0f} s (data {data_s:.0f} s)")
     for key in ("retrieval", "captioning", "alignment"):

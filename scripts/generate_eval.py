@@ -13,14 +13,14 @@ in COCO results format next to it (``<out stem>.beam<K>.captions.json``).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from dvsa.data.catalog import load_dataset
+from dvsa.data.errors import DvsaError
 from dvsa.data.features import FeatureStore
 from dvsa.data.io import atomic_write_json
-from dvsa.data.records import DataError, select_split
+from dvsa.data.records import select_split
 from dvsa.generate.caption_eval import (
     REGION_BOXES,
     CaptionEvalConfig,
@@ -29,36 +29,35 @@ from dvsa.generate.caption_eval import (
 )
 from dvsa.generate.inputs import FULL_FRAME_INPUTS
 from dvsa.generate.metrics import format_table
+from dvsa.generate.pipeline.run_files import resolve_checkpoint
 from dvsa.generate.train import load_generator
-from dvsa.scripts._args import add_device_arg
-
-
-def _beams(text: str) -> tuple[int, ...]:
-    try:
-        beams = tuple(int(b) for b in text.split(",") if b.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--beam wants sizes like 1,7; got {text!r}") from None
-    if not beams or min(beams) < 1:
-        raise argparse.ArgumentTypeError(f"--beam wants sizes >= 1; got {text!r}")
-    return beams
+from dvsa.scripts._args import (
+    add_checkpoint_arg,
+    add_device_arg,
+    parser,
+    positive_int,
+    positive_ints,
+    unit_float,
+)
 
 
 def parse_args(argv):
     d = CaptionEvalConfig
-    p = argparse.ArgumentParser(prog="dvsa generate eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
+    p = parser("dvsa generate eval", __doc__)
+    add_checkpoint_arg(p, "caption", help="generator checkpoint (dvsa generate train)")
     p.add_argument("--store", required=True, help="feature store folder of the split's images")
     p.add_argument("--dataset", required=True, help="dataset name (data.catalog)")
     p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument("--split", default=d.split, help="val | test (| train)")
     p.add_argument("--out", required=True, help="metrics JSON")
-    p.add_argument("--beam", type=_beams, default=d.beams, help="beam sizes, e.g. 1,7 (default: the generator's)")
-    p.add_argument("--max-len", type=int, default=d.max_len)
+    p.add_argument("--beam", type=positive_ints, default=d.beams,
+                   help="beam sizes >= 1, e.g. 1,7 (default: the generator's)")
+    p.add_argument("--max-len", type=positive_int, default=d.max_len)
     p.add_argument("--length-norm", type=float, default=d.length_norm)
     p.add_argument("--regions", action="store_true", help="also evaluate on the split's described regions")
     p.add_argument("--region-boxes", choices=REGION_BOXES, default=d.region_boxes)
-    p.add_argument("--region-beam", type=int, default=d.region_beam)
-    p.add_argument("--min-iou", type=float, default=d.min_iou)
+    p.add_argument("--region-beam", type=positive_int, default=d.region_beam)
+    p.add_argument("--min-iou", type=unit_float, default=d.min_iou)
     p.add_argument("--full-frame-input", choices=FULL_FRAME_INPUTS, default=d.full_frame_input)
     p.add_argument("--snippets", help="snippets JSON lines: score the store regions they name against them")
     p.add_argument("--no-full-frame", action="store_true", help="skip the full-frame evaluation")
@@ -68,24 +67,21 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        model, vocab, gen_cfg, _ = load_generator(args.checkpoint, device=args.device)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        print(f"dvsa generate eval: {e}", file=sys.stderr)
-        return 2
+    args = parse_args(argv)
+    model, vocab, gen_cfg, _ = load_generator(resolve_checkpoint(args.checkpoint, "caption"), device=args.device)
     cfg = CaptionEvalConfig(split=args.split, beams=args.beam, max_len=args.max_len, length_norm=args.length_norm,
                             region_beam=args.region_beam, region_boxes=args.region_boxes, min_iou=args.min_iou,
                             full_frame_input=args.full_frame_input, use_java=False if args.no_java else None)
+    records = select_split(load_dataset(args.dataset, args.root), cfg.split)
+    store = FeatureStore(args.store)
     try:
-        records = select_split(load_dataset(args.dataset, args.root), cfg.split)
-        store = FeatureStore(args.store)
         out = evaluate_generator(model, vocab, gen_cfg, records, store, cfg, args.out, full_frame=not args.no_full_frame,
                                  regions=args.regions, snippets=args.snippets, root=args.root,
                                  checkpoint=args.checkpoint, dataset=args.dataset)
-    except (DataError, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"dvsa generate eval: {e}", file=sys.stderr)
-        return 2
+    except DvsaError:
+        raise
+    except ValueError as e:  # a store or snippets file that does not fit the generator: the message names it
+        raise DvsaError(str(e)) from e
     atomic_write_json(args.out, out)
     print(format_table(metrics_rows(out)))
     print(f"-> {Path(args.out)}")

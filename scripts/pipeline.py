@@ -1,11 +1,14 @@
 """``dvsa pipeline``: the whole two-stage system, from images and sentences to every result, cached and resumable.
 
     dvsa pipeline --dataset flickr8k --root ../shared/datasets/flickr8k --out runs/f8k --eval-split dev
-    dvsa pipeline --dataset synthetic --root runs/demo/data --out runs/demo --limit 50 --config align.epochs=5
+    dvsa pipeline --dataset synthetic --root runs/demo/data --out runs/demo --limit 50 --set align.epochs=5
 
 Stages (see `generate.pipeline.stages.STAGES`): features -> align_train -> retrieval -> box_score -> snippets ->
 gen_full -> gen_region -> captions -> region_captions -> align_eval -> dense, then results.json and report.html.
 Stages the data cannot support (no described regions, no phrase ground truth) are recorded as not applicable.
+Settings: ``--set KEY=VALUE`` (a PipelineConfig field, or ``pipeline.KEY``) and ``--set STAGE.KEY=VALUE`` (STAGE
+one of region, align, snippets, box_score, gen, gen_region, dense: a field of that stage's config dataclass),
+every one checked for its name and type before the first stage runs.
 
 Caching: every stage writes its outputs under OUT and, last, ``OUT/<stage>.done.json`` (atomic) holding its
 fingerprint (the config it depends on, chained through the stages it reads), its result and its time.
@@ -16,70 +19,66 @@ has its outputs removed first (the feature store is kept and extended unless its
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import traceback
 from pathlib import Path
 
-from dvsa.data.records import DataError
-from dvsa.generate import pipeline
-from dvsa.generate.pipeline import ConfigError, PipelineConfig, StageError, run_pipeline
+from dvsa.data.errors import DvsaError
+from dvsa.generate.pipeline import (
+    PipelineConfig,
+    StageError,
+    apply_overrides,
+    run_pipeline,
+)
+from dvsa.generate.pipeline.config import set_targets
+from dvsa.scripts._args import (
+    Parser,
+    add_device_arg,
+    add_seed_arg,
+    add_set_arg,
+    parser,
+    positive_int,
+)
+
+SET_EXAMPLE = "align.epochs=16 --set beams=[1,3] --set region.score_pooling=warp"
 
 
-def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig:
-    """`generate.pipeline.apply_overrides` for a command: a bad item exits 2 with its message on stderr."""
-    try:
-        return pipeline.apply_overrides(cfg, overrides)
-    except ConfigError as e:
-        print(f"dvsa: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def build_parser(prog: str = "dvsa pipeline") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "dvsa pipeline") -> Parser:
+    p = parser(prog, __doc__)
     p.add_argument("--dataset", required=True, help="catalog name (synthetic, flickr8k, karpathy, coco, ...)")
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="run folder: every stage's outputs, results.json, report.html")
     p.add_argument("--eval-split", choices=["dev", "val", "test"], default=PipelineConfig.eval_split)
-    p.add_argument("--device", choices=["cpu", "cuda"], default=PipelineConfig.device)
-    p.add_argument("--limit", type=int, default=PipelineConfig.limit, help="at most N images per split (smoke tests)")
-    p.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="overrides: PipelineConfig fields (retrieval_protocol=all) or group.field with group in "
-                        "region, align, snippets, gen, gen_region, dense (align.epochs=10, snippets.target_len=3)")
+    add_device_arg(p, PipelineConfig.device)
+    add_seed_arg(p, PipelineConfig.seed)
+    p.add_argument("--limit", type=positive_int, default=PipelineConfig.limit,
+                   help="at most N images per split (smoke tests)")
+    add_set_arg(p, set_targets(), SET_EXAMPLE + " (PipelineConfig fields need no stage, or 'pipeline.')")
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+def config_from_args(args) -> PipelineConfig:
     split = "val" if args.eval_split in ("dev", "val") else "test"
     cfg = PipelineConfig(dataset=args.dataset, root=args.root, out=args.out, eval_split=split,
-                         device=args.device, limit=args.limit)
-    return apply_overrides(cfg, args.config)
+                         device=args.device, limit=args.limit, seed=args.seed)
+    return apply_overrides(cfg, args.set_items)
 
 
-def run_or_report(prog: str, fn, *args) -> tuple[int, object]:
-    """(exit status, fn(*args)): 130 when interrupted, 2 for bad data or config (one line on stderr), 1 when a
-    stage failed (its traceback, then which stage), else 0. Shared by ``dvsa pipeline`` and ``dvsa demo``."""
+def run_stages(fn, *args):
+    """fn(*args) (`run_pipeline` or `run_demo`); a failed stage becomes one DvsaError line (exit 1) saying the
+    stages before it are kept, after the traceback of its cause when that is not a user-facing DvsaError."""
     try:
-        return 0, fn(*args)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130, None
-    except (DataError, FileNotFoundError, ConfigError) as e:  # bad or missing data: the message names the file
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2, None
+        return fn(*args)
     except StageError as e:
-        traceback.print_exception(e.__cause__, file=sys.stderr)
-        print(f"{prog}: {e}\nthe stages before it are kept: fix the cause and run the same command again",
-              file=sys.stderr)
-        return 1, None
+        if not isinstance(e.__cause__, DvsaError):
+            traceback.print_exception(e.__cause__, file=sys.stderr)
+        raise DvsaError(f"{e} (the stages before it are kept: fix the cause and run the same command again)") from e
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    code, results = run_or_report("dvsa pipeline", run_pipeline, cfg)
-    if code:
-        return code
+    results = run_stages(run_pipeline, cfg)
     print(f"results: {Path(cfg.out) / 'results.json'}")
     print(f"report:  {Path(cfg.out) / 'report.html'}")
     r = results.get("retrieval", {})

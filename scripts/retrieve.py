@@ -9,7 +9,6 @@ Scores are eq. 8 (or the checkpoint's score). Prints a table and writes JSON wit
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,35 +16,45 @@ from pathlib import Path
 from dvsa.align.examples import images_for_sentence, sentences_for_image
 from dvsa.align.loading import load_records
 from dvsa.align.train import load_alignment
+from dvsa.data.errors import DvsaError, UsageError
 from dvsa.data.features import FeatureStore
-from dvsa.data.records import DataError
-from dvsa.scripts._args import add_checkpoint_data_args, add_device_arg
+from dvsa.generate.pipeline.run_files import resolve_checkpoint
+from dvsa.scripts import search
+from dvsa.scripts._args import (
+    add_checkpoint_data_args,
+    add_device_arg,
+    parser,
+    positive_int,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dvsa retrieve", description=__doc__.split("\n\n")[0])
+    if "--index" in (sys.argv[1:] if argv is None else argv):  # a photo index (dvsa index): scripts/search.py
+        return search.main(argv)
+    p = parser("dvsa retrieve", __doc__)
     add_checkpoint_data_args(p, "test", "candidates: train | val | test | all (default test)")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--sentence", help="query sentence -> top images")
     q.add_argument("--image", help="query image id (in the store) -> top sentences")
-    p.add_argument("--k", type=int, default=5, help="how many results (5)")
+    p.add_argument("--k", type=positive_int, default=5, help="how many results (5)")
     add_device_arg(p)
     p.add_argument("--out", default=None, help="results JSON")
     args = p.parse_args(argv)
 
+    model, vocab, cfg = load_alignment(resolve_checkpoint(args.checkpoint, "align"), device=args.device)
+    records = load_records(args.dataset, args.root, args.split, args.dataset_arg)
+    store = FeatureStore(args.store)
     try:
-        model, vocab, cfg = load_alignment(args.checkpoint, device=args.device)
-        records = load_records(args.dataset, args.root, args.split, args.dataset_arg)
-        store = FeatureStore(args.store)
         if args.sentence is not None:
             query, results = images_for_sentence(model, vocab, store, records, args.sentence, args.k, args.device,
                                                  args.split)
         else:
             query, results = sentences_for_image(model, vocab, store, records, args.image, args.k, cfg.max_words,
                                                  args.device, args.split)
-    except (DataError, FileNotFoundError, ValueError) as e:
-        print(f"dvsa retrieve: {e}", file=sys.stderr)
-        return 1
+    except DvsaError:
+        raise
+    except ValueError as e:  # a query the split cannot answer (no words, an image not in the store)
+        raise UsageError(f"{'--sentence' if args.sentence is not None else '--image'}: {e}") from e
     _print(query, results)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

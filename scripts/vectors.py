@@ -10,18 +10,17 @@ Prints the coverage (vocabulary words that have a vector). The work is `dvsa.dat
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import fields
 
 from dvsa.data.catalog import available
-from dvsa.data.records import DataError
 from dvsa.data.vectors import VectorsConfig, make_vectors
+from dvsa.scripts._args import add_seed_arg, nonneg_float, parser, positive_int
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser():
     d = VectorsConfig()
-    p = argparse.ArgumentParser(prog="dvsa vectors", description=__doc__.split("\n\n")[0])
+    p = parser("dvsa vectors", __doc__)
     p.add_argument("--dataset", required=True, help=f"reader name: {', '.join(available())}")
     p.add_argument("--root", required=True, help="dataset root (file or folder, as the reader takes it)")
     p.add_argument("--split", default="train", help="split whose sentences build the vocabulary (and train)")
@@ -31,31 +30,27 @@ def _parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--binary", dest="binary", action="store_true", default=d.binary, help="binary format")
     fmt.add_argument("--text", dest="binary", action="store_false", help="text format")
-    p.add_argument("--limit", type=int, default=d.limit, help="read only the first N vectors of the file")
-    p.add_argument("--dim", type=int, default=d.dim, help="trained vector size")
-    p.add_argument("--window", type=int, default=d.window)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--std", type=float, default=d.std, help="std of random rows (default: that of found rows)")
-    p.add_argument("--min-count", type=int, default=d.min_count, help="vocabulary threshold")
+    p.add_argument("--limit", type=positive_int, default=d.limit, help="read only the first N vectors of the file")
+    p.add_argument("--dim", type=positive_int, default=d.dim, help="trained vector size")
+    p.add_argument("--window", type=positive_int, default=d.window)
+    p.add_argument("--epochs", type=positive_int, default=d.epochs)
+    add_seed_arg(p, d.seed)
+    p.add_argument("--std", type=nonneg_float, default=d.std, help="std of random rows (default: that of found rows)")
+    p.add_argument("--min-count", type=positive_int, default=d.min_count, help="vocabulary threshold")
     p.add_argument("--out", required=True, help="output .npy (a .json with the vocabulary goes beside it)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     names = {f.name for f in fields(VectorsConfig)}
     cfg = VectorsConfig(**{k: v for k, v in vars(args).items() if k in names})
-    try:
-        res = make_vectors(args.dataset, args.root, args.out, cfg, args.split)
-    except DataError as e:
-        print(f"dvsa vectors: error: {e}", file=sys.stderr)
-        return 1
+    res = make_vectors(args.dataset, args.root, args.out, cfg, args.split)
     vocab, mat, cov = res["vocab"], res["matrix"], res["coverage"]
     print(f"vocabulary: {len(vocab)} words ({len(vocab) - 4} + 4 specials) from {res['sentences']} {args.split} "
           f"sentences; vectors: {mat.shape[1]}-d")
     print(f"coverage: {cov['found']}/{cov['total']} words have a vector ({100 * cov['fraction']:.1f}%)")
-    if cov["missing"]:
+    if cov["missing"] and not args.quiet:
         print(f"missing (random rows), e.g.: {' '.join(cov['missing'][:20])}")
     print(f"wrote {args.out}")
     return 0

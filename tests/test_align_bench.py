@@ -6,7 +6,7 @@ from dvsa.scripts import bench_align
 
 def test_bench_align_tiny(tmp_path, capsys):
     out = tmp_path / "b.json"
-    assert bench_align.main(["--images", "6", "--sentences", "30", "--regions", "4", "--embed", "16",
+    assert bench_align.main(["--n-images", "6", "--sentences", "30", "--regions", "4", "--embed", "16",
                              "--feat-dim", "8", "--train-steps", "1", "--batch", "5", "--loop-images", "2",
                              "--threads", "1", "--matmul-size", "128", "--out", str(out)]) == 0
     res = json.loads(out.read_text())

@@ -2,7 +2,7 @@
 import json
 
 from align_fakes import one_thread  # noqa: F401 (autouse fixture)
-from dvsa.scripts import align_eval, align_train, retrieve
+from dvsa.scripts import align_eval, align_train, cli, retrieve
 from test_align_train import make_toy
 
 
@@ -17,8 +17,8 @@ def test_train_eval_retrieve(tmp_path, capsys):
     records, _ = make_toy(tmp_path / "store", n_train=40, n_val=10, n_test=10)
     write_karpathy(records, tmp_path / "dataset_toy.json")
     common = ["--store", str(tmp_path / "store"), "--dataset", "karpathy", "--root", str(tmp_path / "dataset_toy.json")]
-    flags = ["--embed-dim", "24", "--hidden-dim", "16", "--word-dim", "12", "--min-count", "1", "--batch-size", "20",
-             "--epochs", "3", "--lr", "0.003", "--no-amp", "--no-progress"]
+    flags = [a for kv in ("embed_dim=24", "hidden_dim=16", "word_dim=12", "min_count=1", "batch_size=20", "epochs=3",
+                          "lr=0.003", "amp=false") for a in ("--set", f"align.{kv}")] + ["--quiet"]
     assert align_train.main(common + ["--out", str(tmp_path / "run")] + flags) == 0
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["embed_dim"] == 24 and cfg["epochs"] == 3 and cfg["amp"] is False
@@ -55,7 +55,9 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     records, _ = make_toy(tmp_path / "store", n_train=4, n_val=0, n_test=2)
     write_karpathy(records, tmp_path / "d.json")
     common = ["--store", str(tmp_path / "store"), "--dataset", "karpathy", "--root", str(tmp_path / "d.json")]
-    assert align_eval.main(["--checkpoint", str(tmp_path / "nope.pt"), *common]) == 1
+    assert cli.main(["align", "eval", "--checkpoint", str(tmp_path / "nope.pt"), *common]) == 1
     assert "nope.pt" in capsys.readouterr().err
-    assert align_train.main(common + ["--out", str(tmp_path / "r"), "--score", "mean"]) == 1
-    assert "score" in capsys.readouterr().err
+    # a value AlignConfig refuses is a usage error (exit 2), named, before any work
+    assert cli.main(["align", "train", *common, "--out", str(tmp_path / "r"), "--set", "align.score=mean"]) == 2
+    err = capsys.readouterr().err
+    assert "score" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -61,3 +61,17 @@ def test_every_subcommand_answers_help(module, capsys):
 def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "dvsa.scripts.cli", "nope"], capture_output=True, text=True)
     assert r.returncode == 2
+
+
+def test_user_faults_end_in_one_line_with_their_exit_code(tmp_path, capsys):
+    """A DvsaError or an OSError from any subcommand: one line on stderr, exit 1 (2 for usage), no traceback;
+    --debug lets the traceback through."""
+    missing = tmp_path / "nope.pt"
+    code = cli.main(["caption", "--checkpoint", str(missing), "--images", str(tmp_path), "--out",
+                     str(tmp_path / "c.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and str(missing) in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    with pytest.raises(Exception):
+        cli.main(["--debug", "caption", "--checkpoint", str(missing), "--images", str(tmp_path), "--out",
+                  str(tmp_path / "c.json")])

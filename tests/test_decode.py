@@ -117,7 +117,7 @@ def test_decoding_restores_training_mode_and_needs_no_grad():
 def test_bench_decode_prints_a_table(capsys):
     from dvsa.scripts.bench_decode import main
 
-    assert main(["--images", "3", "--vocab", "20", "--feat-dim", "8", "--hidden", "16", "--embed", "8",
+    assert main(["--n-images", "3", "--vocab", "20", "--feat-dim", "8", "--hidden", "16", "--embed", "8",
                  "--max-len", "5", "--beams", "1", "3", "--repeat", "1", "--single-images", "1"]) == 0
     out = capsys.readouterr().out
     assert "batched img/s" in out and len([ln for ln in out.splitlines() if ln.strip().startswith(("1 |", "3 |"))]) == 2

@@ -167,8 +167,10 @@ def test_cli_end_to_end_on_synthetic_scenes(tmp_path, capsys):
     assert "snippet regions, beam 2" in capsys.readouterr().out  # the generator's beam
     # bad input: a store of other features is refused with a clear message
     bad = tiny_checkpoint(tmp_path / "gen16.pt", voc, 16, {"dim": 16})
-    assert main(["--checkpoint", str(bad), "--store", str(tmp_path / "store"), "--dataset", "synthetic",
-                 "--root", str(root), "--split", "val", "--no-java", "--out", str(out)]) == 2
+    from dvsa.scripts import cli
+
+    assert cli.main(["generate", "eval", "--checkpoint", str(bad), "--store", str(tmp_path / "store"), "--dataset",
+                     "synthetic", "--root", str(root), "--split", "val", "--no-java", "--out", str(out)]) == 1
     assert "features of size 8, the generator wants 16" in capsys.readouterr().err
 
 

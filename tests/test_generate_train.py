@@ -176,7 +176,7 @@ def test_learning_rate_schedules():
     assert lr_at(cos, 0) == 1.0 and lr_at(cos, 5) == pytest.approx(0.5) and lr_at(cos, 10) == pytest.approx(0.0)
 
 
-def test_generate_train_command(tmp_path):
+def test_generate_train_command(tmp_path, capsys):
     from dvsa.data.catalog import load_dataset
     from dvsa.data.synthetic import write_synthetic
     from dvsa.scripts.generate_train import main
@@ -191,16 +191,19 @@ def test_generate_train_command(tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"hidden": 24, "embed": 8}))
     args = ["--store", str(tmp_path / "store"), "--dataset", "synthetic", "--root", str(root), "--out",
-            str(tmp_path / "run"), "--config", str(cfg), "--hidden", "16", "--epochs", "2", "--min-count", "1",
-            "--cell", "lstm", "--no-amp", "--no-progress", "--val-images", "4"]
+            str(tmp_path / "run"), "--config", str(cfg), "--set", "gen.hidden=16", "--set", "gen.epochs=2",
+            "--set", "gen.min_count=1", "--set", "gen.cell=lstm", "--set", "gen.amp=false", "--quiet",
+            "--set", "gen.val_images=4"]
     assert main(args) == 0
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (resolved["hidden"], resolved["embed"], resolved["cell"], resolved["amp"]) == (16, 8, "lstm", False)
     model, vocab, cfg_, ck = load_generator(tmp_path / "run" / "model.pt")
     assert ck["epoch"] >= 1 and len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
-    with pytest.raises(SystemExit):
-        main(args + ["--cell", "gru"])
-    assert main(args[:-2] + ["--hidden", "32"]) == 1  # resuming with other settings is refused, clearly
+    from dvsa.scripts import cli
+
+    assert cli.main(["generate", "train", *args, "--set", "gen.cell=gru"]) == 2  # not a cell: a usage error
+    assert cli.main(["generate", "train", *args[:-2], "--set", "gen.hidden=32"]) == 1  # resuming with other settings
+    assert "other settings" in capsys.readouterr().err  # is refused, clearly
 
 
 def test_early_stopping_keeps_the_best_epoch(tmp_path):

@@ -3,11 +3,12 @@ import json
 from pathlib import Path
 
 import pytest
+from dvsa.data.errors import ConfigError
 from dvsa.data.records import ImageRecord, Sentence
+from dvsa.generate.pipeline import PipelineConfig, apply_overrides, run_pipeline
 from dvsa.generate.pipeline import stages as pipeline_stages
-from dvsa.scripts import pipeline
-from dvsa.scripts.pipeline import PipelineConfig, apply_overrides, run_pipeline
 from dvsa.generate.pipeline.stages import Stage
+from dvsa.scripts import cli, pipeline
 
 
 # ------------------------------------------------------------------------------------------ stand-in stages
@@ -97,10 +98,10 @@ def test_a_failing_stage_exits_1_naming_it_and_keeps_earlier_stages(tmp_path, fa
 
     stages[1] = Stage("b", boom, (), ("a",))
     monkeypatch.setattr(pipeline_stages, "_stages", lambda: stages)
-    argv = ["--dataset", "fake", "--root", str(tmp_path), "--out", str(tmp_path / "run")]
-    assert pipeline.main(argv) == 1
+    argv = ["pipeline", "--dataset", "fake", "--root", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 1
     err = capsys.readouterr().err
-    assert "stage 'b' failed: ValueError: bad thing" in err
+    assert "stage 'b' failed: ValueError: bad thing" in err.strip().splitlines()[-1]
     assert (tmp_path / "run" / "a.done.json").is_file() and not (tmp_path / "run" / "b.done.json").exists()
 
 
@@ -124,12 +125,19 @@ def test_overrides_parse_values_and_groups():
     assert cfg.limit == 5 and cfg.snippets == {"target_len": 2.0} and cfg.skip == ("dense", "report")
     # "none" is a value of stage fields (lr_schedule, score_norm) but None for the pipeline's own optional fields
     cfg = apply_overrides(PipelineConfig(word_vectors="train"), ["align.lr_schedule=none", "word_vectors=none",
-                                                                 "gen.schedule=null"])
-    assert cfg.align["lr_schedule"] == "none" and cfg.word_vectors is None and cfg.gen["schedule"] is None
-    with pytest.raises(SystemExit):
+                                                                 "pipeline.report_beam=1"])
+    assert cfg.align["lr_schedule"] == "none" and cfg.word_vectors is None and cfg.report_beam == 1
+    with pytest.raises(ConfigError, match="nosuch"):
         apply_overrides(PipelineConfig(), ["nosuch=1"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="nogroup"):
         apply_overrides(PipelineConfig(), ["nogroup.x=1"])
+    # every group is checked against its stage's dataclass: the field's name and the value's type
+    for item, words in [("align.epochs=abc", ["align.epochs", "abc", "int"]), ("gen.hidden=1.5", ["gen.hidden", "int"]),
+                        ("region.pretrained=maybe", ["pretrained", "bool"]), ("dense.nope=1", ["nope", "beam"]),
+                        ("gen.schedule=null", ["schedule", "str"]), ("limit=abc", ["limit", "int"])]:
+        with pytest.raises(ConfigError) as e:
+            apply_overrides(PipelineConfig(), [item])
+        assert all(w in str(e.value) for w in words), (item, str(e.value))
 
 
 def test_eval_split_dev_maps_to_val():
@@ -138,9 +146,9 @@ def test_eval_split_dev_maps_to_val():
 
 
 def test_missing_split_is_a_clear_error(shared_datasets, capsys, tmp_path):
-    argv = ["--dataset", "flickr8k", "--root", str(shared_datasets / "flickr8k"), "--out", str(tmp_path / "o"),
-            "--eval-split", "test", "--limit", "2"]
-    assert pipeline.main(argv) == 2
+    argv = ["pipeline", "--dataset", "flickr8k", "--root", str(shared_datasets / "flickr8k"), "--out",
+            str(tmp_path / "o"), "--eval-split", "test", "--limit", "2"]
+    assert cli.main(argv) == 1  # bad data: exit 1
     assert "split 'test' is empty" in capsys.readouterr().err
 
 
@@ -158,8 +166,8 @@ def test_flickr8k_root_with_a_test_split_runs_the_features_stage(shared_datasets
         (root / f"Flickr_8k.{split}Images.txt").write_text("\n".join(part) + "\n")
     out = tmp_path / "run"
     argv = ["--dataset", "flickr8k", "--root", str(root), "--out", str(out), "--eval-split", "test",
-            "--config", "skip=align_train,gen_full", "region.ss_mode=single", "region.max_proposals=50",
-            "region.progress=false"]
+            "--set", "skip=align_train,gen_full", "--set", "region.ss_mode=single", "--set", "region.max_proposals=50",
+            "--set", "region.progress=false"]
     assert pipeline.main(argv) == 0
     r = json.loads((out / "results.json").read_text())
     assert r["eval_split"] == "test" and r["n_eval_images"] == 2 and r["n_train_images"] == 2
@@ -167,10 +175,11 @@ def test_flickr8k_root_with_a_test_split_runs_the_features_stage(shared_datasets
 
 
 # ------------------------------------------------------------------------------------------ end to end
-SMALL = ["--synthetic", "n_train=60", "n_val=10", "n_test=20", "--config", "align.epochs=30", "align.lr_step=60",
-         "align.embed_dim=256", "align.hidden_dim=128", "align.word_dim=64",
-         "gen.epochs=8", "gen_region.epochs=8", "beams=[1,3]", "report_beam=3", "region.part_size=16",
-         "dense_images=2", "dense_eval_images=10", "show_images=2", "region.progress=false"]
+SMALL = [a for kv in ("synthetic.n_train=60", "synthetic.n_val=10", "synthetic.n_test=20", "align.epochs=30",
+                      "align.lr_step=60", "align.embed_dim=256", "align.hidden_dim=128", "align.word_dim=64",
+                      "gen.epochs=8", "gen_region.epochs=8", "beams=[1,3]", "report_beam=3", "region.part_size=16",
+                      "dense_images=2", "dense_eval_images=10", "show_images=2", "region.progress=false")
+         for a in ("--set", kv)]
 
 
 def _random_model_word_accuracy(out: Path) -> float:

@@ -8,6 +8,7 @@ import pytest
 from dvsa.align.regions import RegionEncoder
 from dvsa.align.regions.bottomup import import_bottomup
 from dvsa.data.features import FeatureStore
+from dvsa.scripts import cli
 from dvsa.scripts.features import main
 from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
 
@@ -51,7 +52,8 @@ def test_bottomup_cli_resume_and_bad_line(tmp_path, capsys):
     assert "imported 0 images" in capsys.readouterr().err
     with open(tmp_path / "a.tsv", "a") as f:
         f.write("77\t10\t10\t2\tnot-base64!\tAAAA\n")
-    assert main(["--import-bottomup", str(tmp_path / "a.tsv"), "--out", str(tmp_path / "t"), "--quiet"]) == 2
+    assert cli.main(["features", "--import-bottomup", str(tmp_path / "a.tsv"), "--out", str(tmp_path / "t"),
+                     "--quiet"]) == 1  # bad data: exit 1
     assert "a.tsv:3" in capsys.readouterr().err
 
 
@@ -61,14 +63,14 @@ def test_features_cli_on_synthetic(tmp_path, capsys):
     root = write_synthetic(tmp_path / "synth", n_train=3, n_val=1, n_test=0, size=64)
     out = tmp_path / "feats"
     common = ["--dataset", "synthetic", "--root", str(root), "--no-pretrained", "--quiet", "--batch-size", "2",
-              "--set", "image_size=64", "--set", "ss_size=48", "--set", "warp_size=48"]
+              "--set", "region.image_size=64", "--set", "region.ss_size=48", "--set", "region.warp_size=48"]
     assert main([*common, "--out", str(out), "--split", "train", "--limit", "2", "--max-boxes", "3", "--fp16"]) == 0
     store = FeatureStore(out)
     assert len(store) == 2 and store.meta["dtype"] == "float16" and store.meta["region_config"]["max_boxes"] == 3
     assert json.loads((out / "region_config.json").read_text())["image_size"] == 64
     assert all(len(store.regions(i)[0]) <= 4 for i in store.ids)
     # the same store with other settings is refused with a clear message
-    assert main([*common, "--out", str(out), "--max-boxes", "5"]) == 2
+    assert cli.main(["features", *common, "--out", str(out), "--max-boxes", "5"]) == 2
     assert "other settings" in capsys.readouterr().err
     # given boxes from a JSON file
     ids = [i for i in store.ids]
@@ -78,7 +80,7 @@ def test_features_cli_on_synthetic(tmp_path, capsys):
     st2 = FeatureStore(out2)
     np.testing.assert_allclose(st2.regions(ids[0])[0][1:], [[1, 2, 30, 40], [5, 5, 60, 60]])
     assert all(len(st2.regions(i)[0]) == 1 for i in st2.ids if i != ids[0])
-    assert main(["--out", str(out2)]) == 2
+    assert cli.main(["features", "--out", str(out2)]) == 2
 
 
 def test_bench_features_main(tmp_path, capsys):
@@ -88,8 +90,9 @@ def test_bench_features_main(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)).save(tmp_path / f"{i}.jpg")
-    assert bench(["--images", str(tmp_path), "--n", "2", "--total", "10", "--workers", "0,2:workers", "--matmul-n", "128",
-                  "--set", "pretrained=false", "--set", "image_size=64", "--set", "warp_size=32"]) == 0
+    assert bench(["--images", str(tmp_path), "--n-images", "2", "--total", "10", "--workers", "0,2:workers",
+                  "--matmul-n", "128", "--set", "region.pretrained=false", "--set", "region.image_size=64",
+                  "--set", "region.warp_size=32"]) == 0
     out = capsys.readouterr().out
     assert "GFLOP/s" in out and "| selective search" in out and "| extract_features, 0 workers, CNN in main" in out
     assert "| extract_features, 2 workers, CNN in each" in out

@@ -95,7 +95,7 @@ def test_cli_show(tmp_path, monkeypatch):
     monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)
     monkeypatch.setattr(common, "load_model", lambda path, device="cpu": (model, vocab, None))
     rc = cli.main(["--checkpoint", "m.pt", "--store", str(tmp_path / "store"), "--dataset", "synthetic",
-                   "--root", str(tmp_path), "--beta", "0.5", "--images", "2", "--query", "a red circle",
+                   "--root", str(tmp_path), "--beta", "0.5", "--n-images", "2", "--query", "a red circle",
                    "--query-sentences", "1", "--out", str(tmp_path / "show")])
     assert rc == 0
     assert (tmp_path / "show" / "index.html").is_file() and (tmp_path / "show" / "retrieval.html").is_file()

@@ -142,12 +142,12 @@ def test_cli_writes_snippets_and_summary(tmp_path, monkeypatch):
     monkeypatch.setattr(dvsa.align.loading, "load_model", lambda path, device="cpu": (model, vocab, None))
     out = tmp_path / "run" / "snippets.jsonl"
     rc = cli.main(["--checkpoint", "x.pt", "--store", str(tmp_path / "store"), "--dataset", "fake", "--root", "r",
-                   "--split", "train", "--target-len", "1.5", "--out", str(out), "--no-progress"])
+                   "--split", "train", "--target-len", "1.5", "--out", str(out), "--quiet"])
     assert rc == 0
     summary = json.loads((tmp_path / "run" / "snippets.summary.json").read_text())
     assert summary["config"]["target_len"] == 1.5 and summary["beta"] >= 0
     assert len(read_snippets(out)) == summary["n_snippets"] > 0
     rc = cli.main(["--checkpoint", "x.pt", "--store", str(tmp_path / "store"), "--dataset", "fake", "--root", "r",
-                   "--beta", "0", "--out", str(out), "--no-progress"])
+                   "--beta", "0", "--out", str(out), "--quiet"])
     assert rc == 0
     assert json.loads((tmp_path / "run" / "snippets.summary.json").read_text())["beta"] == 0.0

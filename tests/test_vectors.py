@@ -16,6 +16,8 @@ from dvsa.data.vectors import (
     train_word2vec,
     vectors_for_vocab,
 )
+from dvsa.scripts import cli
+from dvsa.scripts.vectors import main
 from fixtures.formats import karpathy_json, make_image
 
 WORDS = ["dog", "Grass", "RUN", "a", "the", "ball", "über"]  # cased and non-ASCII entries, as in GoogleNews
@@ -145,7 +147,6 @@ def _dataset(tmp_path):
 
 
 def test_cli_word2vec_and_train(tmp_path, w2v_files, capsys):
-    from dvsa.scripts.vectors import main
 
     _, b, t = w2v_files
     root = _dataset(tmp_path)
@@ -167,6 +168,6 @@ def test_cli_word2vec_and_train(tmp_path, w2v_files, capsys):
                  "--out", str(out)]) == 0
     assert np.load(out).shape == (len(vocab), 5)
     assert "100.0%" in capsys.readouterr().out
-    assert main(["--dataset", "karpathy", "--root", str(root), "--word2vec", str(tmp_path / "no.bin"),
-                 "--out", str(out)]) == 1
+    assert cli.main(["vectors", "--dataset", "karpathy", "--root", str(root), "--word2vec",
+                     str(tmp_path / "no.bin"), "--out", str(out)]) == 1
     assert "no.bin: word2vec file not found" in capsys.readouterr().err

@@ -1,16 +1,23 @@
-"""The pipeline's config: `PipelineConfig` (every default of the pipeline), ``--config key=value`` overrides, and
-the helper that builds a stage's own config dataclass from the overrides given for it.
+"""The pipeline's config: `PipelineConfig` (every default of the pipeline), ``--set key=value`` overrides
+(checked against PipelineConfig and each stage's dataclass by `data.overrides`), and the helper that builds a
+stage's own config dataclass from the overrides given for it.
 
-A bad override raises `ConfigError` (a ValueError) naming the key; the command turns it into exit status 2.
+A bad override raises `ConfigError` (a usage error, exit status 2) naming the key, before any stage runs.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from dvsa.align.boxscore import BoxScoreConfig
+from dvsa.align.model import AlignConfig
+from dvsa.align.regions.config import RegionConfig
+from dvsa.align.snippets import SnippetConfig
+from dvsa.data import overrides
 from dvsa.data.errors import ConfigError
+from dvsa.generate.dense import DenseConfig
+from dvsa.generate.model import GenConfig
 
 
 @dataclass
@@ -61,42 +68,45 @@ class PipelineConfig:
 
 
 GROUPS = ("region", "align", "snippets", "box_score", "gen", "gen_region", "dense")  # stage-config override groups
+GROUP_CONFIGS = {"region": RegionConfig, "align": AlignConfig, "snippets": SnippetConfig, "box_score": BoxScoreConfig,
+                 "gen": GenConfig, "gen_region": GenConfig, "dense": DenseConfig}  # the dataclass of each group
 
 
-def parse_value(text: str, none_word: bool = True) -> Any:
-    """JSON when it parses, else the text. ``none`` means None only where `none_word` (pipeline fields such as
-    word_vectors=none); in a stage group it stays the string "none", a value of several fields (lr_schedule=none)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        if none_word and text.lower() == "none":
-            return None
-        return text
+def set_targets() -> dict[str, type]:
+    """What ``--set`` of the pipeline reaches: {"": PipelineConfig, "pipeline": PipelineConfig, group: its
+    stage dataclass} (`data.overrides.parse_set`)."""
+    return {"": PipelineConfig, "pipeline": PipelineConfig, **GROUP_CONFIGS}
 
 
-def apply_overrides(cfg: PipelineConfig, overrides: list[str]) -> PipelineConfig:
-    """``key=value`` (PipelineConfig field) or ``group.key=value`` (group in region/align/gen/gen_region).
-    Values parse as JSON when they can (``3``, ``0.5``, ``true``, ``[1,7]``), else as strings.
-    Raises ConfigError for an item that is not key=value or names no field or group."""
-    names = {f.name for f in dataclasses.fields(cfg)}
-    groups = set(GROUPS)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--config: expected key=value, got {item!r}")
-        key, text = item.split("=", 1)
-        value = parse_value(text, none_word="." not in key)
-        if "." in key:
-            group, sub = key.split(".", 1)
-            if group not in groups:
-                raise ConfigError(f"--config: unknown group {group!r} in {item!r} (groups: {sorted(groups)})")
-            getattr(cfg, group)[sub] = value
-        elif key in names and key not in groups:
-            if key in ("beams", "skip") and isinstance(value, (list, str)):
-                value = tuple(value if isinstance(value, list) else value.split(","))
-            setattr(cfg, key, value)
-        else:
-            raise ConfigError(f"--config: unknown key {key!r} (keys: {sorted(names - groups)})")
+def parse_value(text: str) -> Any:
+    """JSON when it parses, else the text (`data.overrides.parse_value`)."""
+    return overrides.parse_value(text)
+
+
+def apply_overrides(cfg: PipelineConfig, items: list[str] | tuple[str, ...]) -> PipelineConfig:
+    """``--set`` items: ``key=value`` or ``pipeline.key=value`` (a PipelineConfig field) or ``group.key=value``
+    (group in GROUPS, a field of that stage's dataclass, see GROUP_CONFIGS). Every item is checked against its
+    dataclass (name and type, `data.overrides`) before `cfg` changes, and so are the group dicts `cfg` already
+    holds; raises ConfigError naming the bad key (and value)."""
+    parsed = overrides.parse_set(list(items), set_targets())
+    top = {**parsed.pop(""), **parsed.pop("pipeline")}
+    bad = sorted(set(top) & set(GROUPS))
+    if bad:
+        raise ConfigError(f"--set {bad[0]}=...: {bad[0]!r} is a stage; set its fields as {bad[0]}.KEY=VALUE")
+    for group, values in parsed.items():
+        getattr(cfg, group).update(values)
+    for key, value in top.items():
+        setattr(cfg, key, value)
+    check_groups(cfg)
     return cfg
+
+
+def check_groups(cfg) -> None:
+    """ConfigError when a stage group dict of `cfg` (PipelineConfig or DemoConfig) names no field of its
+    dataclass or holds a value of another type."""
+    for group, cls in GROUP_CONFIGS.items():
+        if hasattr(cfg, group):
+            overrides.check_fields(cls, getattr(cfg, group), f"{group}.")
 
 
 def dataclass_with(cls, overrides: dict, **defaults):
@@ -104,7 +114,7 @@ def dataclass_with(cls, overrides: dict, **defaults):
     names = {f.name for f in fields(cls)}
     bad = sorted(set(overrides) - names)
     if bad:
-        raise ConfigError(f"--config: {cls.__name__} has no field(s) {bad}; fields: {sorted(names)}")
+        raise ConfigError(f"--set: {cls.__name__} has no field(s) {bad}; fields: {sorted(names)}")
     return cls(**{**{k: v for k, v in defaults.items() if k in names}, **overrides})
 
 

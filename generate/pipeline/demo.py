@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dvsa.data.io import atomic_write_json
-from dvsa.data.synthetic import write_synthetic
-from dvsa.generate.pipeline.config import PipelineConfig, apply_overrides
+from dvsa.data.overrides import parse_set
+from dvsa.data.synthetic import SynthConfig, write_synthetic
+from dvsa.generate.pipeline.config import PipelineConfig, apply_overrides, set_targets
 from dvsa.generate.pipeline.runner import run_pipeline
 
 
@@ -67,14 +68,26 @@ def make_data(out: Path, overrides: dict, log=print) -> float:
     return seconds
 
 
+def demo_set_targets() -> dict[str, type]:
+    """What ``dvsa demo --set`` reaches: ``synthetic.KEY`` (a `data.synthetic.SynthConfig` field, the scenes
+    written) and everything ``dvsa pipeline --set`` reaches (`config.set_targets`)."""
+    return {**set_targets(), "synthetic": SynthConfig}
+
+
 def run_demo(demo: DemoConfig, out: str | Path, device: str = PipelineConfig.device,
              overrides: list[str] = (), log=print) -> tuple[dict, float]:
-    """The demo: the synthetic scenes of `demo` into OUT/data, then the pipeline on them (`overrides`: its
-    ``--config`` items, ConfigError when bad) into OUT, and OUT/demo_config.json. Returns (results.json's content
-    plus ``_ran``, seconds spent writing the scenes)."""
+    """The demo: the synthetic scenes of `demo` into OUT/data, then the pipeline on them into OUT, and
+    OUT/demo_config.json. `overrides` are ``--set`` items: ``synthetic.KEY=VALUE`` changes the scenes, the rest
+    the pipeline (`apply_overrides`); all are checked (ConfigError) before anything is written. Returns
+    (results.json's content plus ``_ran``, seconds spent writing the scenes)."""
     out = Path(out)
+    items = list(overrides)
+    scenes = [i for i in items if i.split("=", 1)[0].startswith("synthetic.")]
+    rest = [i for i in items if i not in scenes]
+    demo = copy.deepcopy(demo)
+    demo.synthetic.update(parse_set(scenes, {"synthetic": SynthConfig})["synthetic"])
+    cfg = apply_overrides(demo.pipeline_config(out, device), rest)
     data_s = make_data(out / "data", demo.synthetic, log=log)
-    cfg = apply_overrides(demo.pipeline_config(out, device), list(overrides))
     results = run_pipeline(cfg, log=log)
     atomic_write_json(out / "demo_config.json", asdict(demo))
     return results, data_s
