@@ -486,17 +486,17 @@ def test_report_summary_and_lines():
     assert rep.merge(other).dropped == {"empty_sentence": 3}
 
 
-def test_pipeline_records_the_readers_report_and_honours_strict_data(tmp_path):
+def test_pipeline_records_the_readers_report_and_honours_strict_data(tmp_path, caplog):
     """The pipeline logs what the reader repaired, puts the report in results.json's "data", and with
     strict_data stops at the faulty record before any stage runs."""
     path = _karpathy(tmp_path, lambda d: d["images"][0]["sentences"][1].update(sentid="abc"),
                      names=(("a", "train"), ("b", "train"), ("c", "test")))
     lines = []
     run = Run(PipelineConfig(dataset="karpathy", root=str(path), eval_split="test"), tmp_path / "run", lines.append)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="dvsa.data"):
         warnings.simplefilter("ignore", DataWarning)
         run.load_records()
-    assert any("bad_sentence_id" in line for line in lines), lines
+    assert any("bad_sentence_id" in r.getMessage() for r in caplog.records), caplog.records
     data = assemble_results(run)["data"]
     assert data["repaired"] == {"bad_sentence_id": 1} and data["records"] == 3
     json.dumps(data)

@@ -35,10 +35,7 @@ class Run:
         `PipelineConfig.strict_data` makes the first such record an error."""
         cfg = self.cfg
         self.data_report = ReadReport(cfg.dataset, strict=cfg.strict_data)
-        records = load_dataset(cfg.dataset, cfg.root, report=self.data_report)
-        if self.data_report:
-            for line in self.data_report.lines():
-                self.log(f"  {line}")
+        records = load_dataset(cfg.dataset, cfg.root, report=self.data_report)  # logs it ("dvsa.data")
         lim = (lambda rs: rs[: cfg.limit]) if cfg.limit is not None else (lambda rs: rs)
         self.train = lim(select_split(records, "train"))
         self.eval = lim(select_split(records, cfg.eval_split))
