@@ -30,6 +30,22 @@ from dvsa.data.io import atomic_write_json, atomic_write_text, commit_dir, outpu
 FORMAT = 1
 
 
+def pad_regions(per: list[tuple[np.ndarray, np.ndarray]], dim: int, max_regions: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images' (boxes [R_i, 4], features [R_i, D]) padded to one batch: features float32 [B, R, D], boxes float32
+    [B, R, 4], mask bool [B, R] (True = real); R = the most regions, at most `max_regions`."""
+    r = max(len(b) for b, _ in per)
+    if max_regions is not None:
+        r = min(r, max_regions)
+    feats = np.zeros((len(per), r, dim), np.float32)
+    boxes = np.zeros((len(per), r, 4), np.float32)
+    mask = np.zeros((len(per), r), bool)
+    for n, (b, f) in enumerate(per):
+        k = min(len(b), r)
+        feats[n, :k], boxes[n, :k], mask[n, :k] = f[:k], b[:k], True
+    return feats, boxes, mask
+
+
 class FeatureStore:
     """Read-only view of a store folder (memory-mapped)."""
 
@@ -93,17 +109,7 @@ class FeatureStore:
 
     def padded(self, ids: list[str], max_regions: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Batch of images: features float32 [B, R, D], boxes float32 [B, R, 4], mask bool [B, R] (True = real)."""
-        per = [self.regions(i) for i in ids]
-        r = max(len(b) for b, _ in per)
-        if max_regions is not None:
-            r = min(r, max_regions)
-        feats = np.zeros((len(ids), r, self.dim), np.float32)
-        boxes = np.zeros((len(ids), r, 4), np.float32)
-        mask = np.zeros((len(ids), r), bool)
-        for n, (b, f) in enumerate(per):
-            k = min(len(b), r)
-            feats[n, :k], boxes[n, :k], mask[n, :k] = f[:k], b[:k], True
-        return feats, boxes, mask
+        return pad_regions([self.regions(i) for i in ids], self.dim, max_regions)
 
     def failed(self) -> list[dict]:
         p = self.path / "failed.jsonl"

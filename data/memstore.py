@@ -4,6 +4,7 @@ Python API or the web app encodes), so the functions written for stores (`align.
 from __future__ import annotations
 
 import numpy as np
+from dvsa.data.features import pad_regions
 
 
 class MemoryStore:
@@ -49,17 +50,7 @@ class MemoryStore:
 
     def padded(self, ids: list[str], max_regions: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """features float32 [B, R, D], boxes float32 [B, R, 4], mask bool [B, R], as `FeatureStore.padded`."""
-        per = [self.regions(i) for i in ids]
-        r = max(len(b) for b, _ in per)
-        if max_regions is not None:
-            r = min(r, max_regions)
-        feats = np.zeros((len(ids), r, self.dim), np.float32)
-        boxes = np.zeros((len(ids), r, 4), np.float32)
-        mask = np.zeros((len(ids), r), bool)
-        for n, (b, f) in enumerate(per):
-            k = min(len(b), r)
-            feats[n, :k], boxes[n, :k], mask[n, :k] = f[:k], b[:k], True
-        return feats, boxes, mask
+        return pad_regions([self.regions(i) for i in ids], self.dim, max_regions)
 
     def failed(self) -> list[dict]:
         return []
