@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import torch
 from dvsa.data.progress import progress as progress_bar
+from dvsa.generate.metrics import JavaMissingError, MeteorScorer
 from torchvision.ops import box_iou as tv_box_iou
 
 IOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -291,8 +292,6 @@ class DenseCapEvaluator:
             name = getattr(self.scorer, "name", None) or getattr(self.scorer, "__name__", type(self.scorer).__name__)
             vals = _scored(self.scorer, cands, refs, self.progress)
         else:
-            from dvsa.generate.metrics import JavaMissingError, MeteorScorer
-
             try:
                 with MeteorScorer() as m:
                     vals, name = _scored(m.score_pairs, cands, refs, self.progress), m.name

@@ -24,6 +24,8 @@ import io
 import os
 from pathlib import Path
 
+from pycocotools.coco import COCO
+
 from ..catalog import register
 from ..records import SPLITS, DataError, ImageRecord, Region, Sentence
 from ..text import tokenize
@@ -33,8 +35,6 @@ from .report import ReadReport, check_box, ensure, finish
 
 def _coco(path: Path):
     """A pycocotools COCO index of the JSON at `path` (parsed by us, so malformed files name themselves)."""
-    from pycocotools.coco import COCO
-
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(path, "not a COCO annotation file (no 'images' list)")

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from ..records import DataError, ImageRecord
 from .report import ReadReport
 
@@ -119,8 +121,6 @@ def find_image_dir(root: Path, candidates: Iterable[str], probe: str | None = No
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) from the image header only (PIL decodes no pixels). Raises OSError for unreadable files."""
-    from PIL import Image
-
     with Image.open(path) as im:
         return int(im.width), int(im.height)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 import re
+from difflib import SequenceMatcher
 from pathlib import Path
 
 from ..catalog import register
@@ -57,6 +58,7 @@ from .common import (
     scaled_holdout,
     warn,
 )
+from .flickr30k_entities import parse_annotation, parse_sentence
 from .report import ReadReport, ensure, finish
 
 Caption = tuple[int, str]  # (sentence id, raw)
@@ -296,8 +298,6 @@ def token_map(src: list[str], dst: list[str]) -> list[int | None]:
     """For each token of `src`, its position in `dst` by a difflib alignment of the token lists (None when it
     has no counterpart): equal runs map one to one, replaced runs proportionally (a spelling edit such as
     blonde -> blond maps onto its twin), deleted tokens to None."""
-    from difflib import SequenceMatcher
-
     out: list[int | None] = [None] * len(src)
     for op, i1, i2, j1, j2 in SequenceMatcher(None, src, dst, autojunk=False).get_opcodes():
         if op in ("equal", "replace") and j2 > j1:
@@ -309,8 +309,6 @@ def token_map(src: list[str], dst: list[str]) -> list[int | None]:
 def _entities_image(ent: Path, fid: str, report: ReadReport):
     """(parsed lines {0-based line: (tokens, spans)}, (width, height) or None, [(chain id, box)]) of one
     Entities image; None when its sentence file is missing."""
-    from .flickr30k_entities import parse_annotation, parse_sentence
-
     spath = ent / "Sentences" / f"{fid}.txt"
     if not spath.is_file():
         return None
