@@ -296,3 +296,34 @@ def _key(image, n: int) -> str:
     if isinstance(image, (str, os.PathLike)):
         return Path(image).as_posix()
     return f"image{n}"
+
+
+def search_recall(aligner, store, records, k: int = 10, candidates: int | None = None,
+                  show_progress: bool = True) -> dict:
+    """Image search R@k of every sentence of `records` over their images in `store`, exhaustive eq. 8 against
+    the index's candidates + rerank (`VectorIndex.search`), on the same sentences: {"n_images", "n_queries",
+    "recall_exhaustive", "recall_index" (fractions), "kept" (recall_index / recall_exhaustive), "same_top_k"
+    (fraction of queries whose top k is the exhaustive one), "proven" (fraction provably exhaustive)}."""
+    recs = [r for r in records if r.id in store and r.sentences]
+    if not recs:
+        raise DataError(str(getattr(store, "path", store)), "no image of the records is in the store")
+    ids = [r.id for r in recs]
+    embs = aligner.embed_store(store, ids)
+    vi = VectorIndex(np.concatenate(embs), np.concatenate([[0], np.cumsum([len(e) for e in embs])]),
+                     kind=aligner.cfg.score, norm=aligner.cfg.score_norm)
+    hit_e = hit_a = same = proven = n = 0
+    queries = [(i, s.raw) for i, r in enumerate(recs) for s in r.sentences]
+    for i, text in progress(queries, desc="search recall", unit="query", enabled=show_progress):
+        words = aligner.embed_sentence(text)
+        if len(words) == 0:
+            continue
+        a, _ = vi.search(words, k, candidates)
+        proven += vi.last_exact
+        e, _ = vi.exhaustive(words, k)
+        hit_a += i in a.tolist()
+        hit_e += i in e.tolist()
+        same += set(a.tolist()) == set(e.tolist())
+        n += 1
+    return {"n_images": len(recs), "n_queries": n, "k": k, "backend": vi.backend,
+            "recall_exhaustive": hit_e / max(1, n), "recall_index": hit_a / max(1, n),
+            "kept": hit_a / max(1, hit_e), "same_top_k": same / max(1, n), "proven": proven / max(1, n)}

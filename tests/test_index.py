@@ -3,10 +3,13 @@
 import json
 
 import numpy as np
-
 from api_fakes import toy_run
-from dvsa.align.index import VectorIndex
+from dvsa.align.aligner import Aligner
+from dvsa.align.index import VectorIndex, search_recall
+from dvsa.data.features import FeatureStore
+from dvsa.data.records import ImageRecord, Sentence
 from dvsa.generate.serve.bench import bench_serve, synthetic_photos, synthetic_queries
+from dvsa.generate.serve.toy import toy_sentences
 from dvsa.scripts import cli
 
 
@@ -56,3 +59,22 @@ def test_index_and_retrieve_commands(tmp_path, tmp_path_factory, capsys):
 def test_bench_serve_small(tmp_path_factory):
     r = bench_serve(toy_run(tmp_path_factory), clients=2, requests=3, log=lambda *a: None)
     assert r["answered"] == 6 and r["errors"] == 0 and r["lost"] == 0 and r["p95_ms"] >= r["p50_ms"] > 0
+
+
+
+def test_search_recall_on_a_trained_toy(tmp_path_factory):
+    """The real-photo mode of `dvsa bench index` (search_recall): index R@k beside exhaustive R@k on the toy
+    run's photos, each queried by its own sentences; with the candidates covering every photo they agree."""
+    run = toy_run(tmp_path_factory)
+    store = FeatureStore(run / "features")
+    recs, sid = [], 0
+    for image_id in store.ids:
+        colour, shape, _ = image_id.split("_")
+        sents = []
+        for toks in toy_sentences(colour, shape):
+            sents.append(Sentence(sid, " ".join(toks), toks))
+            sid += 1
+        recs.append(ImageRecord(image_id, f"photos/{image_id}.png", 64, 64, "train", sents))
+    r = search_recall(Aligner.load(run), store, recs, k=3, candidates=len(recs), show_progress=False)
+    assert r["n_queries"] == 3 * len(recs) and r["n_images"] == len(recs)
+    assert r["same_top_k"] == 1.0 and r["recall_index"] == r["recall_exhaustive"] > 3 / len(recs)
