@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=50)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--candidates", type=int, default=200, help="FAISS candidates reranked by eq. 8")
-    p.add_argument("--ivf-threshold", type=int, default=200_000, help="IVF instead of a flat index from this N")
+    p.add_argument("--ivf-threshold", type=int, default=5_000_000, help="IVF (approximate) instead of a flat index from this many regions")
     p.add_argument("--checkpoint", default=None, help="an alignment checkpoint or run folder: measure on real photos")
     p.add_argument("--store", default=None, help="with --checkpoint: the feature store of the split's images")
     p.add_argument("--dataset", default=None, help="with --checkpoint: the dataset name (dvsa.data.catalog)")

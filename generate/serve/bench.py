@@ -173,7 +173,7 @@ def synthetic_queries(codes: np.ndarray, q: int, seed: int = 1, noise: float = 0
 
 
 def bench_index(n: int = 100_000, regions: int = 8, dim: int = 128, queries: int = 50, k: int = 10,
-                candidates: int = 200, ivf_threshold: int = 200_000, log=print) -> dict:
+                candidates: int = 200, ivf_threshold: int = 5_000_000, log=print) -> dict:
     t0 = time.perf_counter()
     v, offsets, codes = synthetic_photos(n, regions, dim)
     qs = synthetic_queries(codes, queries)
