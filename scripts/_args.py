@@ -158,24 +158,30 @@ def add_images_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--images", nargs="+", required=required, metavar="PATH", help="image files and/or folders")
 
 
+def add_data_args(p: argparse.ArgumentParser, split: str, split_help: str | None = None,
+                  dataset_arg: bool = True, limit: bool = False) -> None:
+    """--store --dataset --root [--dataset-arg] --split [--limit]: the feature store and records a command reads."""
+    p.add_argument("--store", required=True, help="feature store folder (dvsa features) holding the split's images")
+    p.add_argument("--dataset", required=True, help="dataset name in data.catalog (flickr8k, coco, synthetic, ...)")
+    p.add_argument("--root", required=True, help="dataset root folder")
+    if dataset_arg:
+        p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="reader keyword, e.g. entities=PATH for flickr8k")
+    p.add_argument("--split", default=split, help=split_help or f"split to process (default {split})")
+    if limit:
+        p.add_argument("--limit", type=positive_int, default=None, help="only the first N images of the split")
+
+
 def add_checkpoint_data_args(p: argparse.ArgumentParser, split: str, split_help: str) -> None:
     """--checkpoint --store --dataset --root --dataset-arg --split of the retrieval commands."""
     add_checkpoint_arg(p, "align", help="alignment checkpoint (dvsa align train: OUT/model.pt)")
-    p.add_argument("--store", required=True, help="feature store folder holding the split's images")
-    p.add_argument("--dataset", required=True, help="dataset name in data.catalog")
-    p.add_argument("--root", required=True, help="dataset root")
-    p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE", help="reader keyword")
-    p.add_argument("--split", default=split, help=split_help)
+    add_data_args(p, split, split_help)
 
 
 def add_model_args(p: argparse.ArgumentParser, split: str) -> None:
     """The aligner + data flags of align snippets / evaluate / show (`align.loading.open_inputs`)."""
     add_checkpoint_arg(p, "align", help="alignment checkpoint (dvsa align train)")
-    p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
-    p.add_argument("--dataset", required=True, help="dataset name in data.catalog (flickr8k, synthetic, ...)")
-    p.add_argument("--root", required=True, help="dataset root folder")
-    p.add_argument("--split", default=split, help=f"split to process (default {split})")
-    p.add_argument("--limit", type=positive_int, default=None, help="only the first N images of the split")
+    add_data_args(p, split, dataset_arg=False, limit=True)
     add_device_arg(p, SnippetConfig.device, help="torch device for scoring: cpu, cuda or auto")
     add_checkpoint_arg(p, "box_score", required=False, flag="--box-scorer",
                        help="a learned box score (dvsa align boxscore): WEIGHT x its score of a region is added "

@@ -30,6 +30,7 @@ from dvsa.data.records import select_split
 from dvsa.generate.pipeline.run_files import resolve_checkpoint
 from dvsa.scripts._args import (
     add_checkpoint_arg,
+    add_data_args,
     add_device_arg,
     nonneg_float,
     parser,
@@ -40,13 +41,7 @@ from dvsa.scripts._args import (
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("dvsa align ground", __doc__)
-    p.add_argument("--store", required=True, help="feature store folder (dvsa features)")
-    p.add_argument("--dataset", required=True, help="dataset name in data.catalog (coco, flickr8k, ...)")
-    p.add_argument("--root", required=True, help="dataset root folder")
-    p.add_argument("--dataset-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="reader keyword, e.g. entities=PATH for flickr8k")
-    p.add_argument("--split", default="all", help="split to evaluate (default: every record)")
-    p.add_argument("--limit", type=positive_int, default=None, help="only the first N images of the split")
+    add_data_args(p, "all", "split to evaluate (default: every record)", limit=True)
     add_checkpoint_arg(p, "align", required=False, help="alignment checkpoint (without it: baselines only)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--beta", type=nonneg_float, default=None, help="fixed beta of eq. 12")
