@@ -96,16 +96,21 @@ def write_coco_results(path: str | os.PathLike, captions, extras: bool = False, 
     return atomic_write_json(path, to_coco_results(captions, extras), indent=indent)
 
 
-def read_coco_results(path: str | os.PathLike) -> list[dict]:
-    """The entries of a COCO results file (as written: extra keys kept), checked: a list of objects each with an
-    int or str "image_id" and a str "caption", no image twice. DataError naming the file otherwise.
-    ``{e["image_id"]: e["caption"] for e in read_coco_results(p)}`` is the dict `caption_metrics` takes."""
+def _load_json(path: str | os.PathLike):
+    """The parsed JSON file at `path`; DataError naming it when it cannot be read or is not JSON."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(path, f"cannot read: {e}") from None
     except json.JSONDecodeError as e:
         raise DataError(path, f"not JSON: {e}", line=e.lineno) from None
+
+
+def read_coco_results(path: str | os.PathLike) -> list[dict]:
+    """The entries of a COCO results file (as written: extra keys kept), checked: a list of objects each with an
+    int or str "image_id" and a str "caption", no image twice. DataError naming the file otherwise.
+    ``{e["image_id"]: e["caption"] for e in read_coco_results(p)}`` is the dict `caption_metrics` takes."""
+    data = _load_json(path)
     if not isinstance(data, list):
         raise DataError(path, f"a COCO results file is a JSON list of {{image_id, caption}}, got a "
                               f"{type(data).__name__}")
@@ -211,10 +216,4 @@ def from_densecap_results(doc, image_dir: str | os.PathLike | None = None, where
 def read_densecap_results(path: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[dict]:
     """`from_densecap_results` of the JSON file at `path`; a DenseCap file's images are looked for in
     `image_dir` (default: the file's folder). DataError naming the file when it is not readable."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"cannot read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"not JSON: {e}", line=e.lineno) from None
-    return from_densecap_results(doc, Path(path).parent if image_dir is None else image_dir, where=str(path))
+    return from_densecap_results(_load_json(path), Path(path).parent if image_dir is None else image_dir, where=str(path))
