@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-from dvsa.align.grounding import STOPWORDS, phrase_boxes, vote
+from dvsa.align.grounding import STOPWORDS, phrase_boxes, sentence_phrases, vote
 from dvsa.align.mrf import chain_mrf
 from dvsa.align.snippets import score_pairs, sentence_pairs
 from dvsa.data.coco_words import with_category_phrases
@@ -136,23 +136,14 @@ class GroundingEvaluator:
         self.has_model = self.has_model or assigns is not None
         n = len(sentence.tokens) if assigns is None else len(next(iter(assigns.values())))
         big = largest_row(boxes)
-        for p in record.phrases:
-            if p.sentence_id != sentence.id:
-                continue
-            gt = phrase_boxes(record, p)
-            if not gt:
-                self.no_box += 1
-                continue
-            end = min(p.end, n)
-            if end <= p.start:
-                continue
+        phrases, no_box = sentence_phrases(record, sentence.id, n, sentence.tokens, self.stopwords)
+        self.no_box += no_box
+        for p, gt, span, content in phrases:
             hit, inside = _hits(boxes, gt, self.iou)
             hf, pf = hit.double(), inside.double()
             base = {"whole_image": (float(hf[0]), float(pf[0])), "largest_box": (float(hf[big]), float(pf[big])),
                     "random_box": (float(hf.mean()), float(pf.mean())),
                     "best_box": (float(hit.any()), float(inside.any()))}
-            span = list(range(p.start, end))
-            content = [t for t in span if sentence.tokens[t] not in self.stopwords]
             voters = content or span
             scores = dict(base)
             if assigns is not None:

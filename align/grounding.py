@@ -46,6 +46,25 @@ def phrase_boxes(record: ImageRecord, phrase: Phrase) -> list[list[float]]:
     return [r.box for r in record.regions if r.id is not None and r.id in ids]
 
 
+def sentence_phrases(record: ImageRecord, sentence_id: int, n_words: int, tokens: list[str],
+                     stopwords: frozenset[str]) -> tuple[list[tuple[Phrase, list[list[float]], list[int], list[int]]], int]:
+    """The phrases of one sentence of `record` that can be scored: ([(phrase, its gt boxes, its token
+    positions (span, cut at `n_words`), its content positions (not in `stopwords`))], phrases without a box).
+    Phrases with no word left after the cut are skipped."""
+    out, no_box = [], 0
+    for p in record.phrases:
+        if p.sentence_id != sentence_id:
+            continue
+        gt = phrase_boxes(record, p)
+        if not gt:
+            no_box += 1
+            continue
+        span = list(range(p.start, min(p.end, n_words)))
+        if span:
+            out.append((p, gt, span, [t for t in span if tokens[t] not in stopwords]))
+    return out, no_box
+
+
 def vote(regions: list[int], word_scores: torch.Tensor) -> int:
     """The region most of the words are on; ties -> highest summed score word_scores [n, R] over them, then lowest row."""
     counts = Counter(regions)
@@ -85,21 +104,12 @@ class AlignmentEvaluator:
             n = int(batch.lengths[k])
             real = batch.region_mask[k]
             boxes = batch.boxes[k]  # [R, 4]
-            for p in rec.phrases:
-                if p.sentence_id != sent.id:
-                    continue
-                gt = phrase_boxes(rec, p)
-                if not gt:
-                    self.phrases_no_box += 1
-                    continue
-                end = min(p.end, n)
-                if end <= p.start:
-                    continue
+            phrases, no_box = sentence_phrases(rec, sent.id, n, sent.tokens, self.stopwords)
+            self.phrases_no_box += no_box
+            for p, gt, span, content in phrases:
                 # [R] best IoU of each region with the truth (torchvision's box_iou, in float64)
                 ious = box_iou(torch.as_tensor(boxes).double(), torch.tensor(gt, dtype=torch.float64)).amax(1)
                 hit = (ious >= self.iou) & real  # [R]
-                span = list(range(p.start, end))
-                content = [t for t in span if sent.tokens[t] not in self.stopwords]
                 for t in content:
                     right = int(hit[int(assign[k, t])])
                     self.words += 1
