@@ -1,8 +1,8 @@
 """Dense captioning mean average precision, DenseCap's protocol (Johnson, Karpathy, Fei-Fei, CVPR 2016).
 
 Reference: `DenseCaptioningEvaluator` in jcjohnson/densecap's eval/eval_utils.lua (with `box_utils.merge_boxes`
-and eval/meteor_bridge.py). Scenic's Python port (`DensecapEval`) follows it too, but with exact levels k / 100
-where the Lua loop's float sums are a few ulp above (see below); the two differ when a recall is exactly k / 100.
+and eval/meteor_bridge.py), as its Python ports compute it (Scenic's `DensecapEval` in
+scenic/projects/densevoc/densevoc_evaluator.py: the same merging, matching and thresholds, recall levels t / 100).
 For every image:
   1. Ground-truth boxes overlapping with IoU >= 0.7 are merged (`merge_boxes`, DenseCap's greedy grouping:
      repeatedly take the box with the most neighbours at IoU >= 0.7, group it with them). A merged box is the
@@ -15,10 +15,15 @@ For every image:
 Over all images, predictions sorted by score, for each IoU threshold t in {0.3, 0.4, 0.5, 0.6, 0.7} and METEOR
 threshold m in {0, 0.05, 0.1, 0.15, 0.2, 0.25}: a prediction is a true positive when it is ok, its IoU >= t and
 its METEOR > m (strictly, as DenseCap's code: at m = 0 a caption must share something with the references).
-AP is DenseCap's max-interpolated average precision: the mean, over the recall levels of the Lua loop
-`for t=0,1,0.01` (`RECALL_LEVELS`: 100 levels 0, 0.01, .., 0.99, each the float sum of 0.01 repeated; the
-101st sum is 1.0000000000000007 > 1, so recall 1 is never visited), of the best precision at recall >= t
-(0 if no rank reaches t); recall is over all merged ground-truth boxes. mAP is the mean over the 30 pairs.
+AP is DenseCap's max-interpolated average precision: the mean, over 100 recall levels t, of the best precision
+at recall >= t (0 if no rank reaches t); recall is over all merged ground-truth boxes. mAP is the mean over the
+30 pairs. The levels (`recall_levels`):
+  - "ports" (the default, `RECALL_LEVELS`): t = k / 100 for k = 0 .. 99, as Scenic's port (`for t in range(100):
+    rec >= t / 100.`), whose numbers published dense-captioning mAPs are compared with;
+  - "lua" (`LUA_RECALL_LEVELS`): the values the Lua loop `for t=0,1,0.01` visits, 0 and then float sums of 0.01
+    (100 of them: the 101st sum, 1.0000000000000007, passes 1, so recall 1 is never a level). They differ from
+    k / 100 by a few ulp (e.g. level 25 is 0.25000000000000006), which changes an AP only where a recall equals
+    such a k / 100 exactly (1 of 4 boxes found): the Lua level is then not reached at that rank.
 `det_map` is DenseCap's "detmap": the same with its METEOR threshold -1, i.e. no caption condition
 (METEOR >= 0 > -1), averaged over the 5 IoU thresholds.
 
@@ -58,7 +63,9 @@ def _lua_recall_levels(step: float = 0.01) -> np.ndarray:
     return np.array(levels, np.float64)
 
 
-RECALL_LEVELS = _lua_recall_levels()
+RECALL_LEVELS = np.arange(100, dtype=np.float64) / 100.0  # Scenic's port: t / 100. for t in range(100)
+LUA_RECALL_LEVELS = _lua_recall_levels()
+LEVELS = {"ports": RECALL_LEVELS, "lua": LUA_RECALL_LEVELS}
 
 Scorer = Callable[[list[str], list[list[str]]], list[float]]
 
@@ -111,12 +118,13 @@ def merge_ground_truth(
     return merged, [[captions[i] for i in g] for g in groups]
 
 
-def average_precision(tp: np.ndarray, n_pos: int) -> float:
+def average_precision(tp: np.ndarray, n_pos: int, levels: np.ndarray = RECALL_LEVELS) -> float:
     """DenseCap's max-interpolated AP of a ranked list: tp bool [P] in decreasing score, n_pos ground truths.
 
-    Precision and recall at every rank; AP = mean over `RECALL_LEVELS` (the 100 levels of eval_utils.lua's
-    `for t=0,1,0.01`, computed by the same repeated float addition) of the max precision at recall >= t, 0 where
-    no rank reaches t. An empty list scores 0 (DenseCap's Lua would fail on torch.max of an empty tensor).
+    Precision and recall at every rank; AP = mean over `levels` (float [L], nondecreasing; default the ports'
+    k / 100, k < 100; `LUA_RECALL_LEVELS` for the Lua loop's float sums) of the max precision at recall >= t,
+    0 where no rank reaches t. An empty list scores 0 (DenseCap's Lua would fail on torch.max of an empty
+    tensor; Scenic's port gives 0).
     """
     if n_pos <= 0:
         raise ValueError("average precision needs at least one ground-truth box")
@@ -127,7 +135,7 @@ def average_precision(tp: np.ndarray, n_pos: int) -> float:
     rec = ctp / n_pos
     prec = ctp / np.arange(1, tp.size + 1)
     best_after = np.maximum.accumulate(prec[::-1])[::-1]  # best precision at this rank or later
-    first = np.searchsorted(rec, RECALL_LEVELS, side="left")  # rec is nondecreasing
+    first = np.searchsorted(rec, levels, side="left")  # rec is nondecreasing
     p = np.where(first < tp.size, best_after[np.minimum(first, tp.size - 1)], 0.0)
     return float(p.mean())
 
@@ -219,6 +227,8 @@ class DenseCapEvaluator:
     outputs: list of {"boxes" [P, 4], "scores" [P], "captions" [P]} (same order as inputs).
     scorer: caption scorer (see module doc); None = METEOR via Java, else `meteor_exact` with a warning.
     progress: a bar over the caption scoring (`dvsa.data.progress`), which then goes `SCORE_CHUNK` pairs a call.
+    recall_levels: "ports" (k / 100, as Scenic's port; the default) or "lua" (the Lua loop's float sums); see the
+    module doc.
     """
 
     def __init__(
@@ -228,7 +238,11 @@ class DenseCapEvaluator:
         meteor_thresholds: Sequence[float] = METEOR_THRESHOLDS,
         merge_iou: float = MERGE_IOU,
         progress: bool = True,
+        recall_levels: str = "ports",
     ):
+        if recall_levels not in LEVELS:
+            raise ValueError(f"recall_levels={recall_levels!r}; choose one of {', '.join(LEVELS)}")
+        self.recall_levels = recall_levels
         self.scorer = scorer
         self.progress = bool(progress)
         self.iou_thresholds = tuple(float(t) for t in iou_thresholds)
@@ -307,7 +321,7 @@ class DenseCapEvaluator:
 
     def evaluate(self) -> dict:
         """{"map", "ap": {"iou0.3/meteor0.05": AP, ...}, "det_map", "det_ap": {"iou0.3": AP, ...},
-        "n_images", "n_gt" (merged boxes), "n_pred", "scorer"}; APs in 0..1."""
+        "n_images", "n_gt" (merged boxes), "n_pred", "scorer", "recall_levels"}; APs in 0..1."""
         if self.n_pos == 0:
             raise ValueError("dense captioning AP needs at least one ground-truth box")
         scores = np.concatenate(self._scores) if self._scores else np.zeros(0)
@@ -319,11 +333,12 @@ class DenseCapEvaluator:
         order = np.argsort(-scores, kind="stable")
         iou, ok, cap = iou[order], ok[order], cap[order]
         ap, det_ap = {}, {}
+        levels = LEVELS[self.recall_levels]
         for t in self.iou_thresholds:
             hit = ok & (iou >= t)
-            det_ap[f"iou{t:g}"] = average_precision(hit, self.n_pos)
+            det_ap[f"iou{t:g}"] = average_precision(hit, self.n_pos, levels)
             for m in self.meteor_thresholds:
-                ap[f"iou{t:g}/meteor{m:g}"] = average_precision(hit & (cap > m), self.n_pos)
+                ap[f"iou{t:g}/meteor{m:g}"] = average_precision(hit & (cap > m), self.n_pos, levels)
         return {
             "map": float(np.mean(list(ap.values()))),
             "ap": ap,
@@ -333,6 +348,7 @@ class DenseCapEvaluator:
             "n_gt": self.n_pos,
             "n_pred": int(len(scores)),
             "scorer": scorer_name,
+            "recall_levels": self.recall_levels,
         }
 
 

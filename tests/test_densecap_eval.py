@@ -51,7 +51,13 @@ def lua_levels():
     return out
 
 
-def slow_map(images, scorer, ious=dc.IOU_THRESHOLDS, mets=dc.METEOR_THRESHOLDS):
+def port_levels():
+    """Scenic's port (densevoc_evaluator.DensecapEval): `for t in range(100): mask = rec >= t / 100.`"""
+    return [t / 100.0 for t in range(100)]
+
+
+def slow_map(images, scorer, ious=dc.IOU_THRESHOLDS, mets=dc.METEOR_THRESHOLDS, levels=None):
+    levels = port_levels() if levels is None else levels
     records, npos = [], 0
     for gtb, gtc, pb, ps, pc in images:
         groups = slow_merge(gtb, 0.7)
@@ -82,7 +88,7 @@ def slow_map(images, scorer, ious=dc.IOU_THRESHOLDS, mets=dc.METEOR_THRESHOLDS):
                 c += x
                 prec.append(c / (k + 1))
                 rec.append(c / npos)
-            levels = lua_levels()  # eval_utils.lua: ap = sum of max(prec * (rec >= t)) over the loop, / apn
+            # eval_utils.lua and the ports: ap = sum of max(prec * (rec >= t)) over the levels, / their number
             aps.append(sum(max([p for p, r in zip(prec, rec) if r >= lv], default=0.0) for lv in levels)
                        / len(levels))
     return sum(aps) / len(aps), aps
@@ -123,16 +129,18 @@ def random_image(rng):
     return boxes, caps, pb, ps, pc
 
 
+@pytest.mark.parametrize("levels", ["ports", "lua"])
 @pytest.mark.parametrize("scorer", [exact_match_scorer, overlap_scorer])
-def test_matches_slow_twin_on_random_boxes(scorer):
+def test_matches_slow_twin_on_random_boxes(scorer, levels):
     rng = np.random.default_rng(0)
     for trial in range(12):
         images = [random_image(rng) for _ in range(int(rng.integers(1, 6)))]
-        ev = DenseCapEvaluator(scorer=scorer)
+        ev = DenseCapEvaluator(scorer=scorer, recall_levels=levels)
         ev.process([{"image_id": i, "gt_boxes": b, "gt_captions": c} for i, (b, c, *_) in enumerate(images)],
                    [{"boxes": pb, "scores": ps, "captions": pc} for _, _, pb, ps, pc in images])
         out = ev.evaluate()
-        want_map, want_aps = slow_map(images, scorer)
+        assert out["recall_levels"] == levels
+        want_map, want_aps = slow_map(images, scorer, levels=port_levels() if levels == "ports" else lua_levels())
         assert out["map"] == pytest.approx(want_map, abs=1e-12), trial
         assert list(out["ap"].values()) == pytest.approx(want_aps, abs=1e-12)
         assert out["n_pred"] == sum(len(x[3]) for x in images)
@@ -181,9 +189,9 @@ def test_overlapping_ground_truth_is_merged():
     out = run(gt, ["a cat", "a kitten", "a dog"], [[0, 0, 10, 10.5], [0, 0, 10, 10], [30, 30, 40, 40]],
               [0.9, 0.8, 0.7], ["a kitten", "a cat", "a dog"])
     assert out["n_gt"] == 2
-    # ranks: TP, FP, TP over 2 boxes -> precision 1 up to recall .5, 2/3 after: 50 of DenseCap's 100 recall
-    # levels are <= .5 (the 51st, 0.5000000000000002, is above; see test_average_precision_lua_levels_by_hand)
-    assert out["map"] == pytest.approx((50 * 1 + 50 * 2 / 3) / 100)
+    # ranks: TP, FP, TP over 2 boxes -> precision 1 up to recall .5, 2/3 after: 51 of the 100 levels k / 100
+    # are <= .5 (see test_average_precision_by_hand_both_levels)
+    assert out["map"] == pytest.approx((51 * 1 + 49 * 2 / 3) / 100)
 
 
 def test_first_prediction_takes_the_box_even_with_a_wrong_caption():
@@ -202,15 +210,19 @@ def test_thresholds_follow_iou_and_meteor():
     assert out["map"] == pytest.approx(3 / 6)
 
 
-def test_lua_recall_levels():
+def test_recall_levels():
+    # the ports: k / 100 for k < 100, computed as t / 100. (Scenic)
+    assert dc.RECALL_LEVELS.tolist() == port_levels() and len(dc.RECALL_LEVELS) == 100
     # eval_utils.lua `for t=0,1,0.01`: 100 iterations; 0.01 summed 100 times is 1.0000000000000007 > 1
-    assert len(dc.RECALL_LEVELS) == 100 and dc.RECALL_LEVELS.tolist() == lua_levels()
-    assert dc.RECALL_LEVELS[0] == 0.0 and dc.RECALL_LEVELS[-1] == pytest.approx(0.99, abs=1e-12)
-    assert dc.RECALL_LEVELS[25] > 0.25 and dc.RECALL_LEVELS[50] > 0.5 and dc.RECALL_LEVELS[75] > 0.75
+    assert len(dc.LUA_RECALL_LEVELS) == 100 and dc.LUA_RECALL_LEVELS.tolist() == lua_levels()
+    assert dc.LUA_RECALL_LEVELS[0] == 0.0 and dc.LUA_RECALL_LEVELS[-1] == pytest.approx(0.99, abs=1e-12)
+    assert dc.LUA_RECALL_LEVELS[25] > 0.25 and dc.LUA_RECALL_LEVELS[50] > 0.5 and dc.LUA_RECALL_LEVELS[75] > 0.75
+    with pytest.raises(ValueError, match="recall_levels"):
+        DenseCapEvaluator(recall_levels="101")
 
 
-def test_average_precision_lua_levels_by_hand():
-    """DenseCap's AP (eval_utils.lua): mean over the loop's 100 levels t of max(prec[rec >= t]), 0 if none.
+def test_average_precision_by_hand_both_levels():
+    """DenseCap's AP: mean over 100 levels t of max(prec[rec >= t]), 0 if none.
 
     5 predictions in score order, 4 ground-truth boxes:
         rank  tp   precision  recall
@@ -220,19 +232,25 @@ def test_average_precision_lua_levels_by_hand():
           4   no   2/4 = .5   .5
           5   yes  3/5 = .6   3/4 = .75
     Interpolated precision: 1 for t <= .25, 2/3 for .25 < t <= .5, .6 for .5 < t <= .75, 0 above.
-    The loop's levels are float sums of 0.01: level 25 is 0.25000000000000006, level 50 0.5000000000000002,
+    The ports' levels k / 100 (Scenic: `rec >= t / 100.`) put 26 levels (0 .. .25) at 1, 25 at 2/3, 25 at .6:
+        AP = (26 + 25 * 2/3 + 25 * .6) / 100 = 0.576666...
+    The Lua loop's levels are float sums of 0.01: level 25 is 0.25000000000000006, level 50 0.5000000000000002,
     level 75 0.7500000000000004, each just above the exact recall, so each band holds 25 levels:
-        AP = (25 * 1 + 25 * 2/3 + 25 * .6 + 25 * 0) / 100 = 0.5666...
-    The old 101 levels 0, .01, .., 1 put 26 levels at precision 1 and 25 in each of the others:
-        (26 + 25 * 2/3 + 25 * .6) / 101 = 0.570957...
-    (and exact levels k / 100, k < 100, as Scenic's port, give (26 + 25 * 2/3 + 25 * .6) / 100 = 0.576667).
+        AP = (25 + 25 * 2/3 + 25 * .6) / 100 = 0.5666...
+    The old 101 levels 0, .01, .., 1 gave (26 + 25 * 2/3 + 25 * .6) / 101 = 0.570957..., 100/101 of the ports'.
     """
     tp = np.array([True, False, True, False, True])
-    assert dc.average_precision(tp, 4) == pytest.approx((25 + 25 * 2 / 3 + 25 * 0.6) / 100, abs=1e-15)
-    assert dc.average_precision(tp, 4) == pytest.approx(0.5666666666666667, abs=1e-12)
-    # TP, FP, TP over 2 boxes: precision 1 at recall .5 (levels 0 .. 0.49000000000000027: 50 of them),
-    # 2/3 at recall 1 (levels 0.5000000000000002 .. 0.99: 50)
-    assert dc.average_precision(np.array([True, False, True]), 2) == pytest.approx((50 + 50 * 2 / 3) / 100)
+    assert dc.average_precision(tp, 4) == pytest.approx((26 + 25 * 2 / 3 + 25 * 0.6) / 100, abs=1e-15)
+    assert dc.average_precision(tp, 4) == pytest.approx(0.5766666666666667, abs=1e-12)
+    lua = dc.LUA_RECALL_LEVELS
+    assert dc.average_precision(tp, 4, lua) == pytest.approx((25 + 25 * 2 / 3 + 25 * 0.6) / 100, abs=1e-15)
+    # TP, FP, TP over 2 boxes: precision 1 at recall .5, 2/3 at recall 1. Ports: levels 0 .. .5 (51) at 1;
+    # Lua: levels 0 .. 0.49000000000000027 (50) at 1, 0.5000000000000002 .. 0.99 (50) at 2/3
+    assert dc.average_precision(np.array([True, False, True]), 2) == pytest.approx((51 + 49 * 2 / 3) / 100)
+    assert dc.average_precision(np.array([True, False, True]), 2, lua) == pytest.approx((50 + 50 * 2 / 3) / 100)
+    # where no recall equals a level exactly, the two readings agree (3 boxes: recalls 1/3, 2/3, 1)
+    tp3 = np.array([True, False, True, True])
+    assert dc.average_precision(tp3, 3) == dc.average_precision(tp3, 3, lua)
 
 
 def test_average_precision_by_hand():
