@@ -3,6 +3,7 @@
     al = dvsa.Aligner.load("runs/demo")            # or an alignment checkpoint (RUN/align/model.pt)
     al.align("photo.jpg", "a dog runs on the grass")  # snippets: words, box, score (the MRF of eq. 12)
     al.score(["a.jpg", "b.jpg"], ["a dog", "a cat"])  # float [2 images, 2 sentences]: eq. 8
+    al.picture("photo.jpg", ["a dog runs on the grass"]).save("fig.png")  # boxes, sentences, snippets drawn
 
 Regions and CNN features of new images come from the encoder that made the checkpoint's training features
 (`RegionEncoder.from_meta` on the checkpoint's feature-store meta), built once. The word-to-region assignment
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from dvsa.align.boxscore import BoxPrior, load_box_scorer
+from dvsa.align.draw import render_alignment
 from dvsa.align.mrf import chain_mrf
 from dvsa.align.regions.encoder import RegionEncoder
 from dvsa.align.retrieval import embed_sentences, score_collection
@@ -167,6 +169,19 @@ class Aligner:
         w, h = store.image_size(image_id)
         return {"sentence": sentence, "tokens": tokens, "unknown": [t for t in tokens if t not in self.vocab],
                 "width": w, "height": h, "beta": self.beta, "snippets": snips}
+
+    def picture(self, image, sentences, width: int = 448, show_scores: bool = True, title: str | None = None):
+        """The alignment figure of one image (PIL RGB, `width` px wide): the image with the box of every region
+        a snippet chose, tagged with its words, and each sentence below with its snippets coloured like their
+        boxes (`align.draw.render_alignment`, as ``dvsa align show``). The regions are encoded once."""
+        sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+        if not sentences:
+            raise UsageError("picture() needs at least one sentence")
+        pil = as_rgb(image, self.max_pixels, name=None if isinstance(image, (str, Path)) else image_name(image, 0))
+        store = self.regions([pil])
+        aligned = [self.align(pil, s, store=store) for s in sentences]
+        return render_alignment(pil, [(a["tokens"], a["snippets"]) for a in aligned], pil.size, width,
+                                show_scores, title=title)
 
     def score(self, images, sentences) -> np.ndarray:
         """Eq. 8 scores float32 [N images, M sentences] (the checkpoint's score kind and normalisation)."""

@@ -123,6 +123,13 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside `path` for writing; on a clean exit it is fsynced and renamed to `path`,
@@ -141,6 +148,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     mine = True  # an OSError from our own flush / fsync / rename (not from the caller's body) is a write failure
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would have given
             mine = False
             yield f
             mine = True

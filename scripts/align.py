@@ -9,6 +9,7 @@ TABLE = {
     "evaluate": ("dvsa.scripts.align_evaluate", "word-to-region / phrase grounding accuracy"),
     "ground": ("dvsa.scripts.align_ground", "phrase grounding on photos: IoU / pointing beside box baselines"),
     "show": ("dvsa.scripts.align_show", "alignment pictures (PNG + HTML)"),
+    "picture": ("dvsa.scripts.align_picture", "the words of your sentences on the regions of your own photos (PNG)"),
 }
 
 

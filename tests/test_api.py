@@ -89,3 +89,33 @@ def test_index_build_save_load_search(demo_dir, tmp_path):
     # eq. 8 of the index equals Aligner.score on the same photo
     top = got[0]
     assert top["score"] == pytest.approx(float(al.score([top["path"]], ["a blue circle"])[0, 0]), rel=1e-4, abs=1e-4)
+
+
+def test_aligner_picture_draws_each_sentence(demo_dir):
+    al = dvsa.Aligner.load("runs/demo")
+    one = al.picture("photo.jpg", ["a red square"], width=300)
+    two = al.picture("photo.jpg", ["a red square", "a white background on a red square"], width=300)
+    assert one.mode == "RGB" and one.width == two.width == 300
+    assert two.height > one.height > 300  # the photo scaled to 300 px, then the sentences below it
+    with pytest.raises(dvsa.DvsaError):
+        al.picture("photo.jpg", [])
+
+
+def test_align_picture_command(demo_dir, capsys):
+    from dvsa.scripts.cli import main
+
+    Image.open("photo.jpg").save("second.png")
+    Path("broken.jpg").write_bytes(b"not an image")
+    assert main(["align", "picture", "--checkpoint", "runs/demo", "--images", "photo.jpg", "--sentence",
+                 "a red square", "--out", "fig.png"]) == 0
+    assert Image.open("fig.png").width == 448
+    assert main(["align", "picture", "--checkpoint", "runs/demo", "--images", "photo.jpg", "second.png",
+                 "broken.jpg", "--sentence", "a red square", "--sentence", "a square", "--out", "figs"]) == 0
+    assert sorted(p.name for p in Path("figs").iterdir()) == ["photo.png", "second.png"]
+    err = capsys.readouterr().err
+    assert "skipped: broken.jpg" in err or "broken.jpg" in err
+    # several images and one output file: a usage error before any work
+    assert main(["align", "picture", "--checkpoint", "runs/demo", "--images", "photo.jpg", "second.png",
+                 "--sentence", "x", "--out", "one.png"]) == 2
+    assert main(["align", "picture", "--checkpoint", "runs/demo", "--images", "broken.jpg",
+                 "--sentence", "x", "--out", "none.png"]) == 1

@@ -412,3 +412,12 @@ def test_pipeline_features_stage_reports_recovered(tmp_path):
     assert second["n_failed"] == 2 and second["n_recovered"] == 2 and second["n_images"] == 4
     assert "  2 of 4 images that failed before were read this time" in logged
     assert sorted(d["id"] for d in FeatureStore(run.out / "features").failed()) == ["huge", "text"]
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = dio.atomic_write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
