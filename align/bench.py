@@ -8,7 +8,8 @@ scoring: the floor uses their mean, as the load of a shared machine changes); (2
 image against every sentence (eq. 8, chunked, from embeddings) against the floor set by its multiply-adds at
 that rate: 2 * (images * regions) * (real words) * h FLOP; (3) the same scores one image at a time (the loop a
 naive implementation would run); (4) training pairs/s (forward + backward + SGD step, batches of 100 pairs,
-the default AlignConfig model). `bench_align` returns the results (a JSON-ready dict), `align_rows` the table's
+the default AlignConfig model, eq. 8's gradient by `align.scores.WordMax`; ``dvsa bench train`` compares the
+whole step, batches included, with the old path and its FLOP floor). `bench_align` returns the results (a JSON-ready dict), `align_rows` the table's
 rows and `format_align_table` the printed table with the load conditions (load average, threads).
 """
 from __future__ import annotations

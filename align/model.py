@@ -98,6 +98,9 @@ class AlignConfig:
     patience: int = 5  # early stopping: epochs without a better validation R@K sum (0 = never stop early)
     val_images: int = 1000  # validation uses the first this many val images (the 1K protocol)
     amp: bool = True  # bf16 autocast when training on CUDA (ignored on the CPU)
+    precollate_gb: float = 4.0  # the train split's regions and sentences are collated once into memory when they
+    #                             take at most this many GB (Flickr8k at D=1280: 0.6), else every batch is read
+    #                             from the store; the same batches either way; 0 = always per batch
     seed: int = 0
 
     def __post_init__(self):
@@ -117,6 +120,8 @@ class AlignConfig:
             raise ValueError(f"AlignConfig.geometry_bins must be >= 0 and needs geometry=True, got {self.geometry_bins}")
         if self.feat_norm not in ("none", "standardize"):
             raise ValueError(f"AlignConfig.feat_norm must be 'none' or 'standardize', got {self.feat_norm!r}")
+        if not self.precollate_gb >= 0:
+            raise ValueError(f"AlignConfig.precollate_gb must be >= 0, got {self.precollate_gb}")
         if self.train_words not in ("auto", "yes", "no"):
             raise ValueError(f"AlignConfig.train_words must be 'auto', 'yes' or 'no', got {self.train_words!r}")
 
@@ -146,6 +151,27 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     idx = torch.where(rev >= 0, rev, pos)  # padded positions map to themselves
     idx = idx.reshape(s, t, *([1] * (x.dim() - 2))).expand_as(x)
     return torch.gather(x, 1, idx)
+
+
+def _step_order(lengths: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The recurrences' order of the W real words of sentences lengths long [S] padded to T: step 0 of every
+    sentence (longest first), then step 1 of those still running, ... Returns (fwd long [W], bwd long [W],
+    running [T]): the sentence-order index (as in x[mask]) of each word in that order, left to right (eq. 4) and
+    right to left within each sentence's own length (eq. 5), and how many sentences run at each step."""
+    order = torch.argsort(lengths, descending=True, stable=True)  # [S]
+    steps = torch.arange(t, device=lengths.device)[:, None]  # [T, 1]
+    live = lengths[order][None, :] > steps  # [T, S]
+    sent = order[None, :].expand_as(live)[live]  # [W] sentence of each word, in step order
+    step = steps.expand_as(live)[live]  # [W]
+    first = torch.cumsum(lengths, 0) - lengths  # [S] first word of each sentence in x[mask]
+    fwd = first[sent] + step
+    bwd = first[sent] + lengths[sent] - 1 - step
+    return fwd, bwd, live.sum(1).tolist()
+
+
+def _inverse(perm: torch.Tensor) -> torch.Tensor:
+    """The inverse of a permutation long [W]."""
+    return torch.empty_like(perm).scatter_(0, perm, torch.arange(perm.numel(), device=perm.device))
 
 
 class AlignmentModel(nn.Module):
@@ -229,7 +255,10 @@ class AlignmentModel(nn.Module):
         """tokens long [S, T] (PAD 0 after each sentence), lengths long [S] >= 1 -> s float [S, T, H], 0 at padding.
 
         The backward recurrence (eq. 5) runs over each sentence reversed within its own length, so it starts at
-        the true last word whatever the padding.
+        the true last word whatever the padding. Only real words are computed: eqs. 3 and 6 on the W real words,
+        and each recurrence step on the sentences still running (padding never reaches a real word: it comes
+        after them in both directions). Dropout is drawn over the padded [S, T, .] blocks, so the same seed draws
+        the same masks whatever is skipped (`embed_words_slow` is the padded twin).
         """
         if tokens.dim() != 2 or lengths.shape != tokens.shape[:1]:
             raise ValueError(f"tokens must be [S, T] and lengths [S], got {list(tokens.shape)}, {list(lengths.shape)}")
@@ -237,11 +266,40 @@ class AlignmentModel(nn.Module):
         s, t = tokens.shape
         mask = lengths_mask(lengths, t)  # [S, T]
         x = self.drop(self.words(tokens))  # [S, T, E]                              eq. 2
-        e = F.relu(self.word_in(x)) * mask[..., None]  # [S, T, K]                      eq. 3
-        hf = self._recur(e, self.fwd)  # [S, T, K]                                     eq. 4
-        hb = reverse_padded(self._recur(reverse_padded(e, lengths), self.bwd), lengths)  # eq. 5
-        out = F.relu(self.word_out(self.drop(hf + hb)))  # [S, T, H]                    eq. 6
+        real = F.relu(self.word_in(x[mask]))  # [W, K] real words, sentence by sentence  eq. 3
+        fwd, bwd, running = _step_order(lengths, t)
+        hf = self._recur_packed(real[fwd], self.fwd, running)  # [W, K] step by step     eq. 4
+        hb = self._recur_packed(real[bwd], self.bwd, running)  # each sentence reversed  eq. 5
+        h = hf[_inverse(fwd)] + hb[_inverse(bwd)]  # [W, K] back in sentence order
+        if self.training and self.drop.p > 0:  # dropout drawn over the padded [S, T, K], as the padded twin
+            h = self.drop(h.new_zeros(s, t, h.shape[-1]).index_put((mask,), h))[mask]
+        out = F.relu(self.word_out(h))  # [W, H]                                    eq. 6
+        return out.new_zeros(s, t, out.shape[-1]).index_put((mask,), out)
+
+    def embed_words_slow(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The padded twin of `embed_words`: every layer over all S x T positions, padding masked at the end."""
+        lengths = lengths.to(tokens.device)
+        mask = lengths_mask(lengths, tokens.shape[1])  # [S, T]
+        x = self.drop(self.words(tokens))  # [S, T, E]
+        e = F.relu(self.word_in(x)) * mask[..., None]  # [S, T, K]
+        hf = self._recur(e, self.fwd)  # [S, T, K]
+        hb = reverse_padded(self._recur(reverse_padded(e, lengths), self.bwd), lengths)
+        out = F.relu(self.word_out(self.drop(hf + hb)))  # [S, T, H]
         return out * mask[..., None].to(out.dtype)
+
+    @staticmethod
+    def _recur_packed(e: torch.Tensor, lin: nn.Linear, running: list[int]) -> torch.Tensor:
+        """h_t = relu(e_t + W h_{t-1} + b), h_0 = 0, over e [W, K] in step order (`_step_order`: step 0 of the
+        running sentences, longest first, then step 1, ...) -> [W, K] in the same order."""
+        h = e.new_zeros(running[0] if running else 0, e.shape[1])
+        out, o = [], 0
+        for n in running:
+            if n == 0:
+                break
+            h = F.relu(e[o : o + n] + lin(h[:n]))  # [n, K]
+            out.append(h)
+            o += n
+        return torch.cat(out) if out else e[:0]
 
     @staticmethod
     def _recur(e: torch.Tensor, lin: nn.Linear) -> torch.Tensor:

@@ -2,12 +2,18 @@
 DeFrag score of eq. 7. One batched computation over every (image, sentence) pair, in chunks so memory stays
 bounded whatever the collection size. Differentiable (used for training batches too).
 
+Training (eq. 8 with a gradient): the gradient of a max is one-hot, so `WordMax` keeps only each word's best
+region per image (long [B, W]) and its backward sends the gradient to that region alone, as two fused
+gather-and-sum passes (`embedding_bag`) instead of autograd's dense products over every region.
+`sparse_grad=False` keeps plain autograd through the blocks (the old path, for tests and ``dvsa bench train``).
+
 Dimension glossary: B images, R regions, S sentences, T words of a padded sentence, W real words of all
 sentences together (padding removed), H embedding size.
 """
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 
 def _sentence_groups(counts: torch.Tensor, max_words: int) -> list[tuple[int, int]]:
@@ -22,6 +28,63 @@ def _sentence_groups(counts: torch.Tensor, max_words: int) -> list[tuple[int, in
     return groups
 
 
+def _word_max(v: torch.Tensor, words: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every image and word the best region: (values float [B, W], region indices long [B, W]), computed in
+    blocks of about `chunk` dot products. v float [B, R, H] (every row counts), words float [W, H]."""
+    b, r, h = v.shape
+    n_words = words.shape[0]
+    best = v.new_empty(b, n_words)
+    arg = torch.empty(b, n_words, dtype=torch.long, device=v.device)
+    bi = max(1, min(b, chunk // (r * max(1, n_words))))  # images per block, every word at once if it fits
+    bw = max(1, min(n_words, chunk // (r * bi)))  # words per block
+    for i0 in range(0, b, bi):
+        vi = v[i0 : i0 + bi].reshape(-1, h)  # [bi * R, H]
+        nb = vi.shape[0] // r
+        for w0 in range(0, n_words, bw):
+            dots = (vi @ words[w0 : w0 + bw].T).view(nb, r, -1)  # [bi, R, w]
+            best[i0 : i0 + nb, w0 : w0 + bw], arg[i0 : i0 + nb, w0 : w0 + bw] = dots.max(1)
+    return best, arg
+
+
+class WordMax(torch.autograd.Function):
+    """best[k, t] = max_i v[k, i] . words[t] (eq. 8 before the sum over a sentence's words), differentiable.
+
+    Forward: v float [B, R, H], words float [W, H], chunk int -> float [B, W]; only the winning region's index
+    (long [B, W]) is kept for the backward. Backward, with g = dL/dbest [B, W] and i* the winner:
+    dL/dwords[t] = sum_k g[k, t] v[k, i*(k, t)] and dL/dv[k, i] = sum over words t won by region i of
+    g[k, t] words[t]: B x W x H multiply-adds each, not the B x R x W x H of a dense backward. A tie goes to one
+    of the tied regions (autograd's amax would split it between them; equal for ties of measure zero).
+    """
+
+    @staticmethod
+    def forward(ctx, v, words, chunk):
+        best, arg = _word_max(v, words, chunk)
+        ctx.save_for_backward(v, words, arg)
+        return best
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        v, words, arg = ctx.saved_tensors
+        b, r, h = v.shape
+        g = g.to(v.dtype).contiguous()
+        rows = arg + torch.arange(b, device=arg.device)[:, None] * r  # [B, W] row of v.view(B * R, H)
+        grad_v = grad_words = None
+        if ctx.needs_input_grad[1]:
+            # every word is a bag of its B winning region rows, weighted by g
+            grad_words = F.embedding_bag(rows.T.contiguous(), v.reshape(b * r, h), mode="sum",
+                                         per_sample_weights=g.T.contiguous())  # [W, H]
+        if ctx.needs_input_grad[0]:
+            # every region row is a bag of the words it won: sort each image's words by their winner
+            won, order = torch.sort(arg, dim=1, stable=True)  # [B, W]
+            counts = torch.bincount((won + torch.arange(b, device=arg.device)[:, None] * r).reshape(-1),
+                                    minlength=b * r)  # [B * R] words per region row
+            offsets = torch.cumsum(counts, 0) - counts
+            grad_v = F.embedding_bag(order.reshape(-1), words, offsets, mode="sum",
+                                     per_sample_weights=g.gather(1, order).reshape(-1)).view(b, r, h)
+        return grad_v, grad_words, None
+
+
 def image_sentence_scores(
     v: torch.Tensor,
     rmask: torch.Tensor,
@@ -30,6 +93,7 @@ def image_sentence_scores(
     kind: str = "max",
     chunk: int = 1 << 24,
     norm: str = "none",
+    sparse_grad: bool = True,
 ) -> torch.Tensor:
     """Scores S_kl of every image k against every sentence l: float [B, S].
 
@@ -40,7 +104,9 @@ def image_sentence_scores(
     add nothing (eq. 7). `chunk` bounds the elements of each [images*R, words] block of dot products.
     norm "none": the sums as written; "words": each sentence's score divided by its number of words (a
     sentence's ranking of images does not change; long sentences stop dominating the loss).
-    A sentence with no real word scores 0.
+    A sentence with no real word scores 0. sparse_grad: with kind "max" and a gradient to compute, `WordMax`
+    (the gradient of each max reaches its winning region only; no block is kept for the backward); False =
+    autograd through every block (the old path: the same values and, without ties, the same gradients).
     """
     b, r, h = v.shape
     n_sent, t = s.shape[:2]
@@ -49,7 +115,8 @@ def image_sentence_scores(
             f"shapes do not match: v {list(v.shape)}, rmask {list(rmask.shape)}, s {list(s.shape)}, wmask {list(wmask.shape)}"
         )
     wmask = wmask.to(s.device).bool()
-    return image_sentence_scores_packed(v, rmask, s[wmask], wmask.sum(1), kind=kind, chunk=chunk, norm=norm)
+    return image_sentence_scores_packed(v, rmask, s[wmask], wmask.sum(1), kind=kind, chunk=chunk, norm=norm,
+                                        sparse_grad=sparse_grad)
 
 
 def image_sentence_scores_packed(
@@ -60,6 +127,7 @@ def image_sentence_scores_packed(
     kind: str = "max",
     chunk: int = 1 << 24,
     norm: str = "none",
+    sparse_grad: bool = True,
 ) -> torch.Tensor:
     """`image_sentence_scores` with the sentences packed: words float [W, H] (every real word, sentence by
     sentence), counts long [S] (words per sentence, summing to W). Returns float [B, S]."""
@@ -87,6 +155,10 @@ def image_sentence_scores_packed(
         # pass over the [images*R, words] block is needed.
         first = v[torch.arange(b, device=v.device), rmask.to(torch.int8).argmax(1)]  # [B, H]
         v = torch.where(rmask[..., None], v, first[:, None, :])
+    if kind == "max" and sparse_grad and torch.is_grad_enabled() and (v.requires_grad or words.requires_grad):
+        best = WordMax.apply(v, words, chunk)  # [B, W]
+        scores = best.new_zeros(b, n_sent).index_add(1, owner, best)  # [B, S]
+        return scores / counts.clamp_min(1).to(scores.dtype)[None, :] if norm == "words" else scores
     out = v.new_zeros(b, n_sent)
     rows = []
     for i0 in range(0, b, bi):
@@ -115,18 +187,21 @@ def image_sentence_scores_packed(
 
 
 def image_sentence_scores_slow(v, rmask, s, wmask, kind: str = "max", norm: str = "none") -> torch.Tensor:
-    """The obvious twin of `image_sentence_scores`: loops over images, sentences, words and regions."""
+    """The obvious twin of `image_sentence_scores`: loops over images, sentences, words and regions. Returns
+    float64 [B, S], differentiable (autograd through the loops: the reference for `WordMax`'s gradients)."""
     b, n_sent = v.shape[0], s.shape[0]
-    out = torch.zeros(b, n_sent, dtype=torch.float64)
+    rows = []
     for k in range(b):
         regions = [v[k, i].double() for i in range(v.shape[1]) if rmask[k, i]]
+        row = []
         for l in range(n_sent):
-            total = 0.0
+            total = torch.zeros((), dtype=torch.float64)
             for t in range(s.shape[1]):
                 if not wmask[l, t]:
                     continue
-                dots = [float(ri @ s[l, t].double()) for ri in regions]
-                total += max(dots) if kind == "max" else sum(max(0.0, d) for d in dots)
+                dots = torch.stack([ri @ s[l, t].double() for ri in regions])
+                total = total + (dots.max() if kind == "max" else dots.clamp_min(0).sum())
             n_words = int(sum(bool(x) for x in wmask[l]))
-            out[k, l] = total / max(1, n_words) if norm == "words" else total
-    return out
+            row.append(total / max(1, n_words) if norm == "words" else total)
+        rows.append(torch.stack(row) if row else torch.zeros(0, dtype=torch.float64))
+    return torch.stack(rows) if rows else torch.zeros(0, n_sent, dtype=torch.float64)

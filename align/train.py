@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from dvsa.align import distributed as dist
-from dvsa.align.data import PairSet, build_pairs, collate, epoch_batches, rank_slice
+from dvsa.align.data import (
+    PairSet,
+    batch_source,
+    build_pairs,
+    collate,
+    epoch_batches,
+    rank_slice,
+)
 from dvsa.align.loss import max_margin_loss
 from dvsa.align.model import AlignConfig, AlignmentModel, lengths_mask
 from dvsa.align.retrieval import evaluate_retrieval
@@ -40,7 +47,7 @@ KIND = "align"
 MODEL_KEYS = ("model", "config", "vocab", "feat_dim")
 RESUME_KEYS = (*MODEL_KEYS, "words_trained", "optimizer", "epoch", "step", "rng", "best", "bad_epochs", "history")
 # Fields that may change when a run is resumed (they do not change what was learnt so far).
-RESUMABLE_CHANGES = {"epochs", "patience", "val_images"}
+RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "precollate_gb"}
 
 
 def learning_rate(cfg: AlignConfig, epoch: int) -> float:
@@ -55,11 +62,13 @@ def make_optimizer(cfg: AlignConfig, model: torch.nn.Module) -> torch.optim.Opti
                                    weight_decay=cfg.weight_decay)
 
 
-def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch: int = 0) -> torch.Tensor:
+def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch: int = 0,
+               sparse_grad: bool = True) -> torch.Tensor:
     """Eq. 9 on one global batch; the 0-based `epoch` picks the sum or the hardest negative (`hardest_from`).
     Under DDP each rank passes its share; embeddings are gathered (with gradient) so every rank computes the loss
     of the whole global batch, in the global order. With `cfg.amp` on CUDA only the network's forward runs in
-    bf16: the embeddings are cast to fp32 before the gather, the score sums over words and regions and the loss."""
+    bf16: the embeddings are cast to fp32 before the gather, the score sums over words and regions and the loss.
+    sparse_grad=False: eq. 8's gradient by autograd through every region (the old path; `image_sentence_scores`)."""
     feats = batch["feats"].to(device, non_blocking=True)
     tokens, lengths = batch["tokens"].to(device), batch["lengths"].to(device)
     rmask, image = batch["rmask"].to(device), batch["image"].to(device)
@@ -81,23 +90,29 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch
         rmask = dist.all_gather_grad(pad(rmask.to(torch.uint8), (0, r - rmask.shape[1])), sizes).bool()
         wmask = dist.all_gather_grad(pad(wmask.to(torch.uint8), (0, t - wmask.shape[1])), sizes).bool()
         image = dist.all_gather_grad(image, sizes)
-    scores = image_sentence_scores(v, rmask, s, wmask, kind=cfg.score, norm=cfg.score_norm)  # [B, B]
+    scores = image_sentence_scores(v, rmask, s, wmask, kind=cfg.score, norm=cfg.score_norm,
+                                   sparse_grad=sparse_grad)  # [B, B]
     same = image[:, None] == image[None, :]  # pairs that share an image are not negatives
     hardest = cfg.loss == "hardest" and epoch >= cfg.hardest_from
     return max_margin_loss(scores, cfg.margin, hardest=hardest, same=same)
 
 
-def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int, device, progress=True) -> dict:
-    """One pass over the pairs; returns {"loss": mean batch loss, "pairs_per_s", "steps"}."""
+def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int, device, progress=True,
+                source=None, sparse_grad: bool = True, max_steps: int | None = None) -> dict:
+    """One pass over the pairs; returns {"loss": mean batch loss, "pairs_per_s", "steps", "seconds"}.
+
+    source: idx (int [b]) -> batch dict (`align.data.batch_source`); default `collate` from `store` per batch.
+    sparse_grad: see `batch_loss`. max_steps: stop after this many batches (benchmarks; None = the epoch)."""
     model.train()
-    batches = epoch_batches(len(pairs), cfg.batch_size, epoch, cfg.seed)
+    batches = epoch_batches(len(pairs), cfg.batch_size, epoch, cfg.seed)[:max_steps]
+    source = source or (lambda idx: collate(pairs, idx, store))
     rank, world = dist.rank(), dist.world_size()
     bar = progress_bar(batches, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                        enabled=progress and rank == 0)
     total, n_pairs, t0 = 0.0, 0, time.perf_counter()
     for step, idx in enumerate(bar):
-        batch = collate(pairs, rank_slice(idx, rank, world), store)
-        loss = batch_loss(model, cfg, batch, device, epoch)  # the global batch's loss, the same on every rank
+        batch = source(rank_slice(idx, rank, world))
+        loss = batch_loss(model, cfg, batch, device, epoch, sparse_grad)  # the global batch's loss, on every rank
         value = training.check_finite(loss.item(), epoch, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -160,6 +175,8 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
         f"{pairs.skipped_sentences} sentences skipped ({pairs.missing_images} images not in the store)")
     if len(pairs) < 2:
         raise ValueError("fewer than 2 training pairs with features: nothing to learn")
+    source, how = batch_source(pairs, store, cfg.precollate_gb)
+    say(f"train batches: {how}")
     if val_records is None:
         val_records = [r for r in records if r.split == "val"]
     val_records = [r for r in val_records if r.id in store][: cfg.val_images]
@@ -189,7 +206,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
             stopped = True
             break
         training.set_lr(opt, learning_rate(cfg, epoch))
-        stats = train_epoch(net, opt, cfg, pairs, store, epoch, device, progress)
+        stats = train_epoch(net, opt, cfg, pairs, store, epoch, device, progress, source=source)
         step += stats["steps"]
         row = {"epoch": epoch + 1, "lr": learning_rate(cfg, epoch), **stats}
         improved = True

@@ -1,6 +1,7 @@
-"""dvsa bench align on tiny sizes: runs, prints a table, writes consistent JSON."""
+"""dvsa bench align and dvsa bench train on tiny sizes: run, print a table, write consistent JSON."""
 import json
 
+import pytest
 from dvsa.scripts import bench_align
 
 
@@ -16,3 +17,36 @@ def test_bench_align_tiny(tmp_path, capsys):
     assert abs(sc["ratio_to_floor"] - sc["seconds"] / sc["floor_seconds"]) < 1e-9
     assert res["train"]["pairs_per_s"] > 0
     assert "ratio to floor" in capsys.readouterr().out
+
+
+def test_bench_train_tiny(tmp_path, capsys):
+    """dvsa bench train on tiny sizes: old and new alignment rows per size, the generators' rows, each with its
+    FLOP floor; the new path's floor is the same for both paths of a size."""
+    from dvsa.scripts import bench, bench_train
+
+    out = tmp_path / "t.json"
+    assert bench_train.main(["--steps", "1", "--n-images", "6", "--regions", "4", "--embed", "16", "--hidden", "8",
+                             "--feat-dim", "8", "--paper-feat-dim", "12", "--batch", "5", "--vocab", "50",
+                             "--threads", "1", "--matmul-size", "128", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows = res["rows"]
+    assert [r["path"] for r in rows] == ["old", "new"] * 3 + ["", ""]
+    for r in rows:
+        assert r["seconds"] > 0 and r["gflop"] > 0 and r["floor_seconds"] > 0
+        assert abs(r["pairs_per_s"] - 5 / r["seconds"]) < 1e-6 * r["pairs_per_s"]
+        assert abs(r["ratio_to_floor"] - r["seconds"] / r["floor_seconds"]) < 1e-9
+    for old, new in zip(rows[0:6:2], rows[1:6:2]):
+        assert old["step"] == new["step"] and old["floor_seconds"] == new["floor_seconds"]
+        assert old["gflop"] > new["gflop"]  # the dense backward of eq. 8 does more products
+        assert abs(new["speedup"] - old["seconds"] / new["seconds"]) < 1e-9
+    text = capsys.readouterr().out
+    assert "x floor" in text and "alignment demo" in text and "generator region+image" in text
+    assert "train" in bench.TABLE
+
+
+def test_bench_train_rejects_an_unknown_size():
+    from dvsa.scripts import bench_train
+
+    with pytest.raises(SystemExit) as e:
+        bench_train.main(["--shapes", "nope"])
+    assert e.value.code == 2

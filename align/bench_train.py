@@ -1,0 +1,206 @@
+"""Speed of one training step against its FLOP floor (``dvsa bench train``).
+
+    rows = bench_train(TrainBenchConfig(steps=3), {"default": (AlignConfig(), 1280)})
+    print(format_train_table(rows))
+
+The alignment step (batches of `batch` pairs drawn from a random in-memory feature store: forward, eq. 8
+scores, eq. 9 loss, backward, elementwise clipping, optimiser step) runs on two paths, their steps interleaved
+so that both see the same load of a shared machine:
+
+- "old": every batch collated from the store (`align.data.collate`), the words through every padded position
+  (`AlignmentModel.embed_words_slow`), eq. 8's gradient by autograd through every region
+  (`image_sentence_scores(..., sparse_grad=False)`);
+- "new": batches indexed from tensors collated once (`align.data.precollate`), the words' layers on real words
+  only (`embed_words`), eq. 8's gradient to each word's best region only (`align.scores.WordMax`): what
+  `train_alignment` runs.
+
+Other steps (the script adds the generators') are given as functions that build a step. The floor of a step
+is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
+plus the 2 x 2 B W H multiply-adds of `WordMax`'s backward, which it does not count) at the float32 matmul
+rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after). Times are the best of
+`steps` steps after one warm-up step.
+
+Dimension glossary: B pairs in a batch, R regions, T words, W real words of the batch, D features, H embed.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from dvsa.align.bench import matmul_gflops
+from dvsa.align.data import PairSet, collate, epoch_batches, precollate
+from dvsa.align.model import AlignConfig, AlignmentModel
+from dvsa.align.train import batch_loss, make_optimizer
+from dvsa.data import training
+from dvsa.data.memstore import MemoryStore
+from torch.utils.flop_counter import FlopCounterMode
+
+# A step to time: () -> (step function, pairs per step, extra FLOPs the counter does not see).
+StepMaker = Callable[[], tuple[Callable[[], None], int, float]]
+
+
+@dataclass
+class TrainBenchConfig:
+    """Sizes of ``dvsa bench train`` (its flags override these); the models' sizes are their configs'."""
+
+    steps: int = 5  # timed steps per path (the best is kept), after one warm-up step
+    batch: int = 100  # pairs per step (the paper: 100)
+    regions: int = 20  # regions per image (the paper: 19 detections + the whole image)
+    words: int = 12  # mean words per sentence (lengths words-4 .. words+4)
+    vocab: int = 3000  # vocabulary size
+    images: int = 120  # images of the random store the batches come from, 5 sentences each
+    feat_dim: int = 1280  # D of the "default" and "demo" sizes and of the generators (EfficientNet-Lite0)
+    paper_feat_dim: int = 4096  # D of the "paper" size (VGG fc7)
+    matmul_size: int = 2048  # n of the n x n matmul that measures GFLOP/s
+    threads: int = 0  # torch threads (0 = torch's default)
+    seed: int = 0
+
+
+def random_pairs(cfg: TrainBenchConfig, feat_dim: int, g: np.random.Generator) -> tuple[PairSet, MemoryStore]:
+    """A random store of `cfg.images` images (`cfg.regions` regions of `feat_dim` features >= 0, boxes inside a
+    640 x 480 frame, row 0 the whole frame) and 5 random sentences per image, as a PairSet."""
+    store = MemoryStore(feat_dim)
+    for k in range(cfg.images):
+        xy = g.uniform(0, 300, (cfg.regions, 2))
+        boxes = np.concatenate([xy, xy + g.uniform(20, 300, (cfg.regions, 2))], 1)
+        boxes[0] = [0, 0, 640, 480]
+        feats = np.maximum(g.standard_normal((cfg.regions, feat_dim), dtype=np.float32), 0)
+        store.add(f"img{k}", boxes, feats, feats[0], (640, 480))
+    spread = max(0, min(4, cfg.words - 1))
+    n = cfg.images * 5
+    lengths = g.integers(cfg.words - spread, cfg.words + spread + 1, n)
+    tokens = [g.integers(4, cfg.vocab, int(t)).tolist() for t in lengths]
+    return PairSet(store.ids, np.repeat(np.arange(cfg.images), 5), tokens, list(range(n)), 0, 0), store
+
+
+def alignment_steps(cfg: TrainBenchConfig, acfg: AlignConfig, feat_dim: int) -> dict[str, StepMaker]:
+    """{"old": ..., "new": ...} step makers of the alignment step with config `acfg` on random pairs."""
+    pairs, store = random_pairs(cfg, feat_dim, np.random.default_rng(cfg.seed))
+    tensors = precollate(pairs, store)
+    batches = epoch_batches(len(pairs), cfg.batch, 0, cfg.seed)
+    device = torch.device("cpu")
+
+    def maker(old: bool) -> StepMaker:
+        def make():
+            torch.manual_seed(cfg.seed)
+            model = AlignmentModel(acfg, cfg.vocab, feat_dim).train()
+            if old:
+                old_words(model)
+            opt = make_optimizer(acfg, model)
+            n = [0]
+
+            def step():
+                idx = batches[n[0] % len(batches)]
+                n[0] += 1
+                batch = collate(pairs, idx, store) if old else tensors.batch(idx)
+                loss = batch_loss(model, acfg, batch, device, sparse_grad=not old)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                training.clip_gradients(model.parameters(), acfg.grad_clip, "value")
+                opt.step()
+
+            real_words = float(np.mean([sum(len(pairs.tokens[i]) for i in b) for b in batches]))
+            extra = 0.0 if old or acfg.score != "max" else 4.0 * cfg.batch * real_words * acfg.embed_dim
+            return step, cfg.batch, extra
+
+        return make
+
+    return {"old": maker(True), "new": maker(False)}
+
+
+def old_words(model: AlignmentModel) -> AlignmentModel:
+    """`model` made to embed words as the old path did, through every padded position (`embed_words_slow`;
+    this instance only). Returns it."""
+    model.embed_words = model.embed_words_slow
+    return model
+
+
+def counted_flops(step: Callable[[], None]) -> float:
+    """Matrix-product FLOPs of one call of `step` (forward and backward), by `torch.utils.flop_counter`."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def _time_interleaved(steps: dict[str, Callable[[], None]], n: int) -> dict[str, float]:
+    """Best seconds per call of each step, calling them in turn `n` times (after one warm-up call each)."""
+    best = {k: float("inf") for k in steps}
+    for f in steps.values():
+        f()
+    for _ in range(n):
+        for k, f in steps.items():
+            t0 = time.perf_counter()
+            f()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return best
+
+
+def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[AlignConfig, int]] | None = None,
+                others: dict[str, StepMaker] | None = None) -> dict:
+    """Time the alignment step (old and new paths) for each named shape {name: (AlignConfig, D)} and every
+    other step in `others` {name: StepMaker}. Returns a JSON-ready dict: "machine", "matmul_gflops" (mean of
+    before / after, with "matmul_gflops_before" / "_after") and "rows": {"step", "path", "seconds", "pairs_per_s",
+    "gflop" (counted, of this path), "floor_seconds" (from the new path's FLOPs), "ratio_to_floor"} and, on new
+    rows, "speedup" (old seconds / new seconds)."""
+    cfg = cfg or TrainBenchConfig()
+    shapes = shapes if shapes is not None else {"default": (AlignConfig(), 1280)}
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    load_before = os.getloadavg()
+    rate_before = matmul_gflops(cfg.matmul_size)
+    measured = []  # (step name, {path: (seconds, pairs, gflop counted, floor flop)})
+    for name, (acfg, feat_dim) in shapes.items():
+        made = {path: make() for path, make in alignment_steps(cfg, acfg, feat_dim).items()}
+        flops = {path: counted_flops(f) + extra for path, (f, _, extra) in made.items()}
+        secs = _time_interleaved({path: f for path, (f, _, _) in made.items()}, cfg.steps)
+        title = (f"alignment {name} (B={cfg.batch}, R={cfg.regions}, ~{cfg.words} words, D={feat_dim}, "
+                 f"H={acfg.embed_dim}, K={acfg.hidden_dim})")
+        measured.append((title, {p: (secs[p], made[p][1], flops[p], flops["new"]) for p in made}))
+    for name, make in (others or {}).items():
+        f, pairs, extra = make()
+        flop = counted_flops(f) + extra
+        measured.append((name, {"": (_time_interleaved({"": f}, cfg.steps)[""], pairs, flop, flop)}))
+    rate_after = matmul_gflops(cfg.matmul_size)
+    rate = (rate_before + rate_after) / 2
+    rows = []
+    for name, paths in measured:
+        for path, (sec, pairs, flop, floor_flop) in paths.items():
+            floor = floor_flop / (rate * 1e9)
+            row = {"step": name, "path": path, "seconds": sec, "pairs_per_s": pairs / sec, "gflop": flop / 1e9,
+                   "floor_seconds": floor, "ratio_to_floor": sec / floor}
+            if path == "new" and "old" in paths:
+                row["speedup"] = paths["old"][0] / sec
+            rows.append(row)
+    return {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                        "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())},
+            "matmul_gflops": rate, "matmul_gflops_before": rate_before, "matmul_gflops_after": rate_after,
+            "rows": rows}
+
+
+def format_train_table(res: dict) -> str:
+    """The machine line and the table of `bench_train`'s results, as printed by ``dvsa bench train``."""
+    m = res["machine"]
+    machine = (f"machine: {m['cpus']} CPUs, torch {m['torch']} with {m['torch_threads']} threads; load average "
+               f"{m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after; matmul "
+               f"{res['matmul_gflops']:.1f} GFLOP/s ({res['matmul_gflops_before']:.1f} / "
+               f"{res['matmul_gflops_after']:.1f})")
+    lines = [machine, "floor: the new path's matrix-product FLOPs at that rate; x floor = ms / floor ms"]
+    head = ("path", "ms/step", "pairs/s", "GFLOP", "floor ms", "x floor", "speedup")
+    table = [head]
+    for r in res["rows"]:
+        table.append((r["path"] or "-", f"{r['seconds'] * 1e3:.1f}", f"{r['pairs_per_s']:.0f}", f"{r['gflop']:.3g}",
+                      f"{r['floor_seconds'] * 1e3:.3g}", f"{r['ratio_to_floor']:.2f}",
+                      f"{r['speedup']:.2f}x" if "speedup" in r else ""))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    step = None
+    for r, row in zip([None] + res["rows"], table):
+        if r is not None and r["step"] != step:
+            step = r["step"]
+            lines.append(step)
+        lines.append("  " + "  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""``dvsa bench train``: training steps per second on this machine, each beside its FLOP floor.
+
+    dvsa bench train                            # alignment at the paper's, the default's and the demo's sizes
+    dvsa bench train --steps 3 --shapes default --no-generators --out bench.json
+
+The alignment step (batches of 100 pairs, 20 regions, ~12 words) runs on the old path (every batch collated
+from the store, eq. 8's gradient through every region) and the new one (`train_alignment`'s: batches indexed
+from tensors collated once, the gradient to each word's best region only), steps interleaved, at three sizes:
+"paper" (AlignConfig's model, D = 4096 as VGG fc7), "default" (AlignConfig's model, D = 1280 as
+EfficientNet-Lite0) and "demo" (the demo's AlignConfig, `DemoConfig.align`, D = 1280). Then the generators'
+step (GenConfig's model, full frame and region+image, random features and sentences: the model step alone,
+without its collation). The floor is the step's matrix-product FLOPs at the matmul rate measured in the same
+run; old and new compare within one run (a shared machine's load changes). The measuring code is
+`dvsa.align.bench_train`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields, replace
+
+import torch
+from dvsa.align.bench_train import (
+    StepMaker,
+    TrainBenchConfig,
+    bench_train,
+    format_train_table,
+)
+from dvsa.align.model import AlignConfig
+from dvsa.data.text import END_ID, START_ID
+from dvsa.generate.model import CaptionModel, GenConfig, caption_loss
+from dvsa.generate.pipeline import DemoConfig
+from dvsa.generate.train import clip_gradients, make_optimizer
+from dvsa.scripts._args import nonneg_int, parser, positive_int
+
+SHAPES = ("paper", "default", "demo")
+
+
+def alignment_shapes(cfg: TrainBenchConfig, names) -> dict[str, tuple[AlignConfig, int]]:
+    """{name: (AlignConfig, D)} of the named sizes (see the module doc)."""
+    table = {"paper": (AlignConfig(), cfg.paper_feat_dim), "default": (AlignConfig(), cfg.feat_dim),
+             "demo": (AlignConfig(**DemoConfig().align), cfg.feat_dim)}
+    return {n: table[n] for n in names}
+
+
+def generator_step(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int) -> StepMaker:
+    """A maker of the generator's training step (teacher forcing, cross-entropy, backward, clipping, optimiser)
+    on random features and sentences of `cfg.batch` pairs."""
+
+    def make():
+        g = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        model = CaptionModel(gcfg, cfg.vocab, feat_dim).train()
+        opt = make_optimizer(gcfg, model.parameters())
+        params = [p for p in model.parameters() if p.requires_grad]
+        spread = max(0, min(4, cfg.words - 1))
+        lengths = torch.randint(cfg.words - spread, cfg.words + spread + 1, (cfg.batch,), generator=g)
+        t = int(lengths.max()) + 1
+        words = torch.randint(4, cfg.vocab, (cfg.batch, t), generator=g)
+        pos = torch.arange(t)[None, :]
+        inp = torch.where(pos == 0, START_ID, torch.where(pos <= lengths[:, None], words.roll(1, 1), 0))
+        tgt = torch.where(pos < lengths[:, None], words, torch.where(pos == lengths[:, None], END_ID, 0))
+        feats = torch.randn(cfg.batch, model.input_dim, generator=g).relu()
+
+        def step():
+            loss = caption_loss(model(feats, inp).float(), tgt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients(gcfg, params)
+            opt.step()
+
+        return step, cfg.batch, 0.0
+
+    return make
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = TrainBenchConfig()
+    p = parser("dvsa bench train", __doc__)
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="timed steps per path (the best is kept)")
+    p.add_argument("--batch", type=positive_int, default=d.batch, help="pairs per step")
+    p.add_argument("--regions", type=positive_int, default=d.regions)
+    p.add_argument("--words", type=positive_int, default=d.words, help="mean words per sentence")
+    p.add_argument("--vocab", type=positive_int, default=d.vocab)
+    p.add_argument("--n-images", dest="images", type=positive_int, default=d.images,
+                   help="images of the random store (5 sentences each)")
+    p.add_argument("--matmul-size", type=positive_int, default=d.matmul_size,
+                   help="n of the n x n matmul that measures GFLOP/s")
+    p.add_argument("--threads", type=nonneg_int, default=d.threads, help="torch threads (0 = torch's default)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--shapes", default=",".join(SHAPES), help=f"alignment sizes, comma-separated, of {SHAPES}")
+    p.add_argument("--feat-dim", type=positive_int, default=d.feat_dim,
+                   help="D of the default and demo sizes and of the generators")
+    p.add_argument("--paper-feat-dim", type=positive_int, default=d.paper_feat_dim, help="D of the paper size")
+    p.add_argument("--embed", type=positive_int, default=None,
+                   help="H of every alignment size and the generators' hidden and embedding size (tiny runs)")
+    p.add_argument("--hidden", type=positive_int, default=None, help="K (BRNN) of every alignment size")
+    p.add_argument("--no-generators", action="store_true", help="skip the generators' step")
+    p.add_argument("--out", default=None, help="results JSON")
+    args = p.parse_args(argv)
+    names = [n.strip() for n in args.shapes.split(",") if n.strip()]
+    bad = sorted(set(names) - set(SHAPES))
+    if bad:
+        p.error(f"--shapes: unknown {bad}; choose from {SHAPES}")
+
+    cfg = TrainBenchConfig(**{f.name: getattr(args, f.name) for f in fields(TrainBenchConfig)})
+    size = {k: v for k, v in (("embed_dim", args.embed), ("hidden_dim", args.hidden)) if v is not None}
+    shapes = {name: (replace(acfg, **size), feat_dim) for name, (acfg, feat_dim) in alignment_shapes(cfg, names).items()}
+    others = {}
+    if not args.no_generators:
+        for inp in ("image", "region+image"):
+            gcfg = GenConfig(input=inp)
+            if args.embed:
+                gcfg = replace(gcfg, hidden=args.embed, embed=args.embed)
+            others[f"generator {inp} (GenConfig: {gcfg.cell}, hidden {gcfg.hidden}, B={cfg.batch}, D={cfg.feat_dim}, "
+                   f"V={cfg.vocab})"] = generator_step(cfg, gcfg, cfg.feat_dim)
+    res = bench_train(cfg, shapes, others)
+    print(format_train_table(res))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(res, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
