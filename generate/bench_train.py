@@ -1,0 +1,52 @@
+"""The generators' training step for ``dvsa bench train``, and the alignment sizes it times (the measuring
+itself is `dvsa.align.bench_train`; this module lives in generate/ because it needs the generators and the demo's
+config, which align/ does not import)."""
+from __future__ import annotations
+
+import torch
+from dvsa.align.bench_train import StepMaker, TrainBenchConfig
+from dvsa.align.model import AlignConfig
+from dvsa.data.text import END_ID, START_ID
+from dvsa.generate.model import CaptionModel, GenConfig, caption_loss
+from dvsa.generate.pipeline import DemoConfig
+from dvsa.generate.train import clip_gradients, make_optimizer
+
+SHAPES = ("paper", "default", "demo")
+
+
+def alignment_shapes(cfg: TrainBenchConfig, names) -> dict[str, tuple[AlignConfig, int]]:
+    """{name: (AlignConfig, D)} of the named sizes (see the module doc)."""
+    table = {"paper": (AlignConfig(), cfg.paper_feat_dim), "default": (AlignConfig(), cfg.feat_dim),
+             "demo": (AlignConfig(**DemoConfig().align), cfg.feat_dim)}
+    return {n: table[n] for n in names}
+
+
+def generator_step(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int) -> StepMaker:
+    """A maker of the generator's training step (teacher forcing, cross-entropy, backward, clipping, optimiser)
+    on random features and sentences of `cfg.batch` pairs."""
+
+    def make():
+        g = torch.Generator().manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        model = CaptionModel(gcfg, cfg.vocab, feat_dim).train()
+        opt = make_optimizer(gcfg, model.parameters())
+        params = [p for p in model.parameters() if p.requires_grad]
+        spread = max(0, min(4, cfg.words - 1))
+        lengths = torch.randint(cfg.words - spread, cfg.words + spread + 1, (cfg.batch,), generator=g)
+        t = int(lengths.max()) + 1
+        words = torch.randint(4, cfg.vocab, (cfg.batch, t), generator=g)
+        pos = torch.arange(t)[None, :]
+        inp = torch.where(pos == 0, START_ID, torch.where(pos <= lengths[:, None], words.roll(1, 1), 0))
+        tgt = torch.where(pos < lengths[:, None], words, torch.where(pos == lengths[:, None], END_ID, 0))
+        feats = torch.randn(cfg.batch, model.input_dim, generator=g).relu()
+
+        def step():
+            loss = caption_loss(model(feats, inp).float(), tgt)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients(gcfg, params)
+            opt.step()
+
+        return step, cfg.batch, 0.0
+
+    return make
