@@ -32,12 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from dvsa.align.regions.encoder import RegionEncoder
 from dvsa.align.regions.images import ImageError, load_rgb
+from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import DataError
+from dvsa.generate.decode import decode
 from dvsa.generate.dense import caption_inputs
 from dvsa.generate.densecap_eval import box_iou
-from dvsa.generate.inputs import FULL_FRAME_INPUTS, full_frame_features, region_inputs
+from dvsa.generate.inputs import (
+    FULL_FRAME_INPUTS,
+    full_frame_features,
+    region_inputs,
+    region_sets,
+)
 from dvsa.generate.metrics import (
     caption_metrics,
     format_metrics,
@@ -82,13 +90,38 @@ def caption_split(model, vocab, gen_cfg, store, records, beam: int, max_len: int
                   length_norm: float | None = None, batch: int = 256,
                   progress: bool = True) -> tuple[dict[str, str], list[str]]:
     """Full-frame captions of records in the store: ({image_id: caption}, [ids not in the store]), with a
-    progress bar (`dvsa.data.progress`) unless not `progress`."""
+    progress bar (`dvsa.data.progress`) unless not `progress`. The attention generator (input "regions")
+    attends over each image's store regions (`caption_sets`)."""
     ids = [r.id for r in records if r.id in store]
     skipped = [r.id for r in records if r.id not in store]
+    max_len = max_len or gen_cfg.max_len
+    length_norm = gen_cfg.length_norm if length_norm is None else length_norm
+    if gen_cfg.input == "regions":
+        if not ids:
+            return {}, skipped
+        feats, mask = region_sets(store, ids)  # [N, R, D], [N, R]
+        caps = caption_sets(model, vocab, feats, mask, beam, max_len, length_norm, batch, progress=progress)
+        return {i: c for i, (c, _, _) in zip(ids, caps)}, skipped
     feats = full_frame_features(store, ids, gen_cfg.input)  # [N, Din]
-    caps = caption_inputs(model, vocab, feats, beam, max_len or gen_cfg.max_len,
-                          gen_cfg.length_norm if length_norm is None else length_norm, batch, progress=progress)
+    caps = caption_inputs(model, vocab, feats, beam, max_len, length_norm, batch, progress=progress)
     return {i: c for i, (c, _, _) in zip(ids, caps)}, skipped
+
+
+def caption_sets(model, vocab, feats: np.ndarray, mask: np.ndarray, beam: int, max_len: int,
+                 length_norm: float = 0.0, batch: int = 256, progress: bool = False) -> list[tuple[str, float, int]]:
+    """`dense.caption_inputs` for region sets: feats float [N, R, D], mask bool [N, R] -> N (caption text,
+    logprob, n_tokens), decoded by `generate.decode.decode` (beam 1 = greedy)."""
+    device = next(model.parameters()).device
+    out = []
+    bar = progress_bar(total=len(feats), desc="captions", unit="caption", enabled=progress)
+    for s in range(0, len(feats), batch):
+        x = torch.as_tensor(np.asarray(feats[s : s + batch], np.float32), device=device)
+        m = torch.as_tensor(np.asarray(mask[s : s + batch], bool), device=device)
+        hyps = decode(model, x, "beam", beam, max_len, length_norm, mask=m)
+        out += [(" ".join(vocab.decode(toks)), float(lp), len(toks)) for toks, lp in hyps]
+        bar.update(len(x))
+    bar.close()
+    return out
 
 
 def _image_path(rec, root: str | None) -> str:

@@ -12,6 +12,10 @@ checkpoint's feature-store meta (`RegionEncoder.from_meta`; one per distinct met
 `generate.decode.decode` on the whole-frame input of `generate.captioning.whole_frame_input`; dense captions are
 `generate.dense.dense_captions` on the regions of an in-memory store.
 
+An attention generator checkpoint (``GenConfig.arch = "attention"``; RUN/gen_attention/model.pt of a pipeline
+run, loaded by path) captions from the image's detected regions, and every caption then carries "attention":
+per word {"word", "row", "box", "weight", "weights"} (`generate.captioning.word_attention`) and "boxes".
+
 Images may be paths, PIL images, numpy arrays (H x W x 3 uint8) or bytes (`data.images.as_rgb`); every fault is
 a `DvsaError` (`CheckpointError`, `ImageInputError`, `UsageError`).
 """
@@ -27,9 +31,10 @@ from dvsa.align.aligner import checkpoint_in, encoder_for, run_box_scorer
 from dvsa.data.errors import CheckpointError, UsageError
 from dvsa.data.images import MAX_PIXELS, as_rgb, image_name
 from dvsa.data.memstore import MemoryStore
-from dvsa.generate.captioning import whole_frame_input
+from dvsa.generate.captioning import region_set_input, whole_frame_input, word_attention
 from dvsa.generate.decode import decode
 from dvsa.generate.dense import dense_captions
+from dvsa.generate.inputs import pad_sets
 from dvsa.generate.train import load_generator
 
 
@@ -95,8 +100,9 @@ class Captioner:
     def caption(self, images, beam: int | None = None, temperature: float = 0.0, max_len: int | None = None,
                 seed: int | None = None):
         """Full-frame captions: a list of {"caption", "score" (mean log-probability per word, END included),
-        "logprob", "method"} (one dict for a single image). temperature > 0 samples (`seed` makes it repeatable)
-        instead of the beam search of `beam` (default: the checkpoint's GenConfig.beam)."""
+        "logprob", "method"} (one dict for a single image), with "attention" and "boxes" for an attention generator
+        (module doc). temperature > 0 samples (`seed` makes it repeatable) instead of the beam search of `beam`
+        (default: the checkpoint's GenConfig.beam)."""
         model, vocab, cfg, _ = self.full
         if temperature is None or temperature < 0:
             raise UsageError(f"temperature must be >= 0, got {temperature}")
@@ -106,20 +112,31 @@ class Captioner:
         max_len = int(max_len if max_len is not None else cfg.max_len)
         pils, single = self._images(images)
         out = []
+        sets = cfg.input == "regions"  # the attention generator
         with self.lock:
-            feats = np.stack([whole_frame_input(self.encoders["full"], pil, cfg.input) for pil in pils])
+            if sets:
+                boxes, regions = zip(*(region_set_input(self.encoders["full"], pil) for pil in pils))
+                feats, mask = pad_sets(regions)  # [B, N, D], [B, N]
+            else:
+                feats = np.stack([whole_frame_input(self.encoders["full"], pil, cfg.input) for pil in pils])
+                mask = None
             if temperature > 0:
                 gen = torch.Generator().manual_seed(seed) if seed is not None else None
-                hyps = decode(model, feats, "sample", max_len=max_len, min_len=cfg.min_len,
-                              temperature=float(temperature), generator=gen)
+                hyps = decode(model, feats, "sample", max_len=max_len, min_len=cfg.min_len, mask=mask,
+                              attention=sets, temperature=float(temperature), generator=gen)
                 method = f"sample (temperature {temperature:g})"
             else:
-                hyps = decode(model, feats, "beam", beam, max_len, cfg.length_norm, cfg.min_len)
+                hyps = decode(model, feats, "beam", beam, max_len, cfg.length_norm, cfg.min_len, mask=mask,
+                              attention=sets)
                 method = f"beam {beam}"
-        for toks, lp in hyps:
+        for n, h in enumerate(hyps):
+            toks, lp = h[0], h[1]
             words = vocab.decode(toks)
             out.append({"caption": " ".join(words), "score": float(lp) / (len(words) + 1), "logprob": float(lp),
                         "method": method})
+            if sets:
+                out[-1]["attention"] = word_attention(words, h[2], boxes[n])
+                out[-1]["boxes"] = boxes[n].tolist()
         return out[0] if single else out
 
     def dense(self, images, top: int | None = None, beam: int | None = None, **overrides):
@@ -127,6 +144,9 @@ class Captioner:
         "score", "logprob", "row"}, ...] best first} (one dict for a single image). `top`, `beam` and other
         `generate.dense.DenseConfig` fields as keywords."""
         model, vocab, cfg, _ = self.region or self.full
+        if cfg.arch == "attention":
+            raise UsageError("dense captions need a region generator (RUN/gen_region); this one is an attention "
+                             "generator, which captions whole images")
         if top is not None:
             overrides["top"] = int(top)
         if beam is not None:

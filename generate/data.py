@@ -10,7 +10,10 @@ Two sources, one container (`CaptionData`):
 Input vectors are stored once per image (or region) and shared by its sentences. Batches of token ids are
 padded with PAD (0): inputs START w1 .. wn, targets w1 .. wn END.
 
-Dimensions: N items (pairs), F input vectors, Din input size, B batch, T longest sentence + 1.
+With input "regions" (the attention model) every input is a padded set of region vectors: feats [F, R, D] and
+masks [F, R] (True on real rows).
+
+Dimensions: N items (pairs), F input vectors, Din input size, R regions of a set, B batch, T longest sentence + 1.
 """
 from __future__ import annotations
 
@@ -21,20 +24,21 @@ import numpy as np
 import torch
 from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.data.text import END_ID, PAD_ID, START_ID, UNK, Vocabulary
-from dvsa.generate.inputs import full_frame_features, input_features
+from dvsa.generate.inputs import full_frame_features, input_features, region_sets
 
 
 @dataclass
 class CaptionData:
-    """feats float32 [F, Din]; items (feature row, token ids without START/END); keys[f] names feature row f
-    (an image id, or "image_id#region"); refs[key] are the reference sentences (space-joined tokens) used to
-    score a caption of that row."""
+    """feats float32 [F, Din] (or [F, R, D] with masks bool [F, R] for input "regions"); items (feature row,
+    token ids without START/END); keys[f] names feature row f (an image id, or "image_id#region"); refs[key] are
+    the reference sentences (space-joined tokens) used to score a caption of that row."""
 
     feats: np.ndarray
     items: list[tuple[int, list[int]]]
     keys: list[str]
     refs: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # images absent from the store
+    masks: np.ndarray | None = None  # bool [F, R], input "regions" only: True on real region rows
 
     def __len__(self) -> int:
         return len(self.items)
@@ -58,18 +62,25 @@ def full_frame_data(records: list[ImageRecord], store, vocab: Vocabulary, mode: 
     (listed in `.skipped`)."""
     have = [r for r in records if r.id in store]
     skipped = [r.id for r in records if r.id not in store]
-    feats = full_frame_features(store, [r.id for r in have], mode)
+    masks = None
+    if mode == "regions":
+        feats, masks = region_sets(store, [r.id for r in have]) if have else (np.zeros((0, 1, store.dim), np.float32),
+                                                                               np.zeros((0, 1), bool))
+    else:
+        feats = full_frame_features(store, [r.id for r in have], mode)
     items, refs = [], {}
     for f, r in enumerate(have):
         refs[r.id] = [" ".join(s.tokens) for s in r.sentences if s.tokens]
         items += [(f, vocab.encode(s.tokens)) for s in r.sentences if s.tokens]
-    return CaptionData(feats, items, [r.id for r in have], refs, skipped)
+    return CaptionData(feats, items, [r.id for r in have], refs, skipped, masks)
 
 
 def snippet_data(snippets: list[dict], store, vocab: Vocabulary, mode: str = "region+image",
                  image_ids: set[str] | None = None, path: str = "<snippets>") -> CaptionData:
     """(region input, snippet) pairs; `image_ids` keeps only those images (a split). Snippets of images absent
     from the store are skipped; a region row the image does not have raises DataError (file, line)."""
+    if mode == "regions":
+        raise ValueError("input 'regions' (the attention generator) trains on full frames, not on snippets")
     groups: dict[str, list[dict]] = defaultdict(list)
     skipped = set()
     for s in snippets:
@@ -118,6 +129,13 @@ def collate(data: CaptionData, idx) -> tuple[torch.Tensor, torch.Tensor, torch.T
         tgt[b, : len(s) + 1] = torch.tensor(s + [END_ID])
     feats = torch.from_numpy(data.feats[[data.items[i][0] for i in idx]])
     return feats, inp, tgt
+
+
+def collate_mask(data: CaptionData, idx) -> torch.Tensor | None:
+    """Items idx -> the region masks bool [B, R] of their inputs (input "regions"), else None."""
+    if data.masks is None:
+        return None
+    return torch.from_numpy(data.masks[[data.items[i][0] for i in idx]])
 
 
 def n_targets(data: CaptionData, idx) -> int:

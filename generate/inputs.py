@@ -4,6 +4,7 @@ Modes (`GenConfig.input`):
     "image"         the whole-image feature                        [D]
     "region"        the region's feature (row 0 = whole image)     [D]
     "region+image"  the region's feature, then the whole image's   [2 D]   (paper: better region captions)
+    "regions"       the set of all the image's region features      [N, D]  (row 0 the whole image; attention)
 
 How a full-frame ("image") model sees a region (`region_inputs`, `FULL_FRAME_INPUTS`): "crop" = the region's own
 feature, as if the region were an image (the paper's full-frame baseline on regions); "image" = the whole image's.
@@ -25,6 +26,8 @@ def combine(regions: np.ndarray, image: np.ndarray, mode: str) -> np.ndarray:
     each region) -> float32 [n, Din] in `mode`."""
     if mode not in INPUTS:
         raise ValueError(f"input mode must be one of {INPUTS}, got {mode!r}")
+    if mode == "regions":
+        raise ValueError("input 'regions' is a set of vectors per image: use region_set / pad_sets")
     regions = np.asarray(regions, np.float32)
     image = np.asarray(image, np.float32)
     per_row = image.ndim == 2 and regions.ndim == 2 and image.shape[0] == len(regions)
@@ -69,6 +72,29 @@ def input_features(store, image_id: str, region_rows: Sequence[int] | None = Non
     if bad:
         raise IndexError(f"{store.path}: image {image_id!r} has {len(feats)} regions, asked for rows {bad}")
     return combine(feats[rows], store.image_feature(image_id), mode)
+
+
+def pad_sets(sets: Sequence[np.ndarray], n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Region sets float [n_b, D] -> (feats float32 [B, N, D] zero-padded, mask bool [B, N] True on real rows),
+    N = max n_b (or `n`, at least that)."""
+    if not len(sets):
+        raise ValueError("pad_sets needs at least one set")
+    d = np.asarray(sets[0]).shape[-1]
+    N = max([len(x) for x in sets] + [int(n or 0)])
+    feats = np.zeros((len(sets), N, d), np.float32)
+    mask = np.zeros((len(sets), N), bool)
+    for b, x in enumerate(sets):
+        x = np.asarray(x, np.float32)
+        if x.ndim != 2 or x.shape[1] != d or not len(x):
+            raise ValueError(f"region set {b} must be [n >= 1, {d}], got {list(x.shape)}")
+        feats[b, : len(x)], mask[b, : len(x)] = x, True
+    return feats, mask
+
+
+def region_sets(store, image_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The "regions" input of images: (feats float32 [B, N, D], mask bool [B, N]) of `pad_sets` over the store's
+    region rows of every image (row 0 the whole image)."""
+    return pad_sets([store.regions(i)[1] for i in image_ids])
 
 
 def full_frame_features(store, image_ids: Sequence[str], mode: str = "image") -> np.ndarray:

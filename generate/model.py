@@ -14,6 +14,9 @@ biases b_o start at the log frequency of each word (`frequency_bias`). An LSTM c
 * ``"input"`` (neuraltalk's LSTM, Show and Tell): the image, embedded to the word size, is fed as an input step
   before START; that step's output is not a prediction.
 
+`GenConfig` also configures the region-attention LSTM (``arch="attention"``, ``input="regions"``), which lives in
+`generate.attention` with the same decoding interface.
+
 Dimension glossary:
     B  batch (images, regions, or live beams)         T  words of a padded sentence (incl. START as input)
     D  per-region CNN feature size (FeatureStore.dim)  Din  model input size: D, or 2 D for "region+image"
@@ -30,8 +33,9 @@ import torch.nn.functional as F
 from dvsa.data.standardize import standardization
 from dvsa.data.text import END_ID, PAD_ID, Vocabulary
 
+ARCHS = ("mrnn", "attention")
 CELLS = ("rnn", "lstm")
-INPUTS = ("image", "region", "region+image")
+INPUTS = ("image", "region", "region+image", "regions")
 IMAGE_AT = ("bias", "input")
 
 
@@ -40,15 +44,23 @@ class GenConfig:
     """Every default of stage 2 (model, training, decoding). CLI flags and JSON override these fields."""
 
     # --- model
+    arch: str = "mrnn"  # "mrnn": this module's CaptionModel | "attention": generate.attention.AttentionModel, a
+    #                     soft-attention LSTM over the image's regions (needs input="regions"; cell is ignored)
     cell: str = "rnn"  # "rnn" (paper, ReLU) | "lstm" (supplementary material: better)
     hidden: int = 512  # H (paper: 512)
     embed: int = 512  # E, word embedding size (learned from scratch)
     input: str = "image"  # "image" whole-image feature | "region" region feature | "region+image" concatenation
+    #                       | "regions": the set of all region features of the image, whole image first [N, D]
+    #                       (arch="attention" only)
     image_at: str = "bias"  # "bias" (paper eq. 14) | "input" (the image as a first input step)
     dropout: float = 0.5  # on the image feature, the word embeddings and the output layer's input
     feat_norm: str = "standardize"  # "standardize": per-dimension (x - mean) / std of the training inputs, kept
     #                                  in the model (CNN features are >= 0 with a large shared offset; raw, they
     #                                  make RMSprop's first steps on W_hi blow up) | "none": raw (the paper)
+    att_dim: int = 512  # A, attention MLP size (arch="attention")
+    att_gate: bool = True  # the gating scalar beta_t = sigmoid(w_b h_{t-1}) on the context (Show, Attend and Tell)
+    att_lambda: float = 1.0  # weight of the doubly stochastic penalty sum_i (1 - sum_t alpha_ti)^2 per sentence,
+    #                          added to the summed cross-entropy before dividing by the target words (as the paper)
     # --- vocabulary
     min_count: int = 5  # words seen fewer times in the training sentences become UNK (paper: 5)
     bias_floor: float = 0.5  # count given to never-seen targets (PAD, START, words without a count) for b_o
@@ -80,6 +92,11 @@ class GenConfig:
     length_norm: float = 1.0
 
     def validate(self) -> "GenConfig":
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if (self.arch == "attention") != (self.input == "regions"):
+            raise ValueError(f"arch='attention' goes with input='regions' (and only it), got arch={self.arch!r} "
+                             f"input={self.input!r}: set both, e.g. --set gen.arch=attention --set gen.input=regions")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.input not in INPUTS:

@@ -13,6 +13,8 @@ the best epoch is kept in ``model.pt`` and training stops after `patience` epoch
 ``last.pt`` (every epoch) resumes exactly: optimizer, epoch, RNG and early-stopping state are in it. With
 `amp` on CUDA the network's forward runs in bf16 and the loss is computed from fp32 logits. Devices, process
 group, optimisers, schedules, resume and run files come from `dvsa.data.training` (shared with the aligner).
+The attention generator (``arch="attention"``, `generate.attention`) trains in the same loop on region sets, its
+loss adding the doubly stochastic penalty (summed per sentence, divided by the same target-word count).
 """
 from __future__ import annotations
 
@@ -33,10 +35,12 @@ from dvsa.data.io import check_writable
 from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.data.text import Vocabulary
+from dvsa.generate.attention import AttentionModel, doubly_stochastic
 from dvsa.generate.data import (
     CaptionData,
     build_vocab,
     collate,
+    collate_mask,
     epoch_batches,
     full_frame_data,
     n_targets,
@@ -48,6 +52,12 @@ from pycocoevalcap.cider.cider import Cider
 
 # fields that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "beam", "max_len", "length_norm"}
+
+
+def make_generator(cfg: GenConfig, vocab_size: int, feat_dim: int) -> CaptionModel | AttentionModel:
+    """The generator of `cfg.arch`: the multimodal RNN ("mrnn") or the region-attention LSTM ("attention")."""
+    cls = AttentionModel if cfg.arch == "attention" else CaptionModel
+    return cls(cfg, vocab_size, feat_dim)
 
 
 # ---------------------------------------------------------------- optimisation
@@ -80,7 +90,8 @@ def validation_cider(model: CaptionModel, data: CaptionData, vocab: Vocabulary, 
     bar = progress_bar(total=n, desc="validation", unit="img", enabled=progress)
     for s in range(0, n, batch):
         feats = torch.from_numpy(data.feats[s : s + batch])
-        for key, (toks, _) in zip(data.keys[s : s + batch], greedy(model, feats, cfg.max_len, cfg.min_len)):
+        mask = torch.from_numpy(data.masks[s : s + batch]) if data.masks is not None else None
+        for key, (toks, _) in zip(data.keys[s : s + batch], greedy(model, feats, cfg.max_len, cfg.min_len, mask)):
             res[key] = " ".join(vocab.decode(toks))
         bar.update(len(feats))
     bar.close()
@@ -104,7 +115,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu"):
     ck = load_checkpoint(path, kind="generate", required=MODEL_KEYS)
     cfg = config_from(path, GenConfig.from_dict, ck["config"])
     vocab = config_from(path, Vocabulary.from_dict, ck["vocab"], "vocabulary")
-    model = CaptionModel(cfg, len(vocab), int(ck["feat_dim"]))
+    model = make_generator(cfg, len(vocab), int(ck["feat_dim"]))
     config_from(path, model.load_state_dict, ck["model"], "model")
     return model.to(device).eval(), vocab, cfg, ck
 
@@ -169,10 +180,12 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
 
     # --- model and optimiser
     torch.manual_seed(cfg.seed)
-    model = CaptionModel(cfg, len(vocab), store.dim)
+    model = make_generator(cfg, len(vocab), store.dim)
     n_sent = len(train.items)
     model.set_output_bias(frequency_bias(vocab, n_sent, train.target_counts(vocab), cfg.bias_floor))
-    if cfg.feat_norm == "standardize":
+    if cfg.feat_norm == "standardize" and train.masks is not None:
+        model.set_feature_norm(torch.from_numpy(train.feats), torch.from_numpy(train.masks))
+    elif cfg.feat_norm == "standardize":
         model.set_feature_norm(torch.from_numpy(train.feats))
     model.to(device)
     opt = make_optimizer(cfg, model.parameters())
@@ -261,9 +274,16 @@ def _train_epoch(net, model, opt, data: CaptionData, cfg: GenConfig, epoch: int,
         ntok = n_targets(data, gb)  # global target words of this batch
         mine = gb[rank::world]
         feats, inp, tgt = (x.to(device, non_blocking=True) for x in collate(data, mine))
+        mask = collate_mask(data, mine)
         with training.autocast(device, cfg.amp):
-            logits = net(feats, inp)  # [b, T, V]
+            if mask is None:
+                logits = net(feats, inp)  # [b, T, V]
+            else:  # the attention generator: region sets [b, N, D], alphas [b, T, N]
+                mask = mask.to(device, non_blocking=True)
+                logits, alphas = net(feats, inp, mask, return_attention=True)
         loss = caption_loss(logits.float(), tgt, normalizer=ntok / world)  # DDP averages over processes
+        if mask is not None and cfg.att_lambda:
+            loss = loss + doubly_stochastic(alphas.float(), tgt, mask, cfg.att_lambda) / (ntok / world)
         lv = float(loss.detach()) / world  # this process's share of the batch loss
         if world > 1:
             t = torch.tensor([lv], dtype=torch.float64, device=device)

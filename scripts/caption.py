@@ -13,6 +13,11 @@ captions are printed (``path<TAB>caption``) and written to `--out` in COCO's res
 With ``--extras`` every entry also has "file_name", "path", "logprob", "score" (logprob per word) and
 "candidates" ([{"caption", "logprob"}] of the beam, best first); loadRes still reads it.
 
+An attention generator (``GenConfig.arch = "attention"``, `generate.attention`) attends over the image's regions,
+detected and encoded here; ``--extras`` then adds each word's "attention" ({"word", "row", "box", "weight",
+"weights"}) and the regions' "boxes", and ``--attention DIR`` draws one PNG per image in DIR: the image with
+each word's most-attended region, the caption below in the regions' colours with the weights.
+
 ``--checkpoint`` may be a pipeline run folder (its gen_full/model.pt). A corrupt or unreadable image is reported
 on stderr and skipped. Exit status 0 when at least one image was captioned, 1 when none was or the checkpoint
 is missing or bad, 2 for bad arguments.
@@ -55,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=positive_int, default=32, help="images per decoding batch")
     add_device_arg(p)
     p.add_argument("--extras", action="store_true", help="per-image path, logprob, score, beam candidates in --out")
+    p.add_argument("--attention", default=None, metavar="DIR",
+                   help="attention generators: draw each word's most-attended region, one PNG per image in DIR")
     args = p.parse_args(argv)
 
     model, vocab, cfg, ck = load_generator(resolve_checkpoint(args.checkpoint, "caption"), device=args.device)
+    if args.attention is not None and cfg.arch != "attention":
+        raise UsageError(f"--attention: {args.checkpoint} is not an attention generator (arch={cfg.arch!r})")
     try:
         encoder = make_encoder(ck.get("features") or {}, args.device)
     except ValueError as e:  # a feature recipe this machine cannot rebuild
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     show = None if args.quiet else (lambda path, text: print(f"{path}\t{text}"))
     results, failed = caption_images(model, vocab, cfg, encoder, paths, beam, max_len, length_norm, args.batch,
-                                     on_caption=show)
+                                     on_caption=show, attention_dir=args.attention)
     write_coco_results(args.out, results, extras=args.extras, indent=1)
     print(f"{len(results)} captioned, {len(failed)} skipped, {time.time() - t0:.1f} s -> {args.out}", file=sys.stderr)
     return 0 if results else 1

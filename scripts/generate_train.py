@@ -3,6 +3,8 @@
     dvsa generate train --store runs/features --dataset flickr8k --root ../shared/datasets/flickr8k --out runs/gen
     dvsa generate train --store runs/features --dataset synthetic --root runs/synth \
         --snippets runs/snippets.jsonl --set gen.input=region+image --out runs/gen_regions
+    dvsa generate train --store runs/features --dataset flickr8k --root ../shared/datasets/flickr8k \
+        --set gen.arch=attention --set gen.input=regions --out runs/gen_attention      # region attention
 
 Every `generate.model.GenConfig` field is set with ``--set gen.FIELD=VALUE`` (``--set gen.hidden=256 --set
 gen.cell=lstm --set gen.amp=false``), checked before any work; ``--config FILE.json`` reads a JSON dict of fields
@@ -19,11 +21,11 @@ from dvsa.data.catalog import load_dataset
 from dvsa.data.errors import DvsaError
 from dvsa.data.features import FeatureStore
 from dvsa.data.overrides import build_config, read_config_file
-from dvsa.generate.model import CELLS, IMAGE_AT, INPUTS, GenConfig
+from dvsa.generate.model import ARCHS, CELLS, IMAGE_AT, INPUTS, GenConfig
 from dvsa.generate.train import train_generator
 from dvsa.scripts._args import add_device_arg, add_seed_arg, add_set_arg, parser
 
-CHOICES = {"cell": CELLS, "input": INPUTS, "image_at": IMAGE_AT, "clip_mode": ("value", "norm"),
+CHOICES = {"arch": ARCHS, "cell": CELLS, "input": INPUTS, "image_at": IMAGE_AT, "clip_mode": ("value", "norm"),
            "schedule": ("none", "step", "cosine"), "optimizer": ("rmsprop", "adam", "sgd")}
 
 

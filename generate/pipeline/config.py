@@ -44,6 +44,12 @@ class PipelineConfig:
     gen: dict = field(default_factory=lambda: {"epochs": 10, "patience": 3})
     # region (snippet) model: the MRF gives several snippets per sentence, so fewer epochs are as many steps
     gen_region: dict = field(default_factory=lambda: {"input": "region+image", "epochs": 3, "patience": 2})
+    # the region-attention generator (generate.attention), trained by gen_attention and scored beside gen_full by
+    # captions only when `attention` is true (off by default: it did not beat gen_full on Flickr8k dev in the
+    # time-matched CPU comparison of issue 17; gen_full stays the default generator)
+    attention: bool = False
+    gen_attention: dict = field(default_factory=lambda: {"arch": "attention", "input": "regions", "epochs": 10,
+                                                         "patience": 3})
     snippets: dict = field(default_factory=dict)  # overrides of align.snippets.SnippetConfig (target_len, beta)
     # The learned box score (align.boxscore), fitted on the train split's annotated boxes where it has them, is
     # added to the word-region scores of the snippets and the evaluation with the weight of box_weights (or 0 = not
@@ -67,9 +73,10 @@ class PipelineConfig:
     strict_data: bool = False  # a record the dataset reader would drop or repair is an error (DataError) instead
 
 
-GROUPS = ("region", "align", "snippets", "box_score", "gen", "gen_region", "dense")  # stage-config override groups
+GROUPS = ("region", "align", "snippets", "box_score", "gen", "gen_region", "gen_attention", "dense")  # override groups
 GROUP_CONFIGS = {"region": RegionConfig, "align": AlignConfig, "snippets": SnippetConfig, "box_score": BoxScoreConfig,
-                 "gen": GenConfig, "gen_region": GenConfig, "dense": DenseConfig}  # the dataclass of each group
+                 "gen": GenConfig, "gen_region": GenConfig, "gen_attention": GenConfig,
+                 "dense": DenseConfig}  # the dataclass of each group
 
 
 def set_targets() -> dict[str, type]:

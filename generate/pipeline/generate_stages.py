@@ -49,8 +49,16 @@ def gen_region(run) -> dict:
     return _train(run, "gen_region", run.cfg.gen_region, run.results["snippets"]["path"])
 
 
+def gen_attention(run) -> dict:
+    """The region-attention LSTM (`generate.attention`) on (region set, sentence) pairs of the train split, when
+    `PipelineConfig.attention`; else nothing is trained (the result says so, and captions leaves it out)."""
+    if not run.cfg.attention:
+        return {"trained": False, "reason": "PipelineConfig.attention is false"}
+    return {"trained": True, **_train(run, "gen_attention", run.cfg.gen_attention, None)}
+
+
 def load_generator(run, name: str):
-    """(model in eval mode, vocab, cfg) of the run's generator `name` (gen_full | gen_region)."""
+    """(model in eval mode, vocab, cfg) of the run's generator `name` (gen_full | gen_region | gen_attention)."""
     model, vocab, cfg, _ = load_generator_checkpoint(run.out / name / "model.pt",
                                                      device="cuda" if run.cfg.device == "cuda" else "cpu")
     return model.eval(), vocab, cfg
@@ -58,19 +66,29 @@ def load_generator(run, name: str):
 
 # ------------------------------------------------------------------------------------------ evaluation
 def captions(run) -> dict:
-    """Full-frame captions of the eval split at every configured beam size, scored against its sentences."""
-    model, vocab, cfg = load_generator(run, "gen_full")
+    """Full-frame captions of the eval split at every configured beam size, scored against its sentences; the
+    attention generator's too (result "attention", files ``captions/attention_beam<K>.json``) when gen_attention
+    trained one."""
     records = run.usable(run.eval)
     gts = references_of(records)
     out = run.out / "captions"
     out.mkdir(parents=True, exist_ok=True)
+    result = {"beams": _score_beams(run, "gen_full", records, gts, out, ""), "n_images": len(records)}
+    if run.results.get("gen_attention", {}).get("trained"):
+        result["attention"] = {"beams": _score_beams(run, "gen_attention", records, gts, out, "attention_")}
+    return result
+
+
+def _score_beams(run, name: str, records, gts: dict, out, prefix: str) -> dict:
+    """{beam: metrics x100} of generator `name` on `records`; the captions go to ``out/<prefix>beam<K>.json``."""
+    model, vocab, cfg = load_generator(run, name)
     beams = {}
     for beam in run.cfg.beams:
         res, _ = caption_split(model, vocab, cfg, run.store(), records, int(beam), run.cfg.max_len)
-        (out / f"beam{beam}.json").write_text(json.dumps(res, indent=0))
+        (out / f"{prefix}beam{beam}.json").write_text(json.dumps(res, indent=0))
         beams[str(beam)] = _x100(caption_metrics(gts, res, meteor=run.meteor()))
-        run.log(f"  beam {beam}: " + ", ".join(f"{k} {v}" for k, v in beams[str(beam)].items()))
-    return {"beams": beams, "n_images": len(records)}
+        run.log(f"  {name}, beam {beam}: " + ", ".join(f"{k} {v}" for k, v in beams[str(beam)].items()))
+    return beams
 
 
 def region_captions(run) -> dict:

@@ -6,8 +6,9 @@ A stage is a function ``fn(run) -> dict`` (its result, JSON-able, stored in ``<s
 data cannot support it, e.g. no ground-truth regions). The stage bodies live in `generate.pipeline.align_stages`
 (stage 1) and `generate.pipeline.generate_stages` (stage 2).
 
-features -> align_train -> retrieval -> box_score -> snippets -> gen_full -> gen_region -> captions ->
-region_captions -> align_eval -> dense, then results.json and report.html.
+features -> align_train -> retrieval -> box_score -> snippets -> gen_full -> gen_region -> gen_attention ->
+captions -> region_captions -> align_eval -> dense, then results.json and report.html. gen_attention trains only
+when `PipelineConfig.attention` (else it records that it did not; skipping it by name skips captions too).
 """
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ STAGES: list[Stage] = [
           doc="multimodal RNN on (whole image, sentence)"),
     Stage("gen_region", G.gen_region, ("gen_region",), ("features", "snippets"), ("gen_region",),
           doc="multimodal RNN on (region, snippet)"),
-    Stage("captions", G.captions, ("beams", "max_len", "eval_split"), ("gen_full",), ("captions",),
-          doc="full-frame captions of the eval split and their scores"),
+    Stage("gen_attention", G.gen_attention, ("attention", "gen_attention"), ("features",), ("gen_attention",),
+          doc="region-attention LSTM on (region set, sentence), when attention=true"),
+    Stage("captions", G.captions, ("beams", "max_len", "eval_split"), ("gen_full", "gen_attention"), ("captions",),
+          doc="full-frame captions of the eval split and their scores (and the attention generator's)"),
     Stage("region_captions", G.region_captions, ("max_len", "report_beam", "eval_split"),
           ("gen_full", "gen_region"),
           ("region_captions.json",), applies=has_region_text,
