@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from dvsa.align.regions.images import ImageError, load_rgb
+from dvsa.data.errors import UsageError
 from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import ImageRecord
 from dvsa.generate.decode import decode
@@ -148,6 +149,9 @@ def dense_captions(model, vocab, gen_cfg, source, images, dense_cfg: DenseConfig
     `progress`: a progress bar over the images (`dvsa.data.progress`; none for a single image).
     Returns a list of per-image results (module doc); a single image (not a list) gives one result.
     """
+    if getattr(gen_cfg, "arch", "mrnn") == "attention":
+        raise UsageError("dense captions need a generator of single region vectors (a region or full-frame "
+                         "generator); this is an attention generator, which captions whole images (dvsa caption)")
     cfg = resolve_config(dense_cfg, gen_cfg, **overrides)
     single = isinstance(images, (str, os.PathLike)) or not isinstance(images, Iterable)
     items = [images] if single else list(images)

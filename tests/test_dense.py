@@ -239,3 +239,12 @@ def test_cli_dense_end_to_end(tmp_path, capsys):
     bad = tiny_checkpoint(tmp_path / "bad.pt", vocab(), enc.dim, {"dim": enc.dim, "producer": "elsewhere"})
     assert dvsa(["dense", "--checkpoint", str(bad), "--images", str(d), "--out", str(out)]) in (1, 2)
     assert "cannot be rebuilt" in capsys.readouterr().err
+
+
+def test_dense_captions_refuse_an_attention_generator():
+    from dvsa.data.errors import UsageError
+    from dvsa.generate.dense import dense_captions
+    from dvsa.generate.model import GenConfig
+
+    with pytest.raises(UsageError, match="attention generator"):
+        dense_captions(None, None, GenConfig(arch="attention", input="regions"), None, [])

@@ -64,3 +64,13 @@ def test_no_trained_models_no_training_section(tmp_path):
     (run / "align").mkdir()
     (run / "align" / "history.json").write_text("not json")  # unreadable and no picture: left out
     assert training_section(run) == ""
+
+
+def test_attention_captions_get_their_own_table():
+    from dvsa.generate.pipeline.report import results_section
+
+    beams = {"7": {"BLEU-4": 17.0, "CIDEr": 35.4}}
+    html = results_section({"captioning_beams": {"7": {"BLEU-4": 17.3, "CIDEr": 35.9}},
+                            "captioning_attention_beams": beams})
+    assert "Region-attention captions" in html and "35.4" in html and "35.9" in html
+    assert "Region-attention" not in results_section({"captioning_beams": {"7": {"BLEU-4": 17.3}}})

@@ -95,6 +95,11 @@ def results_section(results: dict) -> str:
         keys = list(next(iter(beams.values())))
         parts.append("<h3>Full-frame captions (x100)</h3>" + _table(
             [[f"beam {b}"] + [m[k] for k in keys] for b, m in beams.items()], ["decoding"] + keys))
+    att = results.get("captioning_attention_beams")
+    if att:
+        keys = list(next(iter(att.values())))
+        parts.append("<h3>Region-attention captions (x100)</h3>" + _table(
+            [[f"beam {b}"] + [m[k] for k in keys] for b, m in att.items()], ["decoding"] + keys))
     rc = results.get("region_captioning")
     if rc:
         keys = list(rc.get("region", {}))
@@ -185,7 +190,7 @@ def alignment_section(run: Path) -> str:
 
 
 TRAINING_RUNS = (("align", "alignment model"), ("gen_full", "full-frame generator"),
-                 ("gen_region", "region generator"))
+                 ("gen_region", "region generator"), ("gen_attention", "attention generator"))
 
 
 def _history_line(history) -> str:
