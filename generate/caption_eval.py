@@ -49,6 +49,8 @@ from dvsa.generate.inputs import (
 from dvsa.generate.metrics import (
     caption_metrics,
     format_metrics,
+    format_vocabulary,
+    vocabulary_use,
     references_of,
     write_coco_results,
 )
@@ -311,9 +313,11 @@ def evaluate_generator(model, vocab, gen_cfg, records, store, cfg: CaptionEvalCo
             info: dict = {}
             m = caption_metrics({k: gts[k] for k in res}, res, use_java=cfg.use_java, info=info)
             cap_path = write_coco_results(out_path.with_name(f"{out_path.stem}.beam{beam}.captions.json"), res)
+            voc = vocabulary_use(res)
             out["full_frame"][f"beam{beam}"] = {"metrics": m, "n_images": len(res), "not_in_store": len(skipped),
-                                                "captions": str(cap_path), "metric_info": info}
+                                                "captions": str(cap_path), "metric_info": info, "vocabulary": voc}
             log(f"full frame, beam {beam} ({len(res)} images): {format_metrics(m)}")
+            log(f"  {format_vocabulary(voc)}")
     if regions:
         try:
             r = region_caption_metrics(model, vocab, gen_cfg, records, store, boxes=cfg.region_boxes, root=root,

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import warnings
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -304,6 +305,28 @@ def caption_metrics(
     out = {f"bleu{i + 1}": float(bleu[i]) for i in range(4)}
     out.update({"meteor": None if met is None else float(met), "rouge_l": float(rouge), "cider": float(cider)})
     return out
+
+
+def vocabulary_use(res: dict[str, str]) -> dict:
+    """How varied a generator's captions are (one per image, {image_id: caption}): {"n_captions",
+    "distinct_captions", "distinct_words" (word types over all captions), "mean_words", "top_caption" (the most
+    frequent one; the first of them on ties), "top_caption_share" (its fraction of the captions)}. Words are the
+    lowercased `simple_ptb_tokenize` tokens (punctuation dropped); captions compare after the same tokenizing."""
+    if not res:
+        raise ValueError("no captions to describe")
+    toks = [simple_ptb_tokenize(c).split() for c in res.values()]  # already without punctuation
+    counts = Counter(" ".join(t) for t in toks)
+    top, n_top = max(counts.items(), key=lambda kv: kv[1])
+    return {"n_captions": len(toks), "distinct_captions": len(counts),
+            "distinct_words": len({w for t in toks for w in t}), "mean_words": sum(map(len, toks)) / len(toks),
+            "top_caption": top, "top_caption_share": n_top / len(toks)}
+
+
+def format_vocabulary(v: dict) -> str:
+    """'71 distinct captions of 80, 95 distinct words, 9.2 words each; most frequent (5%): "a dog runs"'."""
+    return (f"{v['distinct_captions']} distinct captions of {v['n_captions']}, {v['distinct_words']} distinct words, "
+            f"{v['mean_words']:.1f} words each; most frequent ({100 * v['top_caption_share']:.0f}%): "
+            f"\"{v['top_caption']}\"")
 
 
 def format_metrics(metrics: dict, scale: float = 100.0) -> str:

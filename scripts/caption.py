@@ -32,6 +32,7 @@ from dvsa.data.errors import CheckpointError, UsageError
 from dvsa.generate.captioning import caption_images
 from dvsa.generate.dense import image_files
 from dvsa.generate.formats import write_coco_results
+from dvsa.generate.metrics import format_vocabulary, vocabulary_use
 from dvsa.generate.pipeline.run_files import resolve_checkpoint
 from dvsa.generate.train import load_generator
 from dvsa.scripts._args import (
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                                      on_caption=show, attention_dir=args.attention)
     write_coco_results(args.out, results, extras=args.extras, indent=1)
     print(f"{len(results)} captioned, {len(failed)} skipped, {time.time() - t0:.1f} s -> {args.out}", file=sys.stderr)
+    if results:
+        print(format_vocabulary(vocabulary_use({str(n): r["caption"] for n, r in enumerate(results)})),
+              file=sys.stderr)
     return 0 if results else 1
 
 

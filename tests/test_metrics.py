@@ -208,3 +208,15 @@ def test_cider_d_known_answer():
     assert m["cider"] == pytest.approx(3.75, rel=1e-9)
     m = caption_metrics(gts, {"1": "a black cat", "2": "a black bird flies"}, use_java=False)
     assert m["cider"] == pytest.approx(10 * 3 / math.sqrt(2) * math.exp(-1 / 72) / 4 / 2, rel=1e-9)
+
+
+def test_vocabulary_use_by_hand():
+    from dvsa.generate.metrics import format_vocabulary, vocabulary_use
+
+    v = vocabulary_use({"a": "A dog runs.", "b": "a dog runs", "c": "A man rides a bike .", "d": "a dog runs !"})
+    # "a dog runs" three times (case and punctuation do not count), "a man rides a bike" once
+    assert v == {"n_captions": 4, "distinct_captions": 2, "distinct_words": 6, "mean_words": (3 * 3 + 5) / 4,
+                 "top_caption": "a dog runs", "top_caption_share": 0.75}
+    assert format_vocabulary(v).startswith("2 distinct captions of 4, 6 distinct words, 3.5 words each")
+    with pytest.raises(ValueError):
+        vocabulary_use({})

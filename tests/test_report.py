@@ -74,3 +74,13 @@ def test_attention_captions_get_their_own_table():
                             "captioning_attention_beams": beams})
     assert "Region-attention captions" in html and "35.4" in html and "35.9" in html
     assert "Region-attention" not in results_section({"captioning_beams": {"7": {"BLEU-4": 17.3}}})
+
+
+def test_caption_vocabulary_is_reported():
+    from dvsa.generate.pipeline.report import results_section
+
+    voc = {"n_captions": 80, "distinct_captions": 12, "distinct_words": 40, "mean_words": 9.0,
+           "top_caption": "a man is sitting on a bench", "top_caption_share": 0.5}
+    html = results_section({"captioning": {"beam": 7}, "captioning_beams": {"7": {"BLEU-4": 1.0}},
+                            "captioning_vocabulary": voc})
+    assert "12 distinct captions of 80" in html and "(50%)" in html

@@ -14,7 +14,7 @@ from dvsa.generate.caption_eval import caption_region_items, caption_split, regi
 from dvsa.generate.dense import DenseConfig, dense_captions, resolve_config
 from dvsa.generate.densecap_eval import densecap_evaluate
 from dvsa.generate.formats import write_densecap_results
-from dvsa.generate.metrics import caption_metrics, references_of
+from dvsa.generate.metrics import caption_metrics, format_vocabulary, references_of, vocabulary_use
 from dvsa.generate.model import GenConfig
 from dvsa.generate.pipeline.config import dataclass_with, plain
 from dvsa.generate.train import load_generator as load_generator_checkpoint
@@ -73,14 +73,19 @@ def captions(run) -> dict:
     gts = references_of(records)
     out = run.out / "captions"
     out.mkdir(parents=True, exist_ok=True)
-    result = {"beams": _score_beams(run, "gen_full", records, gts, out, ""), "n_images": len(records)}
+    vocab_use: dict = {}
+    result = {"beams": _score_beams(run, "gen_full", records, gts, out, "", vocab_use), "n_images": len(records),
+              "vocabulary": vocab_use}
     if run.results.get("gen_attention", {}).get("trained"):
-        result["attention"] = {"beams": _score_beams(run, "gen_attention", records, gts, out, "attention_")}
+        att_use: dict = {}
+        result["attention"] = {"beams": _score_beams(run, "gen_attention", records, gts, out, "attention_", att_use),
+                               "vocabulary": att_use}
     return result
 
 
-def _score_beams(run, name: str, records, gts: dict, out, prefix: str) -> dict:
-    """{beam: metrics x100} of generator `name` on `records`; the captions go to ``out/<prefix>beam<K>.json``."""
+def _score_beams(run, name: str, records, gts: dict, out, prefix: str, vocab_use: dict | None = None) -> dict:
+    """{beam: metrics x100} of generator `name` on `records`; the captions go to ``out/<prefix>beam<K>.json``,
+    and `vocab_use` (when given) gets {beam: `generate.metrics.vocabulary_use` of them}."""
     model, vocab, cfg = load_generator(run, name)
     beams = {}
     for beam in run.cfg.beams:
@@ -88,6 +93,9 @@ def _score_beams(run, name: str, records, gts: dict, out, prefix: str) -> dict:
         (out / f"{prefix}beam{beam}.json").write_text(json.dumps(res, indent=0))
         beams[str(beam)] = _x100(caption_metrics(gts, res, meteor=run.meteor()))
         run.log(f"  {name}, beam {beam}: " + ", ".join(f"{k} {v}" for k, v in beams[str(beam)].items()))
+        if vocab_use is not None:
+            vocab_use[str(beam)] = vocabulary_use(res)
+            run.log(f"  {name}, beam {beam}: {format_vocabulary(vocab_use[str(beam)])}")
     return beams
 
 

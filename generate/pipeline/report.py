@@ -16,6 +16,7 @@ from dvsa.data.errors import DataError
 from dvsa.data.io import atomic_write_text
 from dvsa.generate.dense_html import _figure
 from dvsa.generate.formats import read_densecap_results
+from dvsa.generate.metrics import format_vocabulary
 from PIL import Image, ImageDraw
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#800000",
@@ -95,6 +96,10 @@ def results_section(results: dict) -> str:
         keys = list(next(iter(beams.values())))
         parts.append("<h3>Full-frame captions (x100)</h3>" + _table(
             [[f"beam {b}"] + [m[k] for k in keys] for b, m in beams.items()], ["decoding"] + keys))
+    voc = results.get("captioning_vocabulary")
+    if voc:
+        parts.append(f"<p>Beam {html.escape(str(results.get('captioning', {}).get('beam')))}: "
+                     f"{html.escape(format_vocabulary(voc))}.</p>")
     att = results.get("captioning_attention_beams")
     if att:
         keys = list(next(iter(att.values())))

@@ -22,6 +22,7 @@ def assemble_results(run: Run) -> dict:
         key = str(cfg.report_beam) if str(cfg.report_beam) in beams else sorted(beams, key=int)[-1]
         out["captioning"] = {"beam": int(key), **beams[key]}
         out["captioning_beams"] = beams
+        out["captioning_vocabulary"] = R["captions"].get("vocabulary", {}).get(key)
     att = R.get("captions", {}).get("attention", {}).get("beams")
     if att:  # the region-attention generator beside the full-frame one (PipelineConfig.attention)
         out["captioning_attention_beams"] = att
