@@ -3,6 +3,7 @@ from dvsa.scripts._dispatch import dispatch
 
 TABLE = {
     "features": ("dvsa.scripts.bench_features", "region proposals + CNN features: images/s per backend and batch size"),
+    "boxes": ("dvsa.scripts.bench_boxes", "region boxes: recall of the objects by size, old vs new recipe, images/s"),
     "align": ("dvsa.scripts.bench_align", "image-sentence scoring and MRF: batched vs one-by-one, pairs/s"),
     "decode": ("dvsa.scripts.bench_decode", "caption decoding: greedy, beam, batched vs single, images/s"),
     "serve": ("dvsa.scripts.bench_serve", "web app load test: concurrent clients, p50/p95 latency, peak RSS"),

@@ -86,6 +86,22 @@ def test_select_boxes_matches_greedy_nms():
         assert select_boxes(boxes, scores, cfg).tolist() == _slow_select(boxes.tolist(), scores, 0.4, 7)
 
 
+def test_select_boxes_nms_shortcut_is_exact(monkeypatch):
+    import dvsa.align.regions.proposals as proposals
+
+    rng = np.random.default_rng(2)
+    for n_top in (5, 12, 40):
+        xy = rng.uniform(0, 80, (60, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (60, 2))], 1).astype(np.float32)
+        scores = rng.integers(0, 9, 60).astype(np.float64)
+        for k in (3, 7, 30):
+            cfg = RegionConfig(nms_iou=0.4, max_boxes=k)
+            full = select_boxes(boxes, scores, cfg).tolist()
+            with monkeypatch.context() as m:
+                m.setattr(proposals, "NMS_TOP", n_top)
+                assert proposals.select_boxes(boxes, scores, cfg).tolist() == full
+
+
 def test_meta_round_trip(encoder):
     meta = encoder.meta
     again = RegionEncoder.from_meta(meta)

@@ -156,6 +156,12 @@ class Backbone(nn.Module):
     def fmap(self, x: torch.Tensor) -> torch.Tensor:  # [B,3,S,S] -> [B,C,h,w]
         raise NotImplementedError
 
+    mid_dim: int = 0  # channels of the finer map `fmaps` also returns (0: none)
+
+    def fmaps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B,3,S,S] -> (the feature map [B,C,h,w], a finer map [B,C',S/16,S/16] or None) in one pass."""
+        return self.fmap(x), None
+
     def pool(self, fmap: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """RoIAlign (average) of each box on its image's map: list of B tensors [K_b, 4] -> [sum K_b, C, p, p]."""
         # fp32 map and boxes: under fp16 autocast the map is half, and roi_align wants one dtype for both
@@ -189,8 +195,20 @@ class EfficientNetLite0(Backbone):
         super().__init__()
         self.net = load_efficientnet_lite0(pretrained)
 
+    mid_dim = 112  # the output of block stage 5 (stride 16), which the box head reads
+
     def fmap(self, x):
         return self.net.forward_features(x)  # [B,1280,S/32,S/32], after conv_head + bn2 + ReLU6
+
+    def fmaps(self, x):
+        n = self.net
+        x = n.bn1(n.conv_stem(x))
+        for block in n.blocks[:5]:
+            x = block(x)
+        mid = x  # [B,112,S/16,S/16]
+        for block in n.blocks[5:]:
+            x = block(x)
+        return n.bn2(n.conv_head(x)), mid  # the same [B,1280,S/32,S/32] as fmap
 
     def classify(self, feats):
         return self.net.classifier(feats)

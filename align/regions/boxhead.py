@@ -1,0 +1,169 @@
+"""`BoxHead`: a small learned box-quality scorer (objectness) on the whole-image feature map, and its file.
+
+Glossary: C feature-map channels, h x w feature-map size, S network input side, K boxes of one image,
+H projected channels (cfg.proj), M hidden units (cfg.hidden), G = 6 geometry features.
+
+score(box) = MLP([pool(P fmap, cell) for the bins x bins cells of the box, pool(P fmap, box enlarged by
+`context`), geometry(box)]), where P is a linear 1x1 projection C -> H and pool is the exact box mean
+(`backbones.box_mean_pool`). Because P is linear
+and the mean pool is linear, projecting the map first and pooling after equals pooling the full C-dim feature
+and projecting it (the slow twin `score_slow`): thousands of boxes cost one [K, h*w] @ [h*w, H] product.
+The head is fitted to predict the IoU of a box with its best-matching annotated box (`fit_boxhead`), so
+higher = more likely to hold a whole object. A head belongs to the backbone (and weights) it was fitted on:
+`load_box_head` refuses another one.
+
+File format (torch.save of plain tensors and JSON-able values; `torch.load(weights_only=True)`):
+``{"format": FORMAT, "backbone": name, "weights": weights id, "config": {in_dim, proj, hidden, context},
+"state_dict": {...}, "fit": {how it was fitted: images, split, seed, ...}}``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbones import box_mean_pool
+
+FORMAT = "dvsa.boxhead/1"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# the ImageNet weights a head is tied to, per backbone (the identity written in the head's file)
+BACKBONE_WEIGHTS = {"efficientnet_lite0": "efficientnet-lite0-57934424"}
+
+
+class BoxHeadMismatch(ValueError):
+    """A box head file was fitted on another backbone (or other weights) than the one asked for."""
+
+
+@dataclass
+class BoxHeadConfig:
+    in_dim: int = 1280  # C, channels of the backbone's feature map
+    proj: int = 32  # H, 1x1 projection of the map before pooling
+    hidden: int = 64  # M, hidden units of the MLP
+    bins: int = 3  # the box is pooled as bins x bins cells (where the object's edges are)
+    mid_dim: int = 0  # channels of the backbone's finer map (`Backbone.fmaps`, stride mid_stride); 0 = unused
+    mid_stride: int = 16
+    context: float = 2.0  # side factor of the enlarged box whose pooled feature is the context input
+
+
+def geometry(boxes: torch.Tensor, side: float) -> torch.Tensor:
+    """[K, 4] boxes in input pixels of an S x S input -> [K, 6]: x1, y1, x2, y2 / S, log w / S, log h / S."""
+    b = boxes / side
+    w = (b[:, 2] - b[:, 0]).clamp(min=1e-3)
+    h = (b[:, 3] - b[:, 1]).clamp(min=1e-3)
+    return torch.cat([b, w.log()[:, None], h.log()[:, None]], 1)
+
+
+def cells(boxes: torch.Tensor, bins: int) -> torch.Tensor:
+    """[K, 4] -> [K * bins * bins, 4]: each box cut into a bins x bins grid, row-major, box after box."""
+    t = torch.arange(bins + 1, dtype=boxes.dtype, device=boxes.device) / bins  # [bins + 1]
+    x = boxes[:, 0:1] + (boxes[:, 2:3] - boxes[:, 0:1]) * t  # [K, bins + 1]
+    y = boxes[:, 1:2] + (boxes[:, 3:4] - boxes[:, 1:2]) * t
+    x1, x2 = x[:, None, :-1].expand(-1, bins, -1), x[:, None, 1:].expand(-1, bins, -1)  # [K, bins(y), bins(x)]
+    y1, y2 = y[:, :-1, None].expand(-1, -1, bins), y[:, 1:, None].expand(-1, -1, bins)
+    return torch.stack([x1, y1, x2, y2], -1).reshape(-1, 4)
+
+
+def enlarge(boxes: torch.Tensor, factor: float, side: float) -> torch.Tensor:
+    """[K, 4] -> [K, 4]: each box scaled by `factor` about its centre, clipped to the S x S input."""
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * factor / 2
+    return torch.cat([c - half, c + half], 1).clamp(0, side)
+
+
+class BoxHead(nn.Module):
+    def __init__(self, cfg: BoxHeadConfig, stride: int = 32):
+        super().__init__()
+        self.cfg, self.stride = cfg, stride
+        self.proj = nn.Linear(cfg.in_dim, cfg.proj)
+        self.proj_mid = nn.Linear(cfg.mid_dim, cfg.proj) if cfg.mid_dim else None
+        n_in = (cfg.bins * cfg.bins + 1) * cfg.proj * (2 if cfg.mid_dim else 1) + 6
+        self.mlp = nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1))
+
+    def _pooled(self, fmap: torch.Tensor, proj: nn.Linear, stride: int, boxes: list[torch.Tensor],
+                side: float) -> torch.Tensor:
+        """[B, C, h, w] -> [sum K, (bins² + 1) * H]: the projected map pooled on each box's cells and context.
+        The projection's bias is added after pooling (a mean keeps it), so the map is projected once."""
+        p = torch.einsum("bchw,kc->bkhw", fmap.float(), proj.weight)  # [B, H, h, w]
+        k = sum(len(b) for b in boxes)
+        inner = box_mean_pool(p, [cells(b, self.cfg.bins) for b in boxes], stride)  # [sum K * bins², H]
+        outer = box_mean_pool(p, [enlarge(b, self.cfg.context, side) for b in boxes], stride)  # [sum K, H]
+        return torch.cat([(inner + proj.bias).reshape(k, -1), outer + proj.bias], 1)
+
+    def logits(self, fmap: torch.Tensor, boxes: list[torch.Tensor], side: float,
+               mid: torch.Tensor | None = None) -> torch.Tensor:
+        """fmap [B, C, h, w] of the S x S input (S = `side`), B x [K_b, 4] boxes in its pixels (and the finer map
+        `mid` [B, C', h', w'] when cfg.mid_dim) -> [sum K_b] logits."""
+        if sum(len(b) for b in boxes) == 0:
+            return fmap.new_zeros(0)
+        boxes = [b.float() for b in boxes]
+        parts = [self._pooled(fmap, self.proj, self.stride, boxes, side)]
+        if self.proj_mid is not None:
+            if mid is None:
+                raise ValueError("this box head also reads the backbone's finer map: pass mid")
+            parts.append(self._pooled(mid, self.proj_mid, self.cfg.mid_stride, boxes, side))
+        x = torch.cat(parts + [torch.cat([geometry(b, side) for b in boxes])], 1)  # [sum K, in]
+        return self.mlp(x)[:, 0]
+
+    def score_slow(self, fmap: torch.Tensor, box: torch.Tensor, side: float, mid: torch.Tensor | None = None) -> float:
+        """The slow twin for ONE box [4] of one map [C, h, w] (and `mid` [C', h', w']): pool the full C-dim
+        feature of each cell, then project."""
+        one = box.float()[None]
+        parts = []
+        for m, proj, stride in ((fmap, self.proj, self.stride), (mid, self.proj_mid, self.cfg.mid_stride)):
+            if proj is None:
+                continue
+            m = m[None].float()
+            feats = [box_mean_pool(m, [c[None]], stride) for c in cells(one, self.cfg.bins)]  # bins² x [1, C]
+            ctx = box_mean_pool(m, [enlarge(one, self.cfg.context, side)], stride)  # [1, C]
+            parts += [proj(f) for f in feats] + [proj(ctx)]
+        x = torch.cat(parts + [geometry(one, side)], 1)
+        return float(self.mlp(x)[0, 0])
+
+
+def save_box_head(head: BoxHead, path: str | Path, backbone: str, weights: str, fit: dict) -> Path:
+    """Write a head file (atomically: a partial file never has the final name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": FORMAT, "backbone": backbone, "weights": weights, "config": asdict(head.cfg),
+            "stride": head.stride, "state_dict": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
+            "fit": fit}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_box_head(path: str | Path, backbone: str, weights: str) -> BoxHead:
+    """The head in `path`, in eval mode; `BoxHeadMismatch` when it was fitted on another backbone / weights."""
+    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a box head file ({FORMAT})")
+    if blob["backbone"] != backbone or blob["weights"] != weights:
+        raise BoxHeadMismatch(
+            f"{path}: this box head was fitted on {blob['backbone']} ({blob['weights']}), not on {backbone} "
+            f"({weights}); fit one for this backbone (python -m dvsa.align.regions.fit_boxhead) or use "
+            "objectness=entropy"
+        )
+    head = BoxHead(BoxHeadConfig(**blob["config"]), stride=int(blob["stride"]))
+    head.load_state_dict(blob["state_dict"])
+    return head.eval()
+
+
+def shipped_head_path(backbone: str) -> Path:
+    """Where the package's head of `backbone` lives (it may not exist: only some backbones have one)."""
+    return WEIGHTS_DIR / f"boxhead_{backbone}.pt"
+
+
+def has_shipped_head(backbone: str, pretrained: bool) -> bool:
+    """Whether `shipped_box_head` finds a head (without loading it)."""
+    return pretrained and backbone in BACKBONE_WEIGHTS and shipped_head_path(backbone).exists()
+
+
+def shipped_box_head(backbone: str, pretrained: bool) -> BoxHead | None:
+    """The package's head for this backbone with its ImageNet weights; None when there is none (untrained
+    weights, or a backbone no head was fitted on): the encoder then falls back to the entropy objectness."""
+    if not has_shipped_head(backbone, pretrained):
+        return None
+    return load_box_head(shipped_head_path(backbone), backbone, BACKBONE_WEIGHTS[backbone])

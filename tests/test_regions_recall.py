@@ -1,0 +1,213 @@
+"""Box recall by size on hand-made boxes, the box-quality head (batched vs one box, file, backbone tie), the
+candidate grid, and ``dvsa bench boxes`` on tiny synthetic scenes."""
+import numpy as np
+import pytest
+import torch
+from dvsa.align.regions import RegionConfig, RegionEncoder
+from dvsa.align.regions.boxhead import (
+    BoxHead,
+    BoxHeadConfig,
+    BoxHeadMismatch,
+    load_box_head,
+    save_box_head,
+)
+from dvsa.align.regions.config import LATE_FIELDS
+from dvsa.align.regions.encoder import prepare
+from dvsa.align.regions.fit_boxhead import FitConfig, train_head
+from dvsa.align.regions.proposals import grid_boxes, select_boxes
+from dvsa.align.regions.recall import BoxRecall, image_objects, reached
+from dvsa.data.records import ImageRecord, Region
+from PIL import Image
+from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
+
+
+# ------------------------------------------------------------------------------------------------- recall
+def test_reached_counts_iou_of_exactly_one_half():
+    gt = np.array([[0, 0, 10, 10]], np.float32)
+    assert reached(gt, np.array([[0, 0, 10, 20]], np.float32)).tolist() == [True]  # IoU 100/200 = 0.5
+    assert reached(gt, np.array([[0, 0, 10, 21]], np.float32)).tolist() == [False]  # 100/210
+    assert reached(gt, np.zeros((0, 4), np.float32)).tolist() == [False]
+
+
+def test_recall_by_size_on_hand_made_boxes():
+    # one small (20x20), one medium (50x50), two large (100x100, 200x200) objects
+    gt = np.array([[0, 0, 20, 20], [100, 100, 150, 150], [0, 200, 100, 300], [300, 0, 500, 200]], np.float32)
+    areas = np.array([400, 2500, 10000, 40000], np.float64)
+    cands = np.array([[0, 0, 20, 20], [100, 100, 150, 150], [0, 200, 100, 300], [0, 0, 1, 1]], np.float32)
+    kept = np.array([[0, 0, 500, 300], [100, 100, 150, 150], [0, 200, 100, 300]], np.float32)
+    rec = BoxRecall()
+    rec.add(gt, areas, cands, kept)
+    r = rec.result()
+    assert {c: r[c]["n"] for c in r} == {"all": 4, "small": 1, "medium": 1, "large": 2, ">=32²": 3}
+    assert r["all"]["candidates"] == 0.75 and r["all"]["kept"] == 0.5
+    assert r["small"]["candidates"] == 1.0 and r["small"]["kept"] == 0.0
+    assert r["large"]["candidates"] == 0.5 and r["large"]["kept"] == 0.5
+    assert r[">=32²"]["kept"] == pytest.approx(2 / 3)
+
+
+def test_image_objects_counts_a_repeated_box_once_by_its_source_area():
+    rec = ImageRecord(id="a", path="a.jpg", regions=[Region(box=[0, 0, 10, 10], source_area=5000.0),
+                                                     Region(box=[0, 0, 10, 10], source_area=5000.0),
+                                                     Region(box=[5, 5, 20, 30])])
+    boxes, areas = image_objects(rec)
+    assert boxes.shape == (2, 4) and areas.tolist() == [5000.0, 15 * 25]
+
+
+# ---------------------------------------------------------------------------------------------------- grid
+def test_grid_boxes_cover_the_image_in_fractions():
+    g = grid_boxes(3, 0.25, 0.5, 2.0)
+    assert g.dtype == np.float32 and (g >= 0).all() and (g <= 1 + 1e-6).all()
+    w, h = g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
+    assert (np.maximum(w / h, h / w) <= 2 + 1e-6).all()
+    assert np.isclose(g, [0, 0, 1, 1]).all(1).sum() == 1  # the whole image once
+    # sides 0.25, 0.5, 1; 0.25 x 0.25 slides in steps of 0.125: 7 x 7 positions
+    assert (np.isclose(w, 0.25) & np.isclose(h, 0.25)).sum() == 49
+    assert grid_boxes(0, 0.25, 0.5, 2.0).shape == (0, 4)
+
+
+def test_late_fields_rebuild_old_stores_as_they_were_made():
+    old = {k: v for k, v in RegionConfig(**LATE_FIELDS).recipe().items()}
+    assert not set(LATE_FIELDS) & set(old)  # an old store's recipe lacks them ...
+    rebuilt = RegionConfig.from_dict(old)
+    assert all(getattr(rebuilt, k) == v for k, v in LATE_FIELDS.items())  # ... and rebuilds with their old values
+
+
+# ---------------------------------------------------------------------------------------------------- head
+def _head(in_dim=16, seed=0):
+    torch.manual_seed(seed)
+    head = BoxHead(BoxHeadConfig(in_dim=in_dim, proj=4, hidden=8, context=2.0), stride=32)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.5)
+    return head.eval()
+
+
+def _boxes(k, side, seed):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(k, 2, generator=g) * side * 0.7
+    return torch.cat([xy, torch.minimum(xy + 8 + torch.rand(k, 2, generator=g) * side * 0.5,
+                                         torch.tensor(float(side)))], 1)
+
+
+@pytest.mark.parametrize("mid_dim", [0, 5])
+def test_head_batched_scores_equal_the_one_box_twin(mid_dim):
+    torch.manual_seed(0)
+    head = BoxHead(BoxHeadConfig(in_dim=16, proj=4, hidden=8, bins=3, mid_dim=mid_dim), stride=32)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.5)
+    fmap, mid = torch.rand(2, 16, 7, 7) * 6, (torch.rand(2, 5, 14, 14) * 6 if mid_dim else None)
+    boxes = [_boxes(9, 224, 1), _boxes(5, 224, 2)]
+    with torch.no_grad():
+        fast = head.logits(fmap, boxes, 224.0, mid)
+        slow = [head.score_slow(fmap[i], b, 224.0, None if mid is None else mid[i])
+                for i, bs in enumerate(boxes) for b in bs]
+    assert fast.shape == (14,)
+    np.testing.assert_allclose(fast.numpy(), slow, rtol=1e-4, atol=1e-4)
+    if mid_dim:
+        with pytest.raises(ValueError, match="pass mid"):
+            head.logits(fmap, boxes, 224.0)
+
+
+def test_lite0_fmaps_is_fmap_and_the_stride_16_map():
+    from dvsa.align.regions.backbones import build_backbone
+
+    torch.manual_seed(0)
+    bb = build_backbone("efficientnet_lite0", pretrained=False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        fmap, mid = bb.fmaps(x)
+        torch.testing.assert_close(fmap, bb.fmap(x))
+    assert mid.shape == (1, bb.mid_dim, 4, 4)
+
+
+def test_head_file_round_trip_and_backbone_tie(tmp_path):
+    head = _head()
+    path = save_box_head(head, tmp_path / "h.pt", "efficientnet_lite0", "w0", {"images": 3})
+    back = load_box_head(path, "efficientnet_lite0", "w0")
+    fmap, boxes = torch.rand(1, 16, 7, 7), [_boxes(6, 224, 3)]
+    with torch.no_grad():
+        assert torch.equal(head.logits(fmap, boxes, 224.0), back.logits(fmap, boxes, 224.0))
+    with pytest.raises(BoxHeadMismatch, match="fitted on efficientnet_lite0"):
+        load_box_head(path, "resnet50", "w0")
+    with pytest.raises(BoxHeadMismatch):
+        load_box_head(path, "efficientnet_lite0", "other weights")
+    torch.save({"format": "something else"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a box head"):
+        load_box_head(tmp_path / "x.pt", "efficientnet_lite0", "w0")
+
+
+def test_train_head_is_deterministic_and_learns_a_separable_target():
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for i in range(6):
+        fmap = torch.rand(16, 7, 7, generator=g)
+        boxes = _boxes(40, 224, 10 + i)
+        target = (boxes[:, 2] - boxes[:, 0] > 60).float()  # wide boxes are "objects"
+        samples.append({"fmap": fmap.half(), "boxes": boxes.numpy(), "target": target.numpy()})
+    fit = FitConfig(epochs=30, batch_images=3, lr=3e-2)
+    cfg = BoxHeadConfig(in_dim=16, proj=4, hidden=8)
+    a, b = train_head(samples, 224.0, 32, fit, cfg, log=lambda *_: None), train_head(samples, 224.0, 32, fit, cfg, log=lambda *_: None)
+    with torch.no_grad():
+        la = a.logits(torch.stack([s["fmap"].float() for s in samples]), [torch.from_numpy(s["boxes"]) for s in samples], 224.0)
+        lb = b.logits(torch.stack([s["fmap"].float() for s in samples]), [torch.from_numpy(s["boxes"]) for s in samples], 224.0)
+    assert torch.equal(la, lb)
+    t = torch.from_numpy(np.concatenate([s["target"] for s in samples]))
+    assert ((la > 0).float() == t).float().mean() > 0.9
+
+
+def _scene(w=96, h=80):
+    a = np.full((h, w, 3), 120, np.uint8)
+    a[10:40, 12:50] = (220, 30, 30)
+    a[45:75, 55:90] = (30, 30, 220)
+    return Image.fromarray(a)
+
+
+def test_encoder_ranks_proposals_by_the_given_head():
+    cfg = RegionConfig(pretrained=False, image_size=64, warp_size=48, ss_size=64, max_boxes=4, grid_levels=3,
+                       grid_min_frac=0.3, objectness="learned")
+    torch.manual_seed(0)
+    enc = RegionEncoder(cfg)
+    head = _head(in_dim=enc.dim)
+    learned = RegionEncoder(cfg, backbone=enc.backbone, box_head=head)
+    assert enc.box_head is None and learned.meta["box_head"] == "given" and "box_head" not in enc.meta
+    it = prepare(_scene(), cfg)
+    boxes = learned.encode_batch([it])[0][0]
+    with torch.inference_mode():
+        x = learned._to_input(it["net"][None])
+        net = torch.from_numpy(it["proposals"] * np.array([64 / 96, 64 / 80, 64 / 96, 64 / 80], np.float32))
+        scores = head.logits(learned.backbone.fmap(x).float(), [net], 64.0).numpy()
+    np.testing.assert_array_equal(boxes[1:], it["proposals"][select_boxes(it["proposals"], scores, cfg)])
+
+
+# ---------------------------------------------------------------------------------------------------- bench
+def test_bench_boxes_runs_on_tiny_synthetic_scenes(tmp_path, capsys):
+    from dvsa.data.synthetic import write_synthetic
+    from dvsa.scripts.bench_boxes import main
+
+    root = write_synthetic(tmp_path / "synth", n_train=3, n_val=1, n_test=0, size=64)
+    argv = ["--data", f"synthetic:{root}:train", "--n-images", "2", "--config", "tiny=max_boxes=2,ss_mode=single",
+            "--set", "region.pretrained=false", "--set", "region.image_size=64", "--set", "region.ss_size=48"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for name in ("old", "new", "tiny"):
+        assert f"| synthetic | train | {name} | 2 |" in out
+    assert ">=32² cand / kept" in out and "images/s" in out
+
+
+def test_the_shipped_head_belongs_to_efficientnet_lite0():
+    from dvsa.align.regions.boxhead import (
+        BACKBONE_WEIGHTS,
+        shipped_box_head,
+        shipped_head_path,
+    )
+
+    path = shipped_head_path("efficientnet_lite0")
+    head = load_box_head(path, "efficientnet_lite0", BACKBONE_WEIGHTS["efficientnet_lite0"])
+    assert head.cfg.in_dim == 1280 and head.cfg.mid_dim == 112
+    with pytest.raises(BoxHeadMismatch):
+        load_box_head(path, "resnet50", BACKBONE_WEIGHTS["efficientnet_lite0"])
+    assert shipped_box_head("resnet50", True) is None  # no head: the encoder scores by entropy
+    assert shipped_box_head("efficientnet_lite0", False) is None  # untrained weights: the same
+    fit = torch.load(path, weights_only=True)["fit"]
+    assert fit["split"] == "train" and len(fit["images"]) == fit["fit"]["images"]
