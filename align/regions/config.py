@@ -75,7 +75,7 @@ class RegionConfig:
     pooling: str = "warp"
     image_size: int = 224  # the whole image is warped to image_size x image_size for the per-image pass
     warp_size: int = 96  # each box is warped to warp_size x warp_size (pooling="warp"); 96 keeps a 2-core CPU
-    # within ~0.2 CPU-s per image; use 224 on a GPU
+    #                      within ~0.2 CPU-s per image; use 224 on a GPU
     max_side: int = 640  # boxes are cropped from a copy of the image no larger than this (pooling="warp")
     dtype: str = "float32"  # float32 | float16 (storage dtype of the feature store)
     # --- run time (not part of the features) -------------------------------------------------------------
