@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from dvsa.data.standardize import standardization
 from dvsa.data.text import PAD_ID
-from dvsa.generate.model import GenConfig
+from dvsa.generate.model import GenConfig, copy_output_bias, init_lstm
 
 
 class AttentionModel(nn.Module):
@@ -78,17 +78,11 @@ class AttentionModel(nn.Module):
             nn.init.xavier_uniform_(lin.weight)
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
-        for k in range(4):
-            nn.init.orthogonal_(self.w_h.weight.data.view(4, H, H)[k])
-        with torch.no_grad():
-            self.w_x.bias[H : 2 * H].fill_(1.0)  # forget gate bias 1
+        init_lstm(self.w_h, self.w_x, H)
 
     def set_output_bias(self, bias: torch.Tensor) -> None:
         """Initialise b_o (float [V]), e.g. with `model.frequency_bias`."""
-        if bias.shape != (self.vocab_size,):
-            raise ValueError(f"output bias must be [{self.vocab_size}], got {list(bias.shape)}")
-        with torch.no_grad():
-            self.out.bias.copy_(bias)
+        copy_output_bias(self.out, bias)
 
     def set_feature_norm(self, feats: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-2) -> None:
         """Standardise region features with the statistics of the real rows of feats float [F, N, D]

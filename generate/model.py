@@ -144,6 +144,23 @@ def frequency_bias(vocab: Vocabulary, n_sentences: int, extra_counts: dict[str, 
     return torch.log(counts / counts.sum())
 
 
+def init_lstm(w_h: nn.Linear, w_x: nn.Linear, hidden: int) -> None:
+    """LSTM gates (i, f, g, o stacked in w_h [4H, H] and w_x's bias [4H]): each gate's recurrent block starts
+    orthogonal, the forget gate's bias at 1."""
+    for k in range(4):
+        nn.init.orthogonal_(w_h.weight.data.view(4, hidden, hidden)[k])
+    with torch.no_grad():
+        w_x.bias[hidden : 2 * hidden].fill_(1.0)  # forget gate bias 1
+
+
+def copy_output_bias(out: nn.Linear, bias: torch.Tensor) -> None:
+    """b_o of the output layer `out` [V, H] := bias float [V] (e.g. `frequency_bias`)."""
+    if bias.shape != (out.out_features,):
+        raise ValueError(f"output bias must be [{out.out_features}], got {list(bias.shape)}")
+    with torch.no_grad():
+        out.bias.copy_(bias)
+
+
 class CaptionModel(nn.Module):
     """Multimodal RNN / LSTM. `feat_dim` is the per-region feature size D; the input is Din = input_dim(D, mode).
 
@@ -194,18 +211,11 @@ class CaptionModel(nn.Module):
             nn.init.eye_(self.w_h.weight)
             self.w_h.weight.data.mul_(0.5)
         else:
-            nn.init.orthogonal_(self.w_h.weight.data.view(4, H, H)[0])
-            for k in range(1, 4):
-                nn.init.orthogonal_(self.w_h.weight.data.view(4, H, H)[k])
-            with torch.no_grad():
-                self.w_x.bias[H : 2 * H].fill_(1.0)  # forget gate bias 1
+            init_lstm(self.w_h, self.w_x, H)
 
     def set_output_bias(self, bias: torch.Tensor) -> None:
         """Initialise b_o (float [V]), e.g. with `frequency_bias`."""
-        if bias.shape != (self.vocab_size,):
-            raise ValueError(f"output bias must be [{self.vocab_size}], got {list(bias.shape)}")
-        with torch.no_grad():
-            self.out.bias.copy_(bias)
+        copy_output_bias(self.out, bias)
 
     def set_feature_norm(self, feats: torch.Tensor, eps: float = 1e-2) -> None:
         """Standardise inputs with the statistics of training inputs feats float [N, Din] (cfg.feat_norm)."""
