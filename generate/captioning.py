@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from dvsa.align.draw import render_alignment
 from dvsa.align.regions.images import load_rgb
+from dvsa.data.io import atomic_write_with
 from dvsa.data.progress import progress as progress_bar
 from dvsa.generate.decode import beam_search, greedy
 from dvsa.generate.formats import coco_image_id
@@ -126,7 +127,8 @@ def caption_images(model, vocab, gen_cfg, encoder, paths: list[Path], beam: int,
                 res["boxes"] = boxes[n].tolist()
                 if attention_dir is not None:
                     pic = draw_attention(pils[n], text, res["attention"])
-                    pic.save(Path(attention_dir) / f"{len(results)}_{path.stem}.png")
+                    atomic_write_with(Path(attention_dir) / f"{len(results)}_{path.stem}.png",
+                                      lambda f, pic=pic: pic.save(f, format="PNG"))
             results.append(res)
             if on_caption is not None:
                 on_caption(path, text)

@@ -6,7 +6,7 @@
 
 For every dataset (``NAME:ROOT[:SPLIT]``; SPLIT ``heldout`` = the last 500 Flickr8k train photos, where the
 region recipe's choices are made; ``val`` = Flickr8k dev, for measuring only) and every configuration (``old``:
-the recipe before issue 16, ``new``: `RegionConfig` defaults, plus ``--config NAME=key=value,...``), prints the
+the recipe before issue 16, ``new``: `RegionConfig` defaults, plus ``--variant NAME:KEY=VALUE,...``), prints the
 recall at IoU 0.5 of the annotated objects by size (all, small < 32², medium, large >= 96², >= 32²) by the
 candidates (before the cut) and by the kept boxes (19 + the whole image), images/s, and the issue's targets.
 Without --data it measures coco-mini and Flickr8k dev beside the project. The code is
@@ -35,12 +35,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="dataset to measure (repeatable); default coco-mini and Flickr8k dev beside the project")
     p.add_argument("--n-images", dest="n", type=positive_int, default=d.n, help="annotated images per dataset")
     p.add_argument("--held-out", type=positive_int, default=d.held_out, help="size of the held-out train tail")
-    p.add_argument("--config", action="append", default=[], metavar="NAME=key=value,...",
-                   help="another configuration to measure beside old and new (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="another RegionConfig recipe to measure beside old and new, e.g. "
+                        "tiny:max_boxes=2,ss_mode=single (repeatable)")
     add_set_arg(p, {"region": RegionConfig}, "region.pretrained=false (applies to every configuration)")
     args = p.parse_args(argv)
     data = args.data or [f"coco:{SHARED / 'coco-mini'}", f"flickr8k:{SHARED / 'flickr8k'}:val"]
-    cfg = BoxesBenchConfig(data=data, n=args.n, held_out=args.held_out, configs=args.config,
+    cfg = BoxesBenchConfig(data=data, n=args.n, held_out=args.held_out, configs=[v.replace(':', '=', 1) for v in args.variant],
                            base=args.set["region"])
     try:
         res = bench_boxes(cfg)

@@ -186,7 +186,7 @@ def test_bench_boxes_runs_on_tiny_synthetic_scenes(tmp_path, capsys):
     from dvsa.scripts.bench_boxes import main
 
     root = write_synthetic(tmp_path / "synth", n_train=3, n_val=1, n_test=0, size=64)
-    argv = ["--data", f"synthetic:{root}:train", "--n-images", "2", "--config", "tiny=max_boxes=2,ss_mode=single",
+    argv = ["--data", f"synthetic:{root}:train", "--n-images", "2", "--variant", "tiny:max_boxes=2,ss_mode=single",
             "--set", "region.pretrained=false", "--set", "region.image_size=64", "--set", "region.ss_size=48"]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from dvsa.align.boxscore import load_box_scorer
 from dvsa.align.regions import RegionEncoder
+from dvsa.data.io import atomic_write_json
 from dvsa.generate.caption_eval import caption_region_items, caption_split, region_items
 from dvsa.generate.dense import DenseConfig, dense_captions, resolve_config
 from dvsa.generate.densecap_eval import densecap_evaluate
@@ -90,7 +91,7 @@ def _score_beams(run, name: str, records, gts: dict, out, prefix: str, vocab_use
     beams = {}
     for beam in run.cfg.beams:
         res, _ = caption_split(model, vocab, cfg, run.store(), records, int(beam), run.cfg.max_len)
-        (out / f"{prefix}beam{beam}.json").write_text(json.dumps(res, indent=0))
+        atomic_write_json(out / f"{prefix}beam{beam}.json", res, indent=0)
         beams[str(beam)] = _x100(caption_metrics(gts, res, meteor=run.meteor()))
         run.log(f"  {name}, beam {beam}: " + ", ".join(f"{k} {v}" for k, v in beams[str(beam)].items()))
         if vocab_use is not None:
@@ -118,7 +119,7 @@ def region_captions(run) -> dict:
         metrics[tag] = _x100(caption_metrics(items["refs"], res, meteor=run.meteor()))
         examples[tag] = dict(list(res.items())[:50])
     examples["reference"] = {k: items["refs"][k][0] for k in list(items["refs"])[:50]}
-    (run.out / "region_captions.json").write_text(json.dumps(examples, indent=0))
+    atomic_write_json(run.out / "region_captions.json", examples, indent=0)
     return {"metrics": {**metrics, "n_regions": len(items["keys"]), "n_unmatched": items["n_unmatched"],
                         "beam": run.cfg.report_beam}}
 
