@@ -16,23 +16,22 @@ on the train split. Prints a table; ``--out`` writes the JSON (fractions 0..1).
 """
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 from dvsa.align import loading
 from dvsa.align.ground import evaluate_grounding, format_grounding_table
 from dvsa.align.snippets import SnippetConfig
 from dvsa.data import catalog
 from dvsa.data.features import FeatureStore
+from dvsa.data.io import atomic_write_json
 from dvsa.data.reader_args import dataset_kwargs
 from dvsa.data.records import select_split
 from dvsa.generate.pipeline.run_files import resolve_checkpoint
 from dvsa.scripts._args import (
+    add_beta_args,
     add_checkpoint_arg,
     add_data_args,
     add_device_arg,
-    nonneg_float,
     parser,
     positive_int,
     unit_float,
@@ -43,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("dvsa align ground", __doc__)
     add_data_args(p, "all", "split to evaluate (default: every record)", limit=True)
     add_checkpoint_arg(p, "align", required=False, help="alignment checkpoint (without it: baselines only)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--beta", type=nonneg_float, default=None, help="fixed beta of eq. 12")
-    g.add_argument("--beta-from", default=None, help="a snippets summary JSON (dvsa align snippets) holding beta")
-    g.add_argument("--target-len", type=float, default=SnippetConfig.target_len,
-                   help="calibrate beta to this mean snippet length on the train split")
+    add_beta_args(p)
     p.add_argument("--iou", type=unit_float, default=0.5, help="IoU a box needs with the ground truth to count")
     p.add_argument("--batch-size", type=positive_int, default=SnippetConfig.batch_size)
     add_device_arg(p, SnippetConfig.device)
@@ -76,12 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if res["n_missing_images"]:
         print(f"warning: {res['n_missing_images']} images are not in the store and were skipped", file=sys.stderr)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         run = {"checkpoint": args.checkpoint, "store": args.store, "dataset": args.dataset, "root": args.root,
                "dataset_args": args.dataset_arg, "split": args.split, "limit": args.limit, **res}
-        out.write_text(json.dumps(run, indent=2))
-        print(f"-> {out}")
+        print(f"-> {atomic_write_json(args.out, run, indent=2)}")
     return 0
 
 

@@ -56,8 +56,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped: {e}", file=sys.stderr)
             continue
         target = out if single else out / f"{path.stem}.png"
-        if not single:
-            target.parent.mkdir(parents=True, exist_ok=True)
         fmt = "JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG"
         atomic_write_with(target, lambda f, fig=fig, fmt=fmt: fig.save(f, format=fmt, **({"quality": 88} if fmt == "JPEG" else {"optimize": True})))
         written += 1

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     add_set_arg(p, {"region": RegionConfig}, "region.pretrained=false (applies to every configuration)")
     args = p.parse_args(argv)
     data = args.data or [f"coco:{SHARED / 'coco-mini'}", f"flickr8k:{SHARED / 'flickr8k'}:val"]
-    cfg = BoxesBenchConfig(data=data, n=args.n, held_out=args.held_out, configs=[v.replace(':', '=', 1) for v in args.variant],
+    cfg = BoxesBenchConfig(data=data, n=args.n, held_out=args.held_out, configs=args.variant,
                            base=args.set["region"])
     try:
         res = bench_boxes(cfg)

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 
 from dvsa.data.catalog import load_dataset
+from dvsa.data.errors import ConfigError
+from dvsa.data.overrides import coerce, split_item
 from dvsa.data.records import ImageRecord
 
 from .config import PREVIOUS_RECIPE, RegionConfig
@@ -39,24 +41,19 @@ class BoxesBenchConfig:
     n: int = 200  # annotated images per dataset (the first n in reader order)
     held_out: int = 500  # size of the held-out train tail (as in fit_boxhead.FitConfig)
     iou: float = 0.5
-    configs: list[str] = field(default_factory=list)  # extra NAME=key=value,key=value configurations
+    configs: list[str] = field(default_factory=list)  # extra NAME:key=value,key=value configurations
     base: dict = field(default_factory=dict)  # overrides applied to every configuration (e.g. pretrained=False)
     targets: tuple = TARGETS  # (dataset name, size class, minimum kept recall)
 
 
 def parse_config(spec: str) -> tuple[str, dict]:
-    """``NAME=key=value,key=value`` -> (NAME, {key: value}) with values typed like RegionConfig's fields."""
-    name, sep, rest = spec.partition("=")
+    """``NAME:key=value,key=value`` -> (NAME, {key: value}), each value checked against its RegionConfig field
+    as ``--set`` checks it (`data.overrides.coerce`; ConfigError when it is no field or of the wrong type)."""
+    name, sep, rest = spec.partition(":")
     if not sep or not name:
-        raise ValueError(f"configuration {spec!r}: expected NAME=key=value,key=value")
-    types = {k: type(v) for k, v in RegionConfig().__dict__.items()}
-    out = {}
-    for item in [x for x in rest.split(",") if x]:
-        k, eq, v = item.partition("=")
-        if not eq or k not in types:
-            raise ValueError(f"configuration {spec!r}: {item!r} is not key=value of a RegionConfig field")
-        out[k] = (v.lower() in ("1", "true", "yes")) if types[k] is bool else types[k](v)
-    return name, out
+        raise ConfigError(f"--variant {spec!r}: expected NAME:key=value,key=value")
+    return name, {k: coerce(RegionConfig, k, v, f"{name}:")
+                  for k, v in (split_item(item) for item in rest.split(",") if item)}
 
 
 def configurations(cfg: BoxesBenchConfig) -> list[tuple[str, RegionConfig]]:
