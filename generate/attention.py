@@ -33,7 +33,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from dvsa.data.standardize import standardization
 from dvsa.data.text import PAD_ID
-from dvsa.generate.model import GenConfig, copy_output_bias, init_lstm
+from dvsa.generate.model import (
+    GenConfig,
+    copy_output_bias,
+    init_embedding_and_linears,
+    init_lstm,
+)
 
 
 class AttentionModel(nn.Module):
@@ -69,15 +74,8 @@ class AttentionModel(nn.Module):
 
     def reset_parameters(self) -> None:
         H = self.cfg.hidden
-        nn.init.normal_(self.embed.weight, std=0.1)
-        with torch.no_grad():
-            self.embed.weight[PAD_ID].zero_()
-        for lin in (self.w_v, self.w_k, self.w_q, self.w_e, self.w_b, self.init_h, self.init_c, self.w_x, self.out):
-            if lin is None:
-                continue
-            nn.init.xavier_uniform_(lin.weight)
-            if lin.bias is not None:
-                nn.init.zeros_(lin.bias)
+        init_embedding_and_linears(self.embed, (self.w_v, self.w_k, self.w_q, self.w_e, self.w_b, self.init_h,
+                                                self.init_c, self.w_x, self.out))
         init_lstm(self.w_h, self.w_x, H)
 
     def set_output_bias(self, bias: torch.Tensor) -> None:

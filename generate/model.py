@@ -144,6 +144,20 @@ def frequency_bias(vocab: Vocabulary, n_sentences: int, extra_counts: dict[str, 
     return torch.log(counts / counts.sum())
 
 
+def init_embedding_and_linears(embed: nn.Embedding, linears) -> None:
+    """Word embeddings N(0, 0.1) with the padding row 0; each linear layer (None skipped) Xavier-uniform with
+    zero bias."""
+    nn.init.normal_(embed.weight, std=0.1)
+    with torch.no_grad():
+        embed.weight[PAD_ID].zero_()
+    for lin in linears:
+        if lin is None:
+            continue
+        nn.init.xavier_uniform_(lin.weight)
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
+
+
 def init_lstm(w_h: nn.Linear, w_x: nn.Linear, hidden: int) -> None:
     """LSTM gates (i, f, g, o stacked in w_h [4H, H] and w_x's bias [4H]): each gate's recurrent block starts
     orthogonal, the forget gate's bias at 1."""
@@ -199,13 +213,7 @@ class CaptionModel(nn.Module):
 
     def reset_parameters(self) -> None:
         H = self.cfg.hidden
-        nn.init.normal_(self.embed.weight, std=0.1)
-        with torch.no_grad():
-            self.embed.weight[PAD_ID].zero_()
-        for lin in (self.w_x, self.w_img, self.out):
-            nn.init.xavier_uniform_(lin.weight)
-            if lin.bias is not None:
-                nn.init.zeros_(lin.bias)
+        init_embedding_and_linears(self.embed, (self.w_x, self.w_img, self.out))
         if self.cfg.cell == "rnn":
             # A ReLU recurrence stays stable when W_hh starts near a scaled identity (Le et al. 2015 "IRNN").
             nn.init.eye_(self.w_h.weight)
