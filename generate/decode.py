@@ -2,7 +2,7 @@
 
 Every decoder takes feats float [B, Din] and returns, per image, ``(tokens, logprob)`` pairs: `tokens` a list of
 word ids without START and END, `logprob` the model's summed log-probability of those tokens *and* of END when
-the caption ended (float, natural log). PAD and START are never generated, nor END before `min_len` words
+the caption ended (float, natural log). PAD, START and UNK are never generated, nor END before `min_len` words
 (default 1: no empty caption). Decoding runs at most `max_len` steps (END counts as one); a caption still open
 after `max_len` steps is returned as it is (cut, no END). Defaults come from `GenConfig`.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from dvsa.data.text import END_ID, PAD_ID, START_ID
+from dvsa.data.text import END_ID, PAD_ID, START_ID, UNK_ID
 from dvsa.generate.model import CaptionModel, GenConfig, reorder_state
 
 Hypothesis = tuple[list[int], float]  # (tokens, logprob); with attention=True also alphas float [L, N]
@@ -71,11 +71,12 @@ def _alphas(state: dict, attention: bool) -> torch.Tensor | None:
 
 
 def _step(model: CaptionModel, prev: torch.Tensor, state: dict, t: int, min_len: int) -> tuple[torch.Tensor, dict]:
-    """model.step at step t (0-based), with PAD and START (never a valid next word), and END before `min_len`
-    words, given log-probability -inf."""
+    """model.step at step t (0-based), with PAD, START and UNK (never a valid next word: a caption says a word
+    or nothing), and END before `min_len` words, given log-probability -inf."""
     logp, state = model.step(prev, state)
     logp[:, PAD_ID] = float("-inf")
     logp[:, START_ID] = float("-inf")
+    logp[:, UNK_ID] = float("-inf")
     if t < min_len:
         logp[:, END_ID] = float("-inf")
     return logp, state

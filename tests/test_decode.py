@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from dvsa.data.text import END_ID, START_ID
+from dvsa.data.text import END_ID, START_ID, UNK_ID
 from dvsa.generate.decode import beam_search, beam_search_single, decode, greedy, sample
 from dvsa.generate.model import CaptionModel, GenConfig
 
@@ -64,6 +64,20 @@ def test_beam_results_are_consistent_with_the_model():
                 lengths.add(len(toks))
             assert keys == sorted(keys, reverse=True)  # best first
     assert len(lengths) > 1
+
+
+def test_unknown_word_is_never_generated():
+    """A model that puts most of its mass on <unk> still says real words: greedy, sampling and beam."""
+    m = _random_model(5, "lstm")
+    with torch.no_grad():
+        m.out.bias[UNK_ID] = 50.0
+    feats = torch.randn(4, D)
+    gen = torch.Generator().manual_seed(0)
+    for hyps in (greedy(m, feats, 8), sample(m, feats, 8, generator=gen),
+                 [h for per in beam_search(m, feats, 3, 8) for h in per]):
+        for toks, lp in hyps:
+            assert toks and UNK_ID not in toks
+            assert lp < 0
 
 
 @pytest.mark.parametrize("seed", range(6))
