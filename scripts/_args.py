@@ -197,13 +197,15 @@ def open_inputs(args):
                                args.box_weight)
 
 
-def add_beta_args(p: argparse.ArgumentParser) -> None:
-    """The beta flags that `resolve_beta` reads: --beta | --beta-from | --target-len (one of them)."""
+def add_beta_args(p: argparse.ArgumentParser, target_len: float | None = SnippetConfig.target_len,
+                  target_help: str = "") -> None:
+    """The beta flags that `resolve_beta` reads: --beta | --beta-from | --target-len (one of them); `target_len`
+    is --target-len's default (None: the command decides, `target_help` says how)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--beta", type=nonneg_float, default=None, help="fixed beta of eq. 12 (>= 0)")
     g.add_argument("--beta-from", default=None, help="a snippets summary JSON (dvsa align snippets) holding beta")
-    g.add_argument("--target-len", type=positive_float, default=SnippetConfig.target_len,
-                   help="calibrate beta to this mean snippet length on the train split")
+    g.add_argument("--target-len", type=positive_float, default=target_len,
+                   help="calibrate beta to this mean snippet length on the train split" + target_help)
 
 
 def resolve_beta(args, model, vocab, store, all_records) -> tuple[float, str]:

@@ -13,12 +13,22 @@ category; and the kept boxes' recall by COCO size class (`align.ground`). Withou
 baselines and the recall (they need only the feature store). Records whose image is not in the store are
 skipped (counted). beta: ``--beta``, ``--beta-from snippets.summary.json``, or calibrated to ``--target-len``
 on the train split. Prints a table; ``--out`` writes the JSON (fractions 0..1).
+
+A pipeline run folder as ``--checkpoint`` grounds as the pipeline does: with the run's learned box score at the
+weight it chose and the run's beta (``--box-scorer`` / ``--box-weight`` and the beta flags override them).
+
+    dvsa align ground --checkpoint runs/flickr8k --store runs/coco_store --dataset coco \
+        --root ../shared/datasets/coco-mini
 """
 from __future__ import annotations
 
 import sys
 
+from pathlib import Path
+
 from dvsa.align import loading
+from dvsa.align.aligner import run_beta, run_box_scorer
+from dvsa.align.boxscore import BoxPrior, load_box_scorer
 from dvsa.align.ground import evaluate_grounding, format_grounding_table
 from dvsa.align.snippets import SnippetConfig
 from dvsa.data import catalog
@@ -32,6 +42,7 @@ from dvsa.scripts._args import (
     add_checkpoint_arg,
     add_data_args,
     add_device_arg,
+    nonneg_float,
     parser,
     positive_int,
     unit_float,
@@ -42,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("dvsa align ground", __doc__)
     add_data_args(p, "all", "split to evaluate (default: every record)", limit=True)
     add_checkpoint_arg(p, "align", required=False, help="alignment checkpoint (without it: baselines only)")
-    add_beta_args(p)
+    add_beta_args(p, None, " (default: a run folder's own beta, else "
+                           f"{SnippetConfig.target_len:g})")
+    add_checkpoint_arg(p, "box_score", required=False, flag="--box-scorer",
+                       help="a learned box score (dvsa align boxscore) whose WEIGHT x score is added to every "
+                            "word's score for a region (default: a run folder's own)")
+    p.add_argument("--box-weight", type=nonneg_float, default=None,
+                   help="WEIGHT of the box score (default: the weight the run chose, else 0.5; 0: none)")
     p.add_argument("--iou", type=unit_float, default=0.5, help="IoU a box needs with the ground truth to count")
     p.add_argument("--batch-size", type=positive_int, default=SnippetConfig.batch_size)
     add_device_arg(p, SnippetConfig.device)
@@ -55,18 +72,29 @@ def main(argv: list[str] | None = None) -> int:
     records = [r for r in records if r.id in store] if args.limit is None else records
     if args.limit is not None:
         records = records[: args.limit]
-    model = vocab = beta = None
-    how = None
+    model = vocab = beta = how = scorer = None
+    weight = 0.0
     if args.checkpoint:
         model, vocab, _ = loading.load_model(str(resolve_checkpoint(args.checkpoint, "align")), args.device)
+        run = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else None
+        scorer, weight = run_box_scorer(run)
+        if args.box_scorer:
+            scorer = load_box_scorer(resolve_checkpoint(args.box_scorer, "box_score"))
+            weight = weight or 0.5
+        weight = weight if args.box_weight is None else args.box_weight
+        if scorer is not None and weight > 0:
+            model = BoxPrior(model, scorer, weight)
         split = "train" if args.split == "all" else args.split
-        beta, how = loading.resolve_beta(model, vocab, store, all_records, split, args.beta, args.beta_from,
-                                         args.target_len, args.device)
+        beta, how = run_beta(run) if run is not None else (None, "")
+        if args.beta is not None or args.beta_from or args.target_len is not None or not how.startswith(str(run)):
+            beta, how = loading.resolve_beta(model, vocab, store, all_records, split, args.beta, args.beta_from,
+                                             args.target_len or SnippetConfig.target_len, args.device)
     res = evaluate_grounding(model, vocab, store, records, beta, iou=args.iou, batch_size=args.batch_size,
                              device=args.device)
     res["beta_source"] = how
-    print(f"{args.dataset} {args.split}: " + (f"beta {beta:.4g} ({how})" if model is not None else
-                                            "baselines only (no --checkpoint)"))
+    res["box_weight"] = weight if isinstance(model, BoxPrior) else 0.0
+    print(f"{args.dataset} {args.split}: " + (f"beta {beta:.4g} ({how}), box score weight {res['box_weight']:g}"
+                                            if model is not None else "baselines only (no --checkpoint)"))
     print(format_grounding_table(res))
     if res["n_missing_images"]:
         print(f"warning: {res['n_missing_images']} images are not in the store and were skipped", file=sys.stderr)

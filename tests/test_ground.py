@@ -103,6 +103,36 @@ def test_cli_baselines(tmp_path, monkeypatch, capsys):
     assert "largest kept box" in capsys.readouterr().out
 
 
+def test_cli_on_a_run_folder_grounds_with_the_runs_box_score_and_beta(tmp_path, monkeypatch, capsys):
+    """A pipeline run folder as --checkpoint: its box score at its weight and its beta, as the pipeline does."""
+    import dvsa.align.loading
+    import dvsa.data.catalog
+    import dvsa.scripts.align_ground as cli
+    from dvsa.align.boxscore import BoxScoreConfig, BoxScorer, save_box_scorer
+
+    records, _, model, vocab = world(tmp_path)
+    monkeypatch.setattr(dvsa.data.catalog, "load_dataset", lambda name, root, **kw: records)
+    monkeypatch.setattr(dvsa.align.loading, "load_model", lambda path, device="cpu": (model, vocab, None))
+    run = tmp_path / "run"
+    (run / "align").mkdir(parents=True)
+    (run / "align" / "model.pt").write_bytes(b"")  # found by resolve_checkpoint; load_model is the fake's
+    scorer = BoxScorer(3, BoxScoreConfig(geometry_bins=0))
+    with torch.no_grad():
+        scorer.linear.weight[0, 2] = 10.0  # only the whole image (feature e2) looks like an object
+    save_box_scorer(run / "box_score.pt", scorer)
+    (run / "box_score.done.json").write_text(json.dumps({"result": {"weight": 5.0}}))
+    (run / "snippets.done.json").write_text(json.dumps({"result": {"beta": 0.0}}))
+    base = ["--store", str(tmp_path / "store"), "--dataset", "x", "--root", "r", "--checkpoint", str(run)]
+    assert cli.main(base + ["--out", str(tmp_path / "run.json")]) == 0
+    assert "box score weight 5" in capsys.readouterr().out
+    assert cli.main(base + ["--box-weight", "0", "--out", str(tmp_path / "bare.json")]) == 0
+    with_score, bare = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("run", "bare"))
+    assert with_score["box_weight"] == 5.0 and with_score["beta"] == 0.0
+    assert with_score["beta_source"].endswith("snippets.done.json")
+    assert acc(with_score, "phrases", "argmax") == (0.0, 0.0)  # the dog pulled onto the whole image
+    assert bare["box_weight"] == 0.0 and acc(bare, "phrases", "argmax") == (0.5, 1.0)  # as test_aligner_by_hand
+
+
 # -- COCO category words -----------------------------------------------------------------------------------
 
 def test_category_words():
