@@ -23,7 +23,6 @@ weight it chose and the run's beta (``--box-scorer`` / ``--box-weight`` and the 
 from __future__ import annotations
 
 import sys
-
 from pathlib import Path
 
 from dvsa.align import loading
