@@ -11,7 +11,12 @@ with IoU >= `BoxScoreConfig.iou` against an annotated box.
 `BoxPrior(model, scorer, weight)` adds ``weight * score(region)`` to every word's score for that region, so the
 chain MRF (eq. 12) prefers, among the regions a phrase could mean, the one that is a whole object:
 
-    unary[b, t, r] = v_r . s_t + weight * score_r       (score_0 = 0 for the whole image, row 0)
+    unary[b, t, r] = v_r . s_t + weight * score_r
+
+The whole image (row 0) is scored like any box (``BoxScoreConfig.whole_image``): it is an object when an
+annotated box fills most of the photo, and otherwise gets the low score of a box around nothing in particular.
+With ``whole_image=False`` (the synthetic demo's recipe, and every box score saved before the option) row 0
+scores 0, which on real photos is above nearly every box's logit and sends words to the whole image.
 
 It stands in for the model wherever `word_region_scores` is called (snippets, evaluation, pictures); the
 ranking of images against sentences (retrieval) does not use it.
@@ -41,6 +46,7 @@ class BoxScoreConfig:
     l2: float = 1e-3  # weight decay of the logistic regression (on standardised inputs)
     max_iter: int = 200  # L-BFGS iterations
     max_images: int = 5000  # at most this many images of the given records are used for fitting (the first ones)
+    whole_image: bool = True  # the whole image (row 0) is fitted and scored like any box; False: it scores 0
 
     def __post_init__(self):
         if not 0.0 < self.iou <= 1.0:
@@ -58,7 +64,8 @@ def box_inputs(feats: torch.Tensor, boxes: torch.Tensor, bins: int) -> torch.Ten
 class BoxScorer(nn.Module):
     """score(feats [..., R, D], boxes [..., R, 4]) -> float [..., R]: the logit of "this region is an object".
 
-    Row 0 (the whole image, as in every feature store) and padded rows (zero boxes) score 0.
+    Padded rows (zero boxes) score 0, and so does row 0 (the whole image, as in every feature store) unless
+    ``cfg.whole_image``.
     """
 
     def __init__(self, feature_dim: int, cfg: BoxScoreConfig):
@@ -87,14 +94,16 @@ class BoxScorer(nn.Module):
                              f"{feats.shape[-1]}: fit it on a store of the same feature recipe")
         s = self.linear(self.inputs(feats, boxes))[..., 0]  # [..., R]
         real = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
-        real[..., 0] = False  # the whole image is not scored as an object
+        if not self.cfg.whole_image:
+            real[..., 0] = False  # the whole image is not scored as an object
         return s.masked_fill(~real, 0.0)
 
 
 def region_labels(store, records: list[ImageRecord], iou: float, bins: int,
-                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The store's regions (row 0 left out) of records that have annotated boxes: their `box_inputs` float
-    [N, D + G] and labels float [N] (1 = IoU >= iou with an annotated box). `progress`: a bar over the records."""
+                  progress: bool = False, whole_image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The store's regions of records that have annotated boxes (row 0, the whole image, only when
+    `whole_image`): their `box_inputs` float [N, D + G] and labels float [N] (1 = IoU >= iou with an annotated
+    box). `progress`: a bar over the records."""
     inputs, labels = [], []
     for r in progress_bar(records, total=len(records), desc="box labels", unit="img", enabled=progress):
         gt = [reg.box for reg in r.regions]
@@ -102,8 +111,9 @@ def region_labels(store, records: list[ImageRecord], iou: float, bins: int,
             continue
         b, f = store.regions(r.id)
         b, f = torch.from_numpy(b.copy()), torch.from_numpy(f.copy())
-        best = box_iou(b[1:].double(), torch.tensor(gt, dtype=torch.float64)).max(1).values  # [R - 1]
-        inputs.append(box_inputs(f, b, bins)[1:])
+        first = 0 if whole_image else 1
+        best = box_iou(b[first:].double(), torch.tensor(gt, dtype=torch.float64)).max(1).values  # [R - first]
+        inputs.append(box_inputs(f, b, bins)[first:])
         labels.append((best >= iou).float())
     if not inputs:
         raise ValueError("no record has both annotated boxes and regions in the store: nothing to fit a box score on")
@@ -118,7 +128,7 @@ def fit_box_scorer(store, records: list[ImageRecord], cfg: BoxScoreConfig,
     `progress`: bars over the records read and the L-BFGS loss evaluations (`dvsa.data.progress`).
     """
     records = [r for r in records if r.regions and r.id in store][: cfg.max_images]
-    x, labels = region_labels(store, records, cfg.iou, cfg.geometry_bins, progress)  # [N, D + G], [N]
+    x, labels = region_labels(store, records, cfg.iou, cfg.geometry_bins, progress, cfg.whole_image)  # [N, D + G]
     scorer = BoxScorer(x.shape[1] - geometry_dim(cfg.geometry_bins), cfg)
     scorer.mean.copy_(x.mean(0))
     scorer.std.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(x.shape[1]))
@@ -174,7 +184,8 @@ def save_box_scorer(path: str | os.PathLike, scorer: BoxScorer, stats: dict | No
 
 def load_box_scorer(path: str | os.PathLike) -> BoxScorer:
     ck = load_checkpoint(path, kind="boxscore", required=("model", "config", "feature_dim"))
-    cfg = config_from(path, lambda d: BoxScoreConfig(**d), ck["config"])
+    # a box score saved before BoxScoreConfig.whole_image existed left the whole image out
+    cfg = config_from(path, lambda d: BoxScoreConfig(**{"whole_image": False, **d}), ck["config"])
     scorer = BoxScorer(int(ck["feature_dim"]), cfg)
     config_from(path, scorer.load_state_dict, ck["model"], "model")
     return scorer.eval()

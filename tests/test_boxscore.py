@@ -24,9 +24,9 @@ from dvsa.data.records import ImageRecord, Phrase, Region, Sentence
 from snippets_fakes import COLORS, SHAPES, FakeAligner, shape_words
 
 
-def random_scorer(dim, bins, seed=0):
+def random_scorer(dim, bins, seed=0, whole_image=True):
     g = torch.Generator().manual_seed(seed)
-    s = BoxScorer(dim, BoxScoreConfig(geometry_bins=bins))
+    s = BoxScorer(dim, BoxScoreConfig(geometry_bins=bins, whole_image=whole_image))
     n = s.mean.numel()
     s.mean.copy_(torch.randn(n, generator=g))
     s.std.copy_(torch.rand(n, generator=g) + 0.5)
@@ -35,9 +35,9 @@ def random_scorer(dim, bins, seed=0):
     return s
 
 
-@pytest.mark.parametrize("bins", [0, 4])
-def test_batched_scores_match_a_per_region_twin(bins):
-    scorer = random_scorer(6, bins)
+@pytest.mark.parametrize("bins,whole_image", [(0, True), (4, True), (4, False)])
+def test_batched_scores_match_a_per_region_twin(bins, whole_image):
+    scorer = random_scorer(6, bins, whole_image=whole_image)
     g = torch.Generator().manual_seed(1)
     B, R = 3, 5
     feats = torch.randn(B, R, 6, generator=g)
@@ -52,8 +52,8 @@ def test_batched_scores_match_a_per_region_twin(bins):
     w, c = scorer.linear.weight[0], scorer.linear.bias[0]
     for b, n in enumerate(counts):
         for r in range(R):
-            if r == 0 or r >= n:
-                want = 0.0  # the whole image and padding rows
+            if (r == 0 and not whole_image) or r >= n:
+                want = 0.0  # padding rows, and the whole image unless it is scored
             else:
                 geo = box_geometry(torch.stack([boxes[b, 0], boxes[b, r]])[None], bins)[0, 1]
                 x = (torch.cat([feats[b, r], geo]) - scorer.mean) / scorer.std
@@ -127,13 +127,15 @@ def part_world(tmp_path, n_images=12, seed=0):
     return records, FeatureStore(tmp_path / "store"), FakeAligner(table), vocab
 
 
-def test_the_fitted_score_moves_words_from_parts_onto_whole_objects(tmp_path):
+@pytest.mark.parametrize("whole_image", [True, False])
+def test_the_fitted_score_moves_words_from_parts_onto_whole_objects(tmp_path, whole_image):
     records, store, model, vocab = part_world(tmp_path)
     train = [r for r in records if r.split == "train"]
     val = [r for r in records if r.split == "val"]
-    scorer, stats = fit_box_scorer(store, train, BoxScoreConfig())
-    assert stats["n_images"] == len(train) and stats["n_regions"] == 4 * len(train)
-    assert stats["positive_rate"] == 0.5 and stats["train_accuracy"] == 1.0
+    scorer, stats = fit_box_scorer(store, train, BoxScoreConfig(whole_image=whole_image))
+    rows = 5 if whole_image else 4  # the whole image is a region (never an object here) when it is scored
+    assert stats["n_images"] == len(train) and stats["n_regions"] == rows * len(train)
+    assert stats["positive_rate"] == pytest.approx(2 / rows) and stats["train_accuracy"] == 1.0
     assert tight_box_rate(scorer, store, val) == 1.0
 
     alone = evaluate_alignment(model, vocab, store, val, beta=0.5)
@@ -161,6 +163,20 @@ def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
         from dvsa.data.checkpoint import load_checkpoint
 
         load_checkpoint(tmp_path / "bs.pt", kind="align")
+
+
+def test_a_box_score_saved_before_whole_image_scoring_still_leaves_the_whole_image_out(tmp_path):
+    scorer = random_scorer(5, 3, whole_image=False)
+    save_box_scorer(tmp_path / "old.pt", scorer)
+    raw = torch.load(tmp_path / "old.pt", weights_only=True)
+    del raw["config"]["whole_image"]
+    torch.save(raw, tmp_path / "old.pt")
+    back = load_box_scorer(tmp_path / "old.pt")
+    assert back.cfg.whole_image is False
+    feats, boxes = torch.randn(1, 2, 5), torch.tensor([[[0, 0, 40, 40], [1, 2, 20, 30]]], dtype=torch.float32)
+    got = back(feats, boxes)
+    assert got[0, 0] == 0.0 and torch.allclose(got, scorer(feats, boxes))
+    assert random_scorer(5, 3)(feats, boxes)[0, 0] != 0.0  # scored when whole_image is on
 
 
 def test_config_and_empty_inputs_give_clear_errors(tmp_path):

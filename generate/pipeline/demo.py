@@ -45,6 +45,10 @@ class DemoConfig:
     # the MRF gives ~4 snippets per sentence, so 8 epochs on them are about as many steps as 32 on full frames
     gen_region: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 8,
                                                       "input": "region+image"})
+    # the learned box score leaves the whole image out (BoxScoreConfig.whole_image), and its weight is one of
+    # these, as when the recipe was tuned
+    box_score: dict = field(default_factory=lambda: {"whole_image": False})
+    box_weights: tuple = (0.25, 0.5, 1.0)
     beams: tuple = (1, 7)
     # beta calibrated on 500 train sentences to a mean snippet of 5 words: on the 250 val scenes the aligners of
     # this recipe ground the most words at beta 10-12 (snippets of 4.8-5.1 words), 0.6-1.1 points more than at
@@ -58,7 +62,8 @@ class DemoConfig:
             dataset="synthetic", root=str(out / "data"), out=str(out), eval_split="test", device=device,
             word_vectors=None,
             region=copy.deepcopy(self.region), align=copy.deepcopy(self.align), gen=copy.deepcopy(self.gen),
-            gen_region=copy.deepcopy(self.gen_region), snippets=copy.deepcopy(self.snippets), beams=self.beams,
+            gen_region=copy.deepcopy(self.gen_region), snippets=copy.deepcopy(self.snippets),
+            box_score=copy.deepcopy(self.box_score), box_weights=self.box_weights, beams=self.beams,
             dense_images=self.dense_images, show_images=self.show_images)
 
 
