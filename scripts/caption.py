@@ -18,8 +18,8 @@ detected and encoded here; ``--extras`` then adds each word's "attention" ({"wor
 "weights"}) and the regions' "boxes", and ``--attention DIR`` draws one PNG per image in DIR: the image with
 each word's most-attended region, the caption below in the regions' colours with the weights.
 
-``--checkpoint`` may be a pipeline run folder (its gen_full/model.pt). A corrupt or unreadable image is reported
-on stderr and skipped. Exit status 0 when at least one image was captioned, 1 when none was or the checkpoint
+``--checkpoint`` may be a pipeline run folder (its gen_full/model.pt; with ``--attention``, its
+gen_attention/model.pt). A corrupt or unreadable image is reported on stderr and skipped. Exit status 0 when at least one image was captioned, 1 when none was or the checkpoint
 is missing or bad, 2 for bad arguments.
 """
 from __future__ import annotations
@@ -62,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     add_device_arg(p)
     p.add_argument("--extras", action="store_true", help="per-image path, logprob, score, beam candidates in --out")
     p.add_argument("--attention", default=None, metavar="DIR",
-                   help="attention generators: draw each word's most-attended region, one PNG per image in DIR")
+                   help="attention generators: draw each word's most-attended region, one PNG per image in DIR "
+                        "(a run folder as --checkpoint then gives its gen_attention/model.pt)")
     args = p.parse_args(argv)
 
-    model, vocab, cfg, ck = load_generator(resolve_checkpoint(args.checkpoint, "caption"), device=args.device)
+    # a run folder gives its attention generator when its attention is to be drawn, else its full-frame one
+    role = "caption" if args.attention is None else "attention"
+    model, vocab, cfg, ck = load_generator(resolve_checkpoint(args.checkpoint, role), device=args.device)
     if args.attention is not None and cfg.arch != "attention":
         raise UsageError(f"--attention: {args.checkpoint} is not an attention generator (arch={cfg.arch!r})")
     try:

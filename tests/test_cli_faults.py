@@ -198,12 +198,13 @@ def test_a_bad_checkpoint_ends_in_one_line_exit_1(command, fault, world, tmp_pat
 def test_checkpoint_takes_a_pipeline_run_folder(tmp_path):
     from dvsa.generate.pipeline.run_files import resolve_checkpoint
 
-    for rel in ("align/model.pt", "gen_full/model.pt", "gen_region/model.pt", "box_score.pt"):
+    for rel in ("align/model.pt", "gen_full/model.pt", "gen_region/model.pt", "gen_attention/model.pt", "box_score.pt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     assert resolve_checkpoint(tmp_path, "align") == tmp_path / "align" / "model.pt"
     assert resolve_checkpoint(tmp_path, "caption") == tmp_path / "gen_full" / "model.pt"
     assert resolve_checkpoint(tmp_path, "dense") == tmp_path / "gen_region" / "model.pt"
+    assert resolve_checkpoint(tmp_path, "attention") == tmp_path / "gen_attention" / "model.pt"
     assert resolve_checkpoint(tmp_path, "box_score") == tmp_path / "box_score.pt"
     assert resolve_checkpoint(tmp_path / "align", "align") == tmp_path / "align" / "model.pt"  # a training folder
     assert resolve_checkpoint(tmp_path / "x.pt", "align") == tmp_path / "x.pt"  # a file: the loader checks it

@@ -19,6 +19,7 @@ RUN_FILES = {
     "align": "align/model.pt",  # align eval / snippets / evaluate / show, retrieve
     "caption": "gen_full/model.pt",  # caption, generate eval (full frames)
     "dense": "gen_region/model.pt",  # dense
+    "attention": "gen_attention/model.pt",  # caption --attention (PipelineConfig.attention)
     "box_score": "box_score.pt",  # the learned box score (--box-scorer)
 }
 
