@@ -19,8 +19,8 @@ detected and encoded here; ``--extras`` then adds each word's "attention" ({"wor
 each word's most-attended region, the caption below in the regions' colours with the weights.
 
 ``--checkpoint`` may be a pipeline run folder (its gen_full/model.pt; with ``--attention``, its
-gen_attention/model.pt). A corrupt or unreadable image is reported on stderr and skipped. Exit status 0 when at least one image was captioned, 1 when none was or the checkpoint
-is missing or bad, 2 for bad arguments.
+gen_attention/model.pt). A corrupt or unreadable image is reported on stderr and skipped. Exit status 0 when at
+least one image was captioned, 1 when none was or the checkpoint is missing or bad, 2 for bad arguments.
 """
 from __future__ import annotations
 
