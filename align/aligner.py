@@ -69,8 +69,8 @@ def _run_json(path: Path) -> dict:
         return {}
 
 
-def run_beta(run: Path | None) -> tuple[float, str]:
-    """(beta, where it came from) of a run folder (module doc)."""
+def run_calibrated_beta(run: Path | None) -> tuple[float, str] | None:
+    """(beta, the file holding it) that a run folder's snippets stage calibrated, or None when it has none."""
     if run is not None:
         snip = _run_json(run / "snippets.done.json").get("result", {})
         if "beta" in snip:
@@ -78,6 +78,14 @@ def run_beta(run: Path | None) -> tuple[float, str]:
         res = _run_json(run / "results.json").get("alignment", {})
         if "beta" in res:
             return float(res["beta"]), f"{run / 'results.json'}"
+    return None
+
+
+def run_beta(run: Path | None) -> tuple[float, str]:
+    """(beta, where it came from) of a run folder (module doc)."""
+    found = run_calibrated_beta(run)
+    if found is not None:
+        return found
     if SnippetConfig.beta is not None:
         return float(SnippetConfig.beta), "SnippetConfig.beta"
     return 0.0, "no calibrated beta in the run: 0 (each word on its best region)"

@@ -105,13 +105,13 @@ def region_labels(store, records: list[ImageRecord], iou: float, bins: int,
     `whole_image`): their `box_inputs` float [N, D + G] and labels float [N] (1 = IoU >= iou with an annotated
     box). `progress`: a bar over the records."""
     inputs, labels = [], []
+    first = 0 if whole_image else 1  # the first store row that is fitted
     for r in progress_bar(records, total=len(records), desc="box labels", unit="img", enabled=progress):
         gt = [reg.box for reg in r.regions]
         if r.id not in store or not gt:
             continue
         b, f = store.regions(r.id)
         b, f = torch.from_numpy(b.copy()), torch.from_numpy(f.copy())
-        first = 0 if whole_image else 1
         best = box_iou(b[first:].double(), torch.tensor(gt, dtype=torch.float64)).max(1).values  # [R - first]
         inputs.append(box_inputs(f, b, bins)[first:])
         labels.append((best >= iou).float())

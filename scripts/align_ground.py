@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from dvsa.align import loading
-from dvsa.align.aligner import run_beta, run_box_scorer
+from dvsa.align.aligner import run_box_scorer, run_calibrated_beta
 from dvsa.align.boxscore import BoxPrior, load_box_scorer
 from dvsa.align.ground import evaluate_grounding, format_grounding_table
 from dvsa.align.snippets import SnippetConfig
@@ -84,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         if scorer is not None and weight > 0:
             model = BoxPrior(model, scorer, weight)
         split = "train" if args.split == "all" else args.split
-        beta, how = run_beta(run) if run is not None else (None, "")
-        if args.beta is not None or args.beta_from or args.target_len is not None or not how.startswith(str(run)):
-            beta, how = loading.resolve_beta(model, vocab, store, all_records, split, args.beta, args.beta_from,
-                                             args.target_len or SnippetConfig.target_len, args.device)
+        flags = args.beta is not None or args.beta_from or args.target_len is not None
+        found = None if flags else run_calibrated_beta(run)
+        beta, how = found or loading.resolve_beta(model, vocab, store, all_records, split, args.beta,
+                                                  args.beta_from, args.target_len or SnippetConfig.target_len,
+                                                  args.device)
     res = evaluate_grounding(model, vocab, store, records, beta, iou=args.iou, batch_size=args.batch_size,
                              device=args.device)
     res["beta_source"] = how
