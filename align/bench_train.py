@@ -14,7 +14,7 @@ so that both see the same load of a shared machine:
   only (`embed_words`), eq. 8's gradient to each word's best region only (`align.scores.WordMax`): what
   `train_alignment` runs.
 
-Other steps (the script adds the generators') are given as functions that build a step. The floor of a step
+Other steps (the script adds the generators', old and new) are given as functions that build a step. The floor of a step
 is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
 plus the 2 x 2 B W H multiply-adds of `WordMax`'s backward, which it does not count) at the float32 matmul
 rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after). Times are the best of
@@ -141,9 +141,9 @@ def _time_interleaved(steps: dict[str, Callable[[], None]], n: int) -> dict[str,
 
 
 def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[AlignConfig, int]] | None = None,
-                others: dict[str, StepMaker] | None = None) -> dict:
+                others: dict[str, StepMaker | dict[str, StepMaker]] | None = None) -> dict:
     """Time the alignment step (old and new paths) for each named shape {name: (AlignConfig, D)} and every
-    other step in `others` {name: StepMaker}. Returns a JSON-ready dict: "machine", "matmul_gflops" (mean of
+    other step in `others` {name: StepMaker, or {path: StepMaker} with paths "old" and "new" timed interleaved}. Returns a JSON-ready dict: "machine", "matmul_gflops" (mean of
     before / after, with "matmul_gflops_before" / "_after") and "rows": {"step", "path", "seconds", "pairs_per_s",
     "gflop" (counted, of this path), "floor_seconds" (from the new path's FLOPs), "ratio_to_floor"} and, on new
     rows, "speedup" (old seconds / new seconds)."""
@@ -161,10 +161,12 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
         title = (f"alignment {name} (B={cfg.batch}, R={cfg.regions}, ~{cfg.words} words, D={feat_dim}, "
                  f"H={acfg.embed_dim}, K={acfg.hidden_dim})")
         measured.append((title, {p: (secs[p], made[p][1], flops[p], flops["new"]) for p in made}))
-    for name, make in (others or {}).items():
-        f, pairs, extra = make()
-        flop = counted_flops(f) + extra
-        measured.append((name, {"": (_time_interleaved({"": f}, cfg.steps)[""], pairs, flop, flop)}))
+    for name, makers in (others or {}).items():
+        made = {path: make() for path, make in (makers if isinstance(makers, dict) else {"": makers}).items()}
+        flops = {path: counted_flops(f) + extra for path, (f, _, extra) in made.items()}
+        secs = _time_interleaved({path: f for path, (f, _, _) in made.items()}, cfg.steps)
+        floor_flop = flops.get("new", next(iter(flops.values())))
+        measured.append((name, {p: (secs[p], made[p][1], flops[p], floor_flop) for p in made}))
     rate_after = matmul_gflops(cfg.matmul_size)
     rate = (rate_before + rate_after) / 2
     rows = []

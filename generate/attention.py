@@ -38,6 +38,7 @@ from dvsa.generate.model import (
     copy_output_bias,
     init_embedding_and_linears,
     init_lstm,
+    real_outputs,
 )
 
 
@@ -140,9 +141,10 @@ class AttentionModel(nn.Module):
         return F.log_softmax(logits.float() if logits.dtype != torch.float64 else logits, dim=-1), state
 
     def forward(self, feats: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None,
-                return_attention: bool = False):
+                return_attention: bool = False, targets: torch.Tensor | None = None):
         """Teacher forcing: feats [B, N, D], tokens long [B, T] (START first, PAD 0), mask [B, N] ->
-        logits [B, T, V] (and alphas [B, T, N] with return_attention)."""
+        logits [B, T, V] (and alphas [B, T, N] with return_attention). With targets long [B, T]: only the real
+        targets' logits [N, V] (`generate.model.real_outputs`; alphas stay [B, T, N])."""
         if tokens.dim() != 2 or tokens.shape[0] != feats.shape[0]:
             raise ValueError(f"tokens must be [B={feats.shape[0]}, T], got {list(tokens.shape)}")
         state = self.init_state(feats, mask)
@@ -152,7 +154,7 @@ class AttentionModel(nn.Module):
             state = self._advance(emb[:, t], state)
             hs.append(state["h"])
             alphas.append(state["alpha"])
-        logits = self.out(self.drop(torch.stack(hs, dim=1)))  # [B, T, V]
+        logits = self.out(real_outputs(self.drop(torch.stack(hs, dim=1)), targets))  # [B, T, V] or [N, V]
         return (logits, torch.stack(alphas, dim=1)) if return_attention else logits
 
 

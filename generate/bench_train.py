@@ -21,9 +21,16 @@ def alignment_shapes(cfg: TrainBenchConfig, names) -> dict[str, tuple[AlignConfi
     return {n: table[n] for n in names}
 
 
-def generator_step(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int) -> StepMaker:
-    """A maker of the generator's training step (teacher forcing, cross-entropy, backward, clipping, optimiser)
-    on random features and sentences of `cfg.batch` pairs."""
+def generator_steps(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int) -> dict[str, StepMaker]:
+    """{"old": ..., "new": ...} makers of the generator's training step (teacher forcing, cross-entropy,
+    backward, clipping, optimiser) on random features and sentences of `cfg.batch` pairs: "old" computes the
+    output layer at every padded position, "new" (`train_generator`'s) at the real targets only."""
+    return {"old": generator_step(cfg, gcfg, feat_dim, padded=True), "new": generator_step(cfg, gcfg, feat_dim)}
+
+
+def generator_step(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int, padded: bool = False) -> StepMaker:
+    """A maker of the generator's training step on random inputs (see `generator_steps`); `padded`: the output
+    layer over every position."""
 
     def make():
         g = torch.Generator().manual_seed(cfg.seed)
@@ -41,7 +48,7 @@ def generator_step(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int) -> Ste
         feats = torch.randn(cfg.batch, model.input_dim, generator=g).relu()
 
         def step():
-            loss = caption_loss(model(feats, inp).float(), tgt)
+            loss = caption_loss(model(feats, inp, targets=None if padded else tgt).float(), tgt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             clip_gradients(gcfg, params)

@@ -270,8 +270,11 @@ class CaptionModel(nn.Module):
         logits = self.out(self.drop(state["h"]))  # [B, V]
         return F.log_softmax(logits.float(), dim=-1), state
 
-    def forward(self, feats: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: feats float [B, Din], tokens long [B, T] (START first, PAD 0) -> logits [B, T, V]."""
+    def forward(self, feats: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: feats float [B, Din], tokens long [B, T] (START first, PAD 0) -> logits [B, T, V].
+
+        With targets long [B, T] (PAD 0): only the logits of the real targets, float [N, V] in (b, t) order
+        (`real_outputs`); the output layer, most of the step's work, then skips the padding."""
         if tokens.dim() != 2 or tokens.shape[0] != feats.shape[0]:
             raise ValueError(f"tokens must be [B={feats.shape[0]}, T], got {list(tokens.shape)}")
         state = self.init_state(feats)
@@ -284,7 +287,13 @@ class CaptionModel(nn.Module):
             state = self._cell(p, state)
             hs.append(state["h"])
         h = torch.stack(hs, dim=1)  # [B, T, H]
-        return self.out(self.drop(h))  # [B, T, V]
+        return self.out(real_outputs(self.drop(h), targets))  # [B, T, V] or [N, V]
+
+
+def real_outputs(h: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    """h [B, T, H] -> the rows whose target is a real word (or END), [N, H] in (b, t) order; h itself when
+    targets is None. Dropout is applied before, over all of h, so a step draws the same masks either way."""
+    return h if targets is None else h[targets != PAD_ID]
 
 
 def reorder_state(state: dict, index: torch.Tensor) -> dict:
@@ -293,13 +302,20 @@ def reorder_state(state: dict, index: torch.Tensor) -> dict:
 
 
 def caption_loss(logits: torch.Tensor, targets: torch.Tensor, normalizer: float | None = None) -> torch.Tensor:
-    """Cross-entropy of logits [B, T, V] against targets long [B, T] (PAD 0 ignored).
+    """Cross-entropy of logits [B, T, V] against targets long [B, T] (PAD 0 ignored), or of the real targets'
+    logits [N, V] (`forward(..., targets)`) against the same targets [B, T].
 
     Summed over real target tokens and divided by `normalizer` (default: their number). Training with several
     processes passes the global token count of the whole batch, so that gradients averaged by DDP equal
     single-process gradients exactly.
     """
-    total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=PAD_ID, reduction="sum")
+    if logits.dim() == 2:  # real targets only
+        flat, gold = logits.float(), targets[targets != PAD_ID]
+    else:
+        flat, gold = logits.float().flatten(0, 1), targets.flatten()
+    if flat.shape[0] != gold.shape[0]:
+        raise ValueError(f"logits {list(logits.shape)} do not match targets {list(targets.shape)}")
+    total = F.cross_entropy(flat, gold, ignore_index=PAD_ID, reduction="sum")
     n = normalizer if normalizer is not None else max(1, int((targets != PAD_ID).sum()))
     return total / n
 

@@ -277,10 +277,10 @@ def _train_epoch(net, model, opt, data: CaptionData, cfg: GenConfig, epoch: int,
         mask = collate_mask(data, mine)
         with training.autocast(device, cfg.amp):
             if mask is None:
-                logits = net(feats, inp)  # [b, T, V]
+                logits = net(feats, inp, targets=tgt)  # [n, V]: the real targets only
             else:  # the attention generator: region sets [b, N, D], alphas [b, T, N]
                 mask = mask.to(device, non_blocking=True)
-                logits, alphas = net(feats, inp, mask, return_attention=True)
+                logits, alphas = net(feats, inp, mask, return_attention=True, targets=tgt)
         loss = caption_loss(logits.float(), tgt, normalizer=ntok / world)  # DDP averages over processes
         if mask is not None and cfg.att_lambda:
             loss = loss + doubly_stochastic(alphas.float(), tgt, mask, cfg.att_lambda) / (ntok / world)

@@ -9,7 +9,7 @@ from tensors collated once, the gradient to each word's best region only), steps
 "paper" (AlignConfig's model, D = 4096 as VGG fc7), "default" (AlignConfig's model, D = 1280 as
 EfficientNet-Lite0) and "demo" (the demo's AlignConfig, `DemoConfig.align`, D = 1280). Then the generators'
 step (GenConfig's model, full frame and region+image, random features and sentences: the model step alone,
-without its collation). The floor is the step's matrix-product FLOPs at the matmul rate measured in the same
+without its collation), old (the output layer at every padded position) and new (at the real targets only). The floor is the step's matrix-product FLOPs at the matmul rate measured in the same
 run; old and new compare within one run (a shared machine's load changes). The measuring code is
 `dvsa.align.bench_train`, the generators' step `dvsa.generate.bench_train`.
 """
@@ -20,7 +20,7 @@ from dataclasses import fields, replace
 
 from dvsa.align.bench_train import TrainBenchConfig, bench_train, format_train_table
 from dvsa.data.io import atomic_write_json
-from dvsa.generate.bench_train import SHAPES, alignment_shapes, generator_step
+from dvsa.generate.bench_train import SHAPES, alignment_shapes, generator_steps
 from dvsa.generate.model import GenConfig
 from dvsa.scripts._args import nonneg_int, parser, positive_int
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.embed:
                 gcfg = replace(gcfg, hidden=args.embed, embed=args.embed)
             others[f"generator {inp} (GenConfig: {gcfg.cell}, hidden {gcfg.hidden}, B={cfg.batch}, D={cfg.feat_dim}, "
-                   f"V={cfg.vocab})"] = generator_step(cfg, gcfg, cfg.feat_dim)
+                   f"V={cfg.vocab})"] = generator_steps(cfg, gcfg, cfg.feat_dim)
     res = bench_train(cfg, shapes, others)
     print(format_train_table(res))
     if args.out:

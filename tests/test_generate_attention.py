@@ -90,6 +90,29 @@ def test_beam_one_is_greedy_and_logprobs_match_teacher_forcing():
             assert torch.allclose(alphas[0, :n], att, atol=1e-12)
 
 
+def test_real_target_logits_equal_every_position_then_picked():
+    """The training path (output layer at the real targets only) against every position, then picked."""
+    m = _random_model(3).train()
+    feats, mask, _ = _random_sets(3)
+    g = torch.Generator().manual_seed(4)
+    tok = torch.randint(4, V, (5, 7), generator=g)
+    tok[:, 0] = START_ID
+    tok[1, 3:] = 0
+    tok[4, 5:] = 0
+    tgt = torch.cat([tok[:, 1:], torch.full((5, 1), END_ID)], 1)
+    tgt[tok == 0] = 0
+    out = []
+    for packed in (False, True):
+        m.zero_grad()
+        torch.manual_seed(11)
+        logits, alphas = m(feats, tok, mask, return_attention=True, targets=tgt if packed else None)
+        picked = logits if packed else logits[tgt != 0]
+        picked.logsumexp(-1).sum().backward()
+        out.append((picked, alphas, [p.grad.clone() for p in m.parameters()]))
+    assert torch.allclose(out[0][0], out[1][0]) and torch.allclose(out[0][1], out[1][1])
+    assert all(torch.allclose(a, b) for a, b in zip(out[0][2], out[1][2]))
+
+
 def test_attention_sums_to_one_over_real_regions_and_is_zero_on_padding():
     m = _random_model(3)
     feats, mask, _ = _random_sets(3, b=7)

@@ -79,6 +79,41 @@ def test_every_parameter_gets_a_gradient(cell, image_at):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def _targets(tok):
+    tgt = torch.cat([tok[:, 1:], torch.full((tok.shape[0], 1), END_ID)], 1)
+    tgt[tok == 0] = 0
+    return tgt
+
+
+@pytest.mark.parametrize("cell,seed", [("rnn", 0), ("lstm", 1), ("rnn", 2)])
+def test_real_target_logits_equal_every_position_then_picked(cell, seed):
+    """The training path's output layer at the real targets only, against the slow twin (every padded position,
+    then the real rows picked): logits, loss and every gradient, with dropout drawing the same masks."""
+    feats, tok = torch.randn(4, 6), _tokens(seed=seed)
+    tgt = _targets(tok)
+    runs = []
+    for packed in (False, True):
+        m = _model(cell, dropout=0.3, seed=seed).train()
+        torch.manual_seed(7)
+        logits = m(feats, tok, targets=tgt if packed else None)
+        loss = caption_loss(logits, tgt, normalizer=9.0)
+        loss.backward()
+        runs.append((logits if packed else logits[tgt != 0], loss, {n: p.grad for n, p in m.named_parameters()}))
+    (a, la, ga), (b, lb, gb) = runs
+    assert b.shape == (int((tgt != 0).sum()), 11)
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(la, lb, atol=1e-6)
+    for name in ga:
+        assert torch.allclose(ga[name], gb[name], atol=1e-6), name
+
+
+def test_caption_loss_of_real_target_logits_checks_their_count():
+    tgt = torch.tensor([[4, 2, 0], [3, 4, 2]])
+    logits = torch.randn(2, 3, 5)
+    assert torch.allclose(caption_loss(logits[tgt != 0], tgt), caption_loss(logits, tgt))
+    with pytest.raises(ValueError, match="do not match"):
+        caption_loss(torch.randn(4, 5), tgt)
+
+
 def test_caption_loss_ignores_padding_and_normalises():
     logits = torch.randn(2, 3, 5)
     tgt = torch.tensor([[4, 2, 0], [3, 4, 2]])

@@ -1,12 +1,16 @@
 """The pipeline: caching and resuming (with stand-in stages), config overrides, and one small end-to-end run."""
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from dvsa.data.errors import ConfigError
 from dvsa.data.records import ImageRecord, Sentence
 from dvsa.generate.pipeline import PipelineConfig, apply_overrides, run_pipeline
 from dvsa.generate.pipeline import stages as pipeline_stages
+from dvsa.generate.pipeline.beside import thread_split
 from dvsa.generate.pipeline.stages import Stage
 from dvsa.scripts import cli, pipeline
 
@@ -103,6 +107,78 @@ def test_a_failing_stage_exits_1_naming_it_and_keeps_earlier_stages(tmp_path, fa
     err = capsys.readouterr().err
     assert "stage 'b' failed: ValueError: bad thing" in err.strip().splitlines()[-1]
     assert (tmp_path / "run" / "a.done.json").is_file() and not (tmp_path / "run" / "b.done.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ stages beside
+def _beside_stages(fail=False):
+    """a -> b (main line, slow) -> c reads s; s (beside) reads a. Each writes the pid it ran in."""
+    def make(name, sleep=0.0):
+        def fn(run):
+            time.sleep(sleep)
+            if fail and name == "s":
+                raise ValueError("bad beside")
+            (run.out / f"{name}.pid").write_text(str(os.getpid()))
+            return {"threads": torch.get_num_threads()}
+        return fn
+
+    return [Stage("a", make("a"), (), ()), Stage("b", make("b", 1.0), (), ("a",)),
+            Stage("s", make("s"), (), ("a",), beside=True), Stage("c", make("c"), (), ("b", "s"))]
+
+
+@pytest.fixture
+def beside_run(monkeypatch):
+    from dvsa.generate.pipeline import beside, runner
+
+    monkeypatch.setattr(beside, "START_METHOD", "fork")  # the stand-in stages live only in this process
+    monkeypatch.setattr(runner, "can_run_beside", lambda cfg: cfg.parallel)  # also on a 1-core machine
+
+    def load(self):
+        self.train = [ImageRecord("t1", "t1.png", split="train", sentences=[Sentence(0, "a b", ["a", "b"])])]
+        self.eval = [ImageRecord("e1", "e1.png", split="test", sentences=[Sentence(1, "a", ["a"])])]
+
+    monkeypatch.setattr(pipeline_stages.Run, "load_records", load)
+    return lambda fail=False: monkeypatch.setattr(pipeline_stages, "_stages", lambda: _beside_stages(fail))
+
+
+def test_a_beside_stage_runs_in_its_own_process_while_the_main_line_goes_on(tmp_path, beside_run):
+    beside_run()
+    threads = torch.get_num_threads()
+    r = run_pipeline(_cfg(tmp_path), log=lambda *_: None)
+    out = tmp_path / "run"
+    pids = {n: int((out / f"{n}.pid").read_text()) for n in "absc"}
+    assert pids["s"] != os.getpid() and pids["a"] == pids["b"] == pids["c"] == os.getpid()
+    assert sorted(r["_ran"]) == ["a", "b", "c", "s"] and all(v == "done" for v in r["stages"].values())
+    done_s = json.loads((out / "s.done.json").read_text())
+    main, side = thread_split(threads)
+    assert done_s["result"]["threads"] == side
+    assert json.loads((out / "b.done.json").read_text())["result"]["threads"] == main  # b ran beside s
+    assert json.loads((out / "c.done.json").read_text())["result"]["threads"] == threads  # s was done by then
+    assert torch.get_num_threads() == threads
+    # s ran while b slept: the main line waited less than s and b took together, and the total says so
+    t = r["timings_s"]
+    assert done_s["waited"] < done_s["seconds"] + t["b"] and t["overlapped"] >= 0
+    assert t["total"] == pytest.approx(sum(v for k, v in t.items() if k not in ("total", "overlapped"))
+                                       - t["overlapped"], abs=0.05)
+    again = run_pipeline(_cfg(tmp_path), log=lambda *_: None)
+    assert again["_ran"] == [] and again["timings_s"]["total"] == pytest.approx(t["total"], abs=0.05)
+
+
+def test_without_parallel_the_beside_stage_runs_in_turn(tmp_path, beside_run):
+    beside_run()
+    r = run_pipeline(_cfg(tmp_path, parallel=False), log=lambda *_: None)
+    assert int((tmp_path / "run" / "s.pid").read_text()) == os.getpid()
+    assert r["_ran"] == ["a", "b", "s", "c"] and "overlapped" not in r["timings_s"]
+
+
+def test_a_failing_beside_stage_names_itself_and_keeps_the_main_line(tmp_path, beside_run, capfd):
+    beside_run(fail=True)
+    argv = ["pipeline", "--dataset", "fake", "--root", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 1
+    err = capfd.readouterr().err
+    assert "stage 's' failed: ValueError: bad beside" in err  # the child's line
+    assert "stage 's' failed" in err.strip().splitlines()[-1]  # and the main line's last word
+    out = tmp_path / "run"
+    assert (out / "b.done.json").is_file() and not (out / "s.done.json").exists()
 
 
 def test_box_score_stage_gives_weight_0_and_why_where_it_cannot_run():

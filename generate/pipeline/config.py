@@ -75,6 +75,9 @@ class PipelineConfig:
     dense_eval_images: int = 100  # DenseCap mAP on at most this many eval images (where regions have text)
     show_images: int = 6  # alignment pictures and examples in the report
     skip: tuple = ()  # stage names not to run (recorded as skipped)
+    # gen_full trains in a second process beside align_train and what follows it (on a CPU with 2+ cores, one
+    # process; each gets half the threads); false: every stage in turn in this process
+    parallel: bool = True
     strict_data: bool = False  # a record the dataset reader would drop or repair is an error (DataError) instead
 
 

@@ -33,7 +33,7 @@ def _train(run, name: str, overrides: dict, data) -> dict:
     out = run.out / name
     records = run.usable(run.train) + run.usable(run.val)
     path = train_generator(cfg, run.store(), records if data is None else data, out,
-                           records=None if data is None else records, progress=True, log=run.log)
+                           records=None if data is None else records, progress=run.progress, log=run.log)
     history = json.loads((out / "history.json").read_text()) if (out / "history.json").is_file() else []
     return {"config": asdict(cfg), "checkpoint": str(path), "epochs": len(history),
             "last": history[-1] if history else None,

@@ -22,6 +22,8 @@ class Run:
         self.log = log
         self.results: dict[str, dict] = {}
         self.timings: dict[str, float] = {}
+        self.overlap: dict[str, float] = {}  # seconds of a stage that ran beside the main line while it worked
+        self.progress = True  # progress bars (off in a process beside the main line)
         self.train: list[ImageRecord] = []
         self.val: list[ImageRecord] = []  # validation (early stopping): the val split, or held-out train images
         self.eval: list[ImageRecord] = []

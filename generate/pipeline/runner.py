@@ -5,19 +5,25 @@ Every stage writes its outputs under OUT and, last, ``OUT/<stage>.done.json`` (a
 file matches is skipped. A stage without one is run again, and resumes from whatever it left behind (the feature
 store's committed parts, the trainers' checkpoints); a stage whose config changed has its outputs removed first
 (the feature store is kept and extended unless its recipe changed). ``OUT/results.json`` and ``OUT/config.json``
-(the resolved config of every stage) are rewritten at the end, then ``OUT/report.html``.
+(the resolved config of every stage) are rewritten at the end, then ``OUT/report.html``. Stages marked
+``beside`` run in a second process next to the main line where `generate.pipeline.beside` allows it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
+import torch
+from dvsa.data.errors import DvsaError
 from dvsa.data.io import atomic_write_json, check_writable, json_default
 from dvsa.generate.pipeline import stages as stage_table
+from dvsa.generate.pipeline.beside import Beside, can_run_beside, thread_split
 from dvsa.generate.pipeline.config import ConfigError, PipelineConfig
 from dvsa.generate.pipeline.report import write_report
 from dvsa.generate.pipeline.results import assemble_results
@@ -56,6 +62,9 @@ class Runner:
         self.run = Run(cfg, self.out, log)
         self.fingerprints: dict[str, str] = {}
         self.ran: list[str] = []  # stages that did work in this call (a finished run resumes with none)
+        self.beside: dict[str, Beside] = {}  # stages running in their own process now
+        self.joined: set[str] = set()  # stages that ran beside in this call and are done
+        self.threads = torch.get_num_threads()  # the main line's torch threads when nothing runs beside
 
     def stage_config(self, stage) -> dict:
         c = self.cfg
@@ -64,29 +73,40 @@ class Runner:
         own = {k: getattr(c, k) for k in stage.keys}
         return {"data": base, "own": own, "deps": {d: self.fingerprints.get(d) for d in stage.deps}}
 
+    def skip_reason(self, stage) -> tuple[str, str] | None:
+        """(result reason, log line) when `stage` is not to run: skipped by request, an input stage skipped, or
+        not applicable to the data; else None."""
+        if stage.name in self.cfg.skip:
+            return "by --config skip", "skipped (by request)"
+        if any(self.run.results.get(d, {}).get("skipped") for d in stage.deps):
+            return "an input stage was skipped", "skipped (an input stage was skipped)"
+        reason = stage.applies(self.run) if stage.applies else None
+        return (reason, f"not applicable: {reason}") if reason else None
+
+    def cached(self, stage) -> dict | None:
+        """`stage`'s done file when it matches the stage's fingerprint now (its inputs' fingerprints are known)."""
+        fp = self.fingerprints[stage.name] = fingerprint(self.stage_config(stage))
+        done = read_json(self.out / f"{stage.name}.done.json")
+        return done if done and done.get("fingerprint") == fp else None
+
     def run_stage(self, stage) -> None:
         run, done_path = self.run, self.out / f"{stage.name}.done.json"
         config = self.stage_config(stage)
         fp = fingerprint(config)
         self.fingerprints[stage.name] = fp
-        if stage.name in self.cfg.skip:
-            run.results[stage.name] = {"skipped": "by --config skip"}
-            self.log(f"[{stage.name}] skipped (by request)")
-            return
-        if any(run.results.get(d, {}).get("skipped") for d in stage.deps):
-            run.results[stage.name] = {"skipped": "an input stage was skipped"}
-            self.log(f"[{stage.name}] skipped (an input stage was skipped)")
-            return
-        reason = stage.applies(run) if stage.applies else None
-        if reason:
-            run.results[stage.name] = {"skipped": reason}
-            self.log(f"[{stage.name}] not applicable: {reason}")
+        skip = self.skip_reason(stage)
+        if skip:
+            run.results[stage.name] = {"skipped": skip[0]}
+            self.log(f"[{stage.name}] {skip[1]}")
             return
         done = read_json(done_path)
         if done and done.get("fingerprint") == fp:
             run.results[stage.name] = done["result"]
             run.timings[stage.name] = done["seconds"]
-            self.log(f"[{stage.name}] cached ({done['seconds']:.1f} s when it ran)")
+            if "waited" in done:  # it ran beside the main line, which waited this long for it
+                run.overlap[stage.name] = max(0.0, done["seconds"] - done["waited"])
+            if stage.name not in self.joined:
+                self.log(f"[{stage.name}] cached ({done['seconds']:.1f} s when it ran)")
             return
         started_path = self.out / f"{stage.name}.started.json"
         started = read_json(started_path)
@@ -122,10 +142,19 @@ class Runner:
         self.run.load_records()
         self.run.timings["load"] = time.perf_counter() - t0
         atomic_write_json(self.out / "eval_images.json", {r.id: self.run.image_path(r) for r in self.run.eval})
+        stages = stage_table._stages()  # looked up here, so that tests can put stand-in stages in
         try:
-            for stage in stage_table._stages():  # looked up here, so that tests can put stand-in stages in
+            for i, stage in enumerate(stages):
+                self.start_beside(stages[i:])
+                for name in (stage.name, *stage.deps):
+                    if name in self.beside:
+                        self.join_beside(name)
                 self.run_stage(stage)
+            for name in list(self.beside):
+                self.join_beside(name)
         finally:
+            for other in self.beside.values():
+                other.stop()
             self.run.close()
         results = assemble_results(self.run)
         atomic_write_json(self.out / "config.json", self.run.resolved_config())
@@ -135,6 +164,68 @@ class Runner:
             write_report(self.out, results, report)
         results["_ran"] = list(self.ran)
         return results
+
+
+    # ------------------------------------------------------------------ stages beside the main line
+    def start_beside(self, pending) -> None:
+        """Start every `beside` stage of `pending` whose input stages are done and that has work to do, each in
+        its own process (`generate.pipeline.beside`); the main line keeps the other half of the threads."""
+        if not can_run_beside(self.cfg):
+            return
+        for stage in pending:
+            if (not stage.beside or stage.name in self.beside or stage.name in self.run.results
+                    or not all(d in self.run.results for d in stage.deps)
+                    or self.skip_reason(stage) or self.cached(stage)):
+                continue
+            main, beside = thread_split(self.threads)
+            torch.set_num_threads(main)
+            self.log(f"[{stage.name}] running beside the main line ({beside} of {self.threads} threads)")
+            self.beside[stage.name] = Beside(self.cfg, stage.name, beside).start()
+
+    def join_beside(self, name: str) -> None:
+        """Wait for stage `name` running beside; its done file then holds its result (and how long the wait
+        was). Raises StageError when its process failed."""
+        t0 = time.perf_counter()
+        code = self.beside.pop(name).join()
+        waited = time.perf_counter() - t0
+        if not self.beside:
+            torch.set_num_threads(self.threads)
+        done_path = self.out / f"{name}.done.json"
+        done = read_json(done_path)
+        if code != 0 or not done:
+            raise StageError(name, DvsaError(f"its process exited with code {code} (its error is above)"))
+        atomic_write_json(done_path, {**done, "waited": waited})
+        self.joined.add(name)
+        self.ran.append(name)
+        self.log(f"[{name}] done beside the main line in {done['seconds']:.1f} s (waited {waited:.1f} s for it)")
+
+    def run_alone(self, name: str) -> None:
+        """Run stage `name` whose input stages are done (they are read from their done files): the body of a
+        process beside the main line. A failure is printed as one line (its cause's traceback first unless it
+        is a DvsaError) and exits with code 1."""
+        self.run.load_records()
+        stages = {s.name: s for s in stage_table._stages()}
+        target, needed = stages[name], set()
+        todo = list(target.deps)
+        while todo:
+            d = todo.pop()
+            if d not in needed:
+                needed.add(d)
+                todo.extend(stages[d].deps)
+        try:
+            for stage in stages.values():
+                if stage.name in needed:
+                    if not self.cached(stage):
+                        raise StageError(name, DvsaError(f"its input stage {stage.name!r} is not done"))
+                    self.run_stage(stage)
+            self.run_stage(target)
+        except StageError as e:
+            if not isinstance(e.__cause__, DvsaError):
+                traceback.print_exception(e.__cause__, file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        finally:
+            self.run.close()
 
 
 def run_pipeline(cfg: PipelineConfig, log=print) -> dict:

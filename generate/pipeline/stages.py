@@ -9,6 +9,8 @@ data cannot support it, e.g. no ground-truth regions). The stage bodies live in 
 features -> align_train -> retrieval -> box_score -> snippets -> gen_full -> gen_region -> gen_attention ->
 captions -> region_captions -> align_eval -> dense, then results.json and report.html. gen_attention trains only
 when `PipelineConfig.attention` (else it records that it did not; skipping it by name skips captions too).
+gen_full reads only the features: with `PipelineConfig.parallel` it trains in a second process beside
+align_train and the stages after it (`generate.pipeline.beside`).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class Stage:
     outputs: tuple[str, ...] = ()
     applies: Callable[[Run], str | None] | None = None
     doc: str = field(default="", compare=False)
+    beside: bool = False  # may run in a second process beside the main line (`generate.pipeline.beside`)
 
 
 STAGES: list[Stage] = [
@@ -45,7 +48,7 @@ STAGES: list[Stage] = [
     Stage("snippets", A.snippets, ("snippets",), ("align_train", "box_score"),
           ("snippets.jsonl", "snippets"), doc="MRF snippets of the train split"),
     Stage("gen_full", G.gen_full, ("gen",), ("features",), ("gen_full",),
-          doc="multimodal RNN on (whole image, sentence)"),
+          doc="multimodal RNN on (whole image, sentence)", beside=True),
     Stage("gen_region", G.gen_region, ("gen_region",), ("features", "snippets"), ("gen_region",),
           doc="multimodal RNN on (region, snippet)"),
     Stage("gen_attention", G.gen_attention, ("attention", "gen_attention"), ("features",), ("gen_attention",),
