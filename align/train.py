@@ -118,6 +118,7 @@ def train_epoch(model, opt, cfg: AlignConfig, pairs: PairSet, store, epoch: int,
         loss.backward()
         training.clip_gradients(model.parameters(), cfg.grad_clip, "value")
         opt.step()
+        training.reclaim_threads()  # a stage beside this one has ended: its threads come back
         total += value
         n_pairs += len(idx)
         rate = n_pairs / max(time.perf_counter() - t0, 1e-9)

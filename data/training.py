@@ -7,6 +7,8 @@
 - mixed precision: `amp_enabled` and `autocast` (bf16, CUDA only). Only the networks' forward belongs inside it:
   the callers cast its outputs to float32 (`.float()`) before any reduction (score sums, losses, metrics);
 - numerics: `check_finite` (the loss of a step is a finite number, else FloatingPointError);
+- threads: `lend_threads` / `reclaim_threads` (the pipeline lends half the CPU threads to a stage running beside
+  the main line, `generate.pipeline.beside`; the trainers take them back between steps once it has ended);
 - resume: `check_resumable` (a run continues only with the same settings, apart from `changeable` fields),
   `training_state` / `restore_training_state` (model, optimizer, epoch, step and RNG in a checkpoint payload);
 - run files: `write_config` / `write_history` (config.json, history.json, and history.json drawn as curves.png by
@@ -32,10 +34,33 @@ from dvsa.data.distributed import (
 from dvsa.data.io import atomic_write_json
 
 __all__ = [
-    "amp_enabled", "autocast", "check_finite", "check_resumable", "clip_gradients", "main_only", "make_optimizer",
-    "restore_training_state", "scheduled_lr", "set_lr", "setup_device", "training_state", "wrap_ddp",
+    "amp_enabled", "autocast", "check_finite", "check_resumable", "clip_gradients", "lend_threads", "main_only",
+    "make_optimizer", "reclaim_threads", "end_lending", "restore_training_state", "scheduled_lr", "set_lr", "setup_device", "training_state", "wrap_ddp",
     "write_config", "write_history",
 ]
+
+
+# ---------------------------------------------------------------- threads lent to a process beside this one
+_lent: list[tuple[Callable[[], bool], int]] = []  # (has the borrower ended?, this process's threads after it)
+
+
+def lend_threads(threads: int, ended: Callable[[], bool], restore: int) -> None:
+    """Run torch on `threads` threads until `ended()` is true, then on `restore` (`reclaim_threads` checks).
+    torch's thread count belongs to the thread that sets it, so the main thread takes it back itself."""
+    _lent[:] = [(ended, restore)]
+    torch.set_num_threads(threads)
+
+
+def reclaim_threads() -> None:
+    """Between training steps: once the borrower of `lend_threads` has ended, set the threads back (cheap)."""
+    if _lent and _lent[0][0]():
+        torch.set_num_threads(_lent.pop()[1])
+
+
+def end_lending(restore: int) -> None:
+    """Forget any lending (the borrower was waited for) and run torch on `restore` threads."""
+    _lent.clear()
+    torch.set_num_threads(restore)
 
 
 # ---------------------------------------------------------------- devices and processes

@@ -19,6 +19,13 @@ float [B, N, D] with `mask` bool [B, N] (True on real rows; None = all real), an
 and the step's attention weights. With ``attention=True`` every hypothesis gets a third element, the weights of
 the steps that emitted its words: float [L, N] (L = tokens + 1 with END, the last row END's; tokens when cut).
 
+Specific captions: with `GenConfig.prior_weight` w > 0 every decoder draws each word from
+``log_softmax(log p(word | image, prefix) - w log p(word | mean input, prefix))``, the same model run a second
+time on its training inputs' mean (which its standardisation maps to 0: no image at all), so that words any
+image would get lose to the words of this one (the anti-language-model of Li et al. 2016, "A
+Diversity-Promoting Objective Function for Neural Conversation Models", eq. 4 with the image-free caption
+model as the language model). The returned logprob is then under that distribution.
+
 Dimension glossary: B images, K beam size, V vocabulary, Din model input size (or N x D, a region set),
 N regions of a set, n images still being decoded.
 """
@@ -58,8 +65,34 @@ def _prepare(model: CaptionModel, feats, mask=None) -> tuple[torch.Tensor, torch
     return feats, mask
 
 
+PRIOR = "prior."  # state keys of the image-free stream (GenConfig.prior_weight)
+
+
+def prior_weight(model) -> float:
+    """The model's `GenConfig.prior_weight` (0: decode the model as it is)."""
+    return float(getattr(getattr(model, "cfg", None), "prior_weight", 0.0) or 0.0)
+
+
 def _init(model: CaptionModel, feats: torch.Tensor, mask: torch.Tensor | None) -> dict:
-    return model.init_state(feats) if mask is None else model.init_state(feats, mask)
+    state = model.init_state(feats) if mask is None else model.init_state(feats, mask)
+    if prior_weight(model):  # the same model fed its training inputs' mean: what it says of any image
+        blank = model.feat_mean.to(feats.dtype).expand_as(feats)
+        prior = model.init_state(blank) if mask is None else model.init_state(blank, mask)
+        state = {**state, **{PRIOR + k: v for k, v in prior.items()}}
+    return state
+
+
+def _model_step(model: CaptionModel, prev: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+    """model.step, or with `prior_weight` w > 0: log_softmax(log p(w | image) - w log p(w | mean input))."""
+    w = prior_weight(model)
+    if not w:
+        return model.step(prev, state)
+    own = {k: v for k, v in state.items() if not k.startswith(PRIOR)}
+    prior = {k[len(PRIOR):]: v for k, v in state.items() if k.startswith(PRIOR)}
+    logp, own = model.step(prev, own)
+    prior_logp, prior = model.step(prev, prior)
+    logp = torch.log_softmax(logp - w * prior_logp, dim=-1)
+    return logp, {**own, **{PRIOR + k: v for k, v in prior.items()}}
 
 
 def _alphas(state: dict, attention: bool) -> torch.Tensor | None:
@@ -73,7 +106,7 @@ def _alphas(state: dict, attention: bool) -> torch.Tensor | None:
 def _step(model: CaptionModel, prev: torch.Tensor, state: dict, t: int, min_len: int) -> tuple[torch.Tensor, dict]:
     """model.step at step t (0-based), with PAD, START and UNK (never a valid next word: a caption says a word
     or nothing), and END before `min_len` words, given log-probability -inf."""
-    logp, state = model.step(prev, state)
+    logp, state = _model_step(model, prev, state)
     logp[:, PAD_ID] = float("-inf")
     logp[:, START_ID] = float("-inf")
     logp[:, UNK_ID] = float("-inf")

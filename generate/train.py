@@ -294,6 +294,7 @@ def _train_epoch(net, model, opt, data: CaptionData, cfg: GenConfig, epoch: int,
         loss.backward()
         clip_gradients(cfg, params)
         opt.step()
+        training.reclaim_threads()  # a stage beside this one has ended: its threads come back
         step += 1
         total_loss += lv * ntok
         total_tok += ntok

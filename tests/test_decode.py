@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dvsa.data.text import END_ID, START_ID, UNK_ID
+import dvsa.generate.decode as decode_module
 from dvsa.generate.decode import beam_search, beam_search_single, decode, greedy, sample
 from dvsa.generate.model import CaptionModel, GenConfig
 
@@ -12,7 +13,7 @@ V, D = 13, 6
 def _random_model(seed, cell="rnn", image_at="bias"):
     """An untrained model whose captions end at varied lengths (END's bias drawn per seed)."""
     torch.manual_seed(seed)
-    m = CaptionModel(GenConfig(cell=cell, image_at=image_at, hidden=16, embed=8, dropout=0.0), V, D)
+    m = CaptionModel(GenConfig(cell=cell, image_at=image_at, hidden=16, embed=8, dropout=0.0, prior_weight=0.0), V, D)
     with torch.no_grad():
         m.out.weight.mul_(3.0)
         m.out.bias[END_ID] = float(torch.empty(()).uniform_(-2.0, 2.5))
@@ -154,3 +155,48 @@ def test_bad_decoding_arguments():
                lambda: beam_search_single(m, torch.randn(D), 3, 0), lambda: greedy(m, torch.randn(2, D), 0)):
         with pytest.raises(ValueError, match="must be >= 1"):
             fn()
+
+
+def _with_prior(m, w, mean_seed=3):
+    """`m` decoding with prior_weight w, its training-input mean set to something other than 0."""
+    m.cfg.prior_weight = w
+    g = torch.Generator().manual_seed(mean_seed)
+    m.set_feature_norm(torch.randn(50, D, generator=g) * 2 + 1)
+    return m
+
+
+@pytest.mark.parametrize("seed,cell", [(0, "rnn"), (1, "lstm"), (2, "rnn"), (3, "lstm")])
+def test_specific_decoding_steps_are_the_formula_and_batched_beam_matches_one_image(seed, cell):
+    """prior_weight w: each step's distribution is log_softmax(log p(. | image) - w log p(. | mean input)),
+    written out here from two plain runs of the model; the batched beam still equals the one-image beam."""
+    m = _with_prior(_random_model(seed, cell), 0.4).eval()
+    feats = torch.randn(3, D) * 2
+    toks = [5, 7, 4]
+    img, blank = m.init_state(feats), m.init_state(m.feat_mean.expand_as(feats))
+    state = decode_module._init(m, feats, None)
+    prev = torch.full((3,), START_ID)
+    for t, w in enumerate(toks):
+        with torch.no_grad():
+            li, img = m.step(prev, img)
+            lb, blank = m.step(prev, blank)
+            got, state = decode_module._step(m, prev, state, t, 0)
+        want = F.log_softmax(li - 0.4 * lb, -1)
+        want[:, [0, START_ID, UNK_ID]] = float("-inf")
+        assert torch.allclose(got, want, atol=1e-6)
+        prev = torch.full((3,), w)
+    for K in (1, 3):
+        batched = beam_search(m, feats, K, 8, 1.0)
+        for b in range(3):
+            single = beam_search_single(m, feats[b], K, 8, 1.0)
+            assert [h[0] for h in batched[b]] == [h[0] for h in single]
+            assert [h[1] for h in batched[b]] == pytest.approx([h[1] for h in single], abs=1e-5)
+
+
+def test_specific_decoding_changes_captions_and_weight_0_is_the_plain_model():
+    m = _with_prior(_random_model(5), 0.0)
+    feats = torch.randn(8, D) * 2
+    plain = greedy(m, feats, 8)
+    assert not any(k.startswith(decode_module.PRIOR) for k in decode_module._init(m, feats, None))  # no 2nd run
+    assert [h[0] for h in greedy(_with_prior(m, 0.9), feats, 8)] != [h[0] for h in plain]
+    with pytest.raises(ValueError, match="prior_weight"):
+        GenConfig(prior_weight=1.0).validate()

@@ -27,7 +27,8 @@ COLORS = ["red", "green", "blue", "black", "white", "pink", "brown", "grey"]
 
 
 def _cfg(**kw):
-    base = {"arch": "attention", "input": "regions", "hidden": 16, "embed": 8, "att_dim": 12, "dropout": 0.0}
+    base = {"arch": "attention", "input": "regions", "hidden": 16, "embed": 8, "att_dim": 12, "dropout": 0.0,
+            "prior_weight": 0.0}
     return GenConfig(**{**base, **kw})
 
 

@@ -99,3 +99,18 @@ def test_aligner_reduces_in_fp32_when_the_forward_is_bf16(monkeypatch):
              "tokens": torch.randint(1, 10, (4, 5)), "lengths": torch.full((4,), 5), "image": torch.arange(4)}
     loss = train_mod.batch_loss(model, cfg, batch, torch.device("cpu"))
     assert seen == [(torch.float32, torch.float32)] and loss.dtype == torch.float32
+
+
+def test_lent_threads_come_back_between_steps_once_the_borrower_ends():
+    before = torch.get_num_threads()
+    ended = []
+    training.lend_threads(1, lambda: bool(ended), restore=before + 1)
+    assert torch.get_num_threads() == 1
+    training.reclaim_threads()
+    assert torch.get_num_threads() == 1  # still running beside
+    ended.append(True)
+    training.reclaim_threads()
+    assert torch.get_num_threads() == before + 1
+    training.reclaim_threads()  # nothing lent any more: a no-op
+    training.end_lending(before)
+    assert torch.get_num_threads() == before

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dvsa.data import training
 from dvsa.data.errors import DvsaError
 from dvsa.data.io import atomic_write_json, check_writable, json_default
 from dvsa.generate.pipeline import stages as stage_table
@@ -168,19 +169,23 @@ class Runner:
 
     # ------------------------------------------------------------------ stages beside the main line
     def start_beside(self, pending) -> None:
-        """Start every `beside` stage of `pending` whose input stages are done and that has work to do, each in
-        its own process (`generate.pipeline.beside`); the main line keeps the other half of the threads."""
-        if not can_run_beside(self.cfg):
+        """Start the first `beside` stage of `pending` whose input stages are done and that has work to do, in its
+        own process (`generate.pipeline.beside`), unless one runs already; the main line keeps the other half of
+        the threads."""
+        if not can_run_beside(self.cfg) or self.beside:  # one at a time: the threads split in two
             return
         for stage in pending:
-            if (not stage.beside or stage.name in self.beside or stage.name in self.run.results
+            if self.beside:
+                return
+            if (not stage.beside or stage.name in self.run.results or stage.name in self.joined
                     or not all(d in self.run.results for d in stage.deps)
                     or self.skip_reason(stage) or self.cached(stage)):
                 continue
             main, beside = thread_split(self.threads)
-            torch.set_num_threads(main)
             self.log(f"[{stage.name}] running beside the main line ({beside} of {self.threads} threads)")
             self.beside[stage.name] = Beside(self.cfg, stage.name, beside).start()
+            running = list(self.beside.values())
+            training.lend_threads(main, lambda: not any(b.alive() for b in running), self.threads)
 
     def join_beside(self, name: str) -> None:
         """Wait for stage `name` running beside; its done file then holds its result (and how long the wait
@@ -189,7 +194,7 @@ class Runner:
         code = self.beside.pop(name).join()
         waited = time.perf_counter() - t0
         if not self.beside:
-            torch.set_num_threads(self.threads)
+            training.end_lending(self.threads)
         done_path = self.out / f"{name}.done.json"
         done = read_json(done_path)
         if code != 0 or not done:
