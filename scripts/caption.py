@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="beam size >= 1 (default: the checkpoint's GenConfig.beam)")
     p.add_argument("--max-len", type=positive_int, default=None, help="most decoding steps (default: the checkpoint's)")
     p.add_argument("--length-norm", type=float, default=None, help="beam ranking exponent (default: the checkpoint's)")
+    p.add_argument("--prior-weight", type=float, default=None,
+                   help="specific captions: each word's log-probability minus this x its image-free one, in [0, 1) "
+                        "(0: the plain model; default: GenConfig.prior_weight)")
     p.add_argument("--batch", type=positive_int, default=32, help="images per decoding batch")
     add_device_arg(p)
     p.add_argument("--extras", action="store_true", help="per-image path, logprob, score, beam candidates in --out")
@@ -75,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         encoder = make_encoder(ck.get("features") or {}, args.device)
     except ValueError as e:  # a feature recipe this machine cannot rebuild
         raise CheckpointError(f"{args.checkpoint}: {e}") from e
+    if args.prior_weight is not None:
+        if not 0.0 <= args.prior_weight < 1.0:
+            raise UsageError(f"--prior-weight must be in [0, 1), got {args.prior_weight}")
+        cfg.prior_weight = model.cfg.prior_weight = args.prior_weight  # the decoders read it from the model
     beam = args.beam if args.beam is not None else cfg.beam
     max_len = args.max_len if args.max_len is not None else cfg.max_len
     length_norm = args.length_norm if args.length_norm is not None else cfg.length_norm

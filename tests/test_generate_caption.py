@@ -3,7 +3,9 @@ import json
 
 import dvsa.scripts.caption as caption_cli
 import numpy as np
+import pytest
 import torch
+from dvsa.data.errors import UsageError
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import ImageRecord, Sentence
 from dvsa.generate.model import GenConfig
@@ -49,6 +51,26 @@ def test_caption_command_on_a_trained_toy(tmp_path, monkeypatch, capsys):
     assert got == want and all(set(c) == {"image_id", "caption"} for c in res)
     printed = capsys.readouterr()
     assert "red_circle.png\ta red circle on the grass" in printed.out and "broken.jpg" in printed.err
+
+
+def test_caption_command_prior_weight_changes_the_decoding_distribution(tmp_path, monkeypatch, capsys):
+    recs, store, _ = make_toy(tmp_path)
+    ckpt = train_generator(small(), store, recs, tmp_path / "run", progress=False, log=lambda *a: None)
+    monkeypatch.setattr(caption_cli, "make_encoder", lambda meta, device: ColourEncoder())
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("RGB", (40, 20), RGB["red"]).save(imgs / "red_circle.png")
+    got = {}
+    for w in ("0", "0.5"):
+        out = tmp_path / f"caps{w}.json"
+        assert caption_cli.main(["--checkpoint", str(ckpt), "--images", str(imgs), "--out", str(out), "--extras",
+                                 "--prior-weight", w, "--quiet"]) == 0
+        got[w] = json.loads(out.read_text())[0]
+    assert got["0"]["caption"] == got["0.5"]["caption"] == " ".join(caption(0, 0))  # the toy is unambiguous
+    assert abs(got["0"]["logprob"] - got["0.5"]["logprob"]) > 1e-3  # ... under another distribution
+    with pytest.raises(UsageError, match=r"--prior-weight must be in \[0, 1\)"):
+        caption_cli.main(["--checkpoint", str(ckpt), "--images", str(imgs), "--out", str(tmp_path / "x.json"),
+                          "--prior-weight", "1.5"])
 
 
 def test_caption_command_with_the_real_encoder(tmp_path):

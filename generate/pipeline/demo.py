@@ -20,7 +20,7 @@ from dvsa.generate.pipeline.runner import run_pipeline
 
 @dataclass
 class DemoConfig:
-    """The demo's sizes: the whole run takes about 13 minutes on a 2-core CPU (README). The only home of them."""
+    """The demo's sizes: the whole run takes about 12 minutes on a 2-core CPU (README). The only home of them."""
 
     # overrides of write_synthetic's keyword arguments: 1,600 train scenes (the default is 400), and 250 val and
     # 250 test scenes: on 50, one run's word accuracy has a bootstrap standard error of 2.5 points (README)
