@@ -31,12 +31,19 @@ class ColourEncoder:
         return np.array([[0, 0, w, h]], np.float32), f[None], f
 
 
-def test_caption_command_on_a_trained_toy(tmp_path, monkeypatch, capsys):
+def _toy_checkpoint(tmp_path, monkeypatch):
+    """(checkpoint of a generator trained on the toy, an empty image folder); `dvsa caption` encodes with
+    ColourEncoder."""
     recs, store, _ = make_toy(tmp_path)
     ckpt = train_generator(small(), store, recs, tmp_path / "run", progress=False, log=lambda *a: None)
     monkeypatch.setattr(caption_cli, "make_encoder", lambda meta, device: ColourEncoder())
     imgs = tmp_path / "imgs"
     imgs.mkdir()
+    return ckpt, imgs
+
+
+def test_caption_command_on_a_trained_toy(tmp_path, monkeypatch, capsys):
+    ckpt, imgs = _toy_checkpoint(tmp_path, monkeypatch)
     want = {}
     for c, colour in enumerate(COLORS):
         for s, shape in enumerate(SHAPES):
@@ -53,12 +60,8 @@ def test_caption_command_on_a_trained_toy(tmp_path, monkeypatch, capsys):
     assert "red_circle.png\ta red circle on the grass" in printed.out and "broken.jpg" in printed.err
 
 
-def test_caption_command_prior_weight_changes_the_decoding_distribution(tmp_path, monkeypatch, capsys):
-    recs, store, _ = make_toy(tmp_path)
-    ckpt = train_generator(small(), store, recs, tmp_path / "run", progress=False, log=lambda *a: None)
-    monkeypatch.setattr(caption_cli, "make_encoder", lambda meta, device: ColourEncoder())
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
+def test_caption_command_prior_weight_changes_the_decoding_distribution(tmp_path, monkeypatch):
+    ckpt, imgs = _toy_checkpoint(tmp_path, monkeypatch)
     Image.new("RGB", (40, 20), RGB["red"]).save(imgs / "red_circle.png")
     got = {}
     for w in ("0", "0.5"):

@@ -7,6 +7,7 @@ stages.py   Stage and STAGES (order, config keys, inputs and outputs of every st
 results.py  assemble_results (results.json)
 report.py   the HTML report (write_report, build_html, rebuild_report)
 runner.py   the caching Runner (done files, fingerprints), StageError, run_pipeline
+beside.py   a stage in a second process beside the main line (gen_full beside align_train, PipelineConfig.parallel)
 demo.py     DemoConfig, make_data, run_demo
 """
 from dvsa.generate.pipeline.config import (
