@@ -40,7 +40,10 @@ def _child(cfg, name: str, threads: int) -> None:
     torch.set_num_threads(threads)
     runner = Runner(cfg, log=lambda msg: print(f"  (beside) {msg}", flush=True))
     runner.run.progress = False  # its bars would cut into the main line's
-    runner.run_alone(name)
+    try:
+        runner.run_alone(name)
+    except KeyboardInterrupt:  # Ctrl-C reaches both processes: the main line says it, this one stops quietly
+        raise SystemExit(130) from None
 
 
 class Beside:
