@@ -14,8 +14,8 @@ so that both see the same load of a shared machine:
   only (`embed_words`), eq. 8's gradient to each word's best region only (`align.scores.WordMax`): what
   `train_alignment` runs.
 
-Other steps (the script adds the generators', old and new) are given as functions that build a step. The floor of a step
-is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
+Other steps (the script adds the generators', old and new) are given as functions that build a step. The floor
+of a step is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
 plus the 2 x 2 B W H multiply-adds of `WordMax`'s backward, which it does not count) at the float32 matmul
 rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after). Times are the best of
 `steps` steps after one warm-up step.
@@ -140,13 +140,24 @@ def _time_interleaved(steps: dict[str, Callable[[], None]], n: int) -> dict[str,
     return best
 
 
+def _measure(makers: dict[str, StepMaker], steps: int) -> dict[str, tuple[float, int, float, float]]:
+    """{path: (seconds, pairs, FLOPs counted, floor FLOPs)} of the steps `makers` build, timed interleaved; the
+    floor is the "new" path's FLOPs (the only path's when there is one)."""
+    made = {path: make() for path, make in makers.items()}
+    flops = {path: counted_flops(f) + extra for path, (f, _, extra) in made.items()}
+    secs = _time_interleaved({path: f for path, (f, _, _) in made.items()}, steps)
+    floor = flops.get("new", next(iter(flops.values())))
+    return {p: (secs[p], made[p][1], flops[p], floor) for p in made}
+
+
 def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[AlignConfig, int]] | None = None,
                 others: dict[str, StepMaker | dict[str, StepMaker]] | None = None) -> dict:
     """Time the alignment step (old and new paths) for each named shape {name: (AlignConfig, D)} and every
-    other step in `others` {name: StepMaker, or {path: StepMaker} with paths "old" and "new" timed interleaved}. Returns a JSON-ready dict: "machine", "matmul_gflops" (mean of
-    before / after, with "matmul_gflops_before" / "_after") and "rows": {"step", "path", "seconds", "pairs_per_s",
-    "gflop" (counted, of this path), "floor_seconds" (from the new path's FLOPs), "ratio_to_floor"} and, on new
-    rows, "speedup" (old seconds / new seconds)."""
+    other step in `others` {name: StepMaker, or {path: StepMaker} with paths "old" and "new" timed
+    interleaved}. Returns a JSON-ready dict: "machine", "matmul_gflops" (mean of before / after, with
+    "matmul_gflops_before" / "_after") and "rows": {"step", "path", "seconds", "pairs_per_s", "gflop" (counted,
+    of this path), "floor_seconds" (from the new path's FLOPs), "ratio_to_floor"} and, on new rows, "speedup"
+    (old seconds / new seconds)."""
     cfg = cfg or TrainBenchConfig()
     shapes = shapes if shapes is not None else {"default": (AlignConfig(), 1280)}
     if cfg.threads:
@@ -155,18 +166,11 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
     rate_before = matmul_gflops(cfg.matmul_size)
     measured = []  # (step name, {path: (seconds, pairs, gflop counted, floor flop)})
     for name, (acfg, feat_dim) in shapes.items():
-        made = {path: make() for path, make in alignment_steps(cfg, acfg, feat_dim).items()}
-        flops = {path: counted_flops(f) + extra for path, (f, _, extra) in made.items()}
-        secs = _time_interleaved({path: f for path, (f, _, _) in made.items()}, cfg.steps)
         title = (f"alignment {name} (B={cfg.batch}, R={cfg.regions}, ~{cfg.words} words, D={feat_dim}, "
                  f"H={acfg.embed_dim}, K={acfg.hidden_dim})")
-        measured.append((title, {p: (secs[p], made[p][1], flops[p], flops["new"]) for p in made}))
+        measured.append((title, _measure(alignment_steps(cfg, acfg, feat_dim), cfg.steps)))
     for name, makers in (others or {}).items():
-        made = {path: make() for path, make in (makers if isinstance(makers, dict) else {"": makers}).items()}
-        flops = {path: counted_flops(f) + extra for path, (f, _, extra) in made.items()}
-        secs = _time_interleaved({path: f for path, (f, _, _) in made.items()}, cfg.steps)
-        floor_flop = flops.get("new", next(iter(flops.values())))
-        measured.append((name, {p: (secs[p], made[p][1], flops[p], floor_flop) for p in made}))
+        measured.append((name, _measure(makers if isinstance(makers, dict) else {"": makers}, cfg.steps)))
     rate_after = matmul_gflops(cfg.matmul_size)
     rate = (rate_before + rate_after) / 2
     rows = []

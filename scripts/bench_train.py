@@ -9,8 +9,9 @@ from tensors collated once, the gradient to each word's best region only), steps
 "paper" (AlignConfig's model, D = 4096 as VGG fc7), "default" (AlignConfig's model, D = 1280 as
 EfficientNet-Lite0) and "demo" (the demo's AlignConfig, `DemoConfig.align`, D = 1280). Then the generators'
 step (GenConfig's model, full frame and region+image, random features and sentences: the model step alone,
-without its collation), old (the output layer at every padded position) and new (at the real targets only). The floor is the step's matrix-product FLOPs at the matmul rate measured in the same
-run; old and new compare within one run (a shared machine's load changes). The measuring code is
+without its collation), old (the output layer at every padded position) and new (at the real targets only).
+The floor is the step's matrix-product FLOPs at the matmul rate measured in the same run; old and new compare
+within one run (a shared machine's load changes). The measuring code is
 `dvsa.align.bench_train`, the generators' step `dvsa.generate.bench_train`.
 """
 from __future__ import annotations
