@@ -7,8 +7,9 @@
 - mixed precision: `amp_enabled` and `autocast` (bf16, CUDA only). Only the networks' forward belongs inside it:
   the callers cast its outputs to float32 (`.float()`) before any reduction (score sums, losses, metrics);
 - numerics: `check_finite` (the loss of a step is a finite number, else FloatingPointError);
-- threads: `lend_threads` / `reclaim_threads` (the pipeline lends half the CPU threads to a stage running beside
-  the main line, `generate.pipeline.beside`; the trainers take them back between steps once it has ended);
+- threads: `lend_threads` / `reclaim_threads` / `end_lending` (the pipeline lends half the CPU threads to a stage
+  running beside the main line, `generate.pipeline.beside`; the trainers take them back between steps once it
+  has ended);
 - resume: `check_resumable` (a run continues only with the same settings, apart from `changeable` fields),
   `training_state` / `restore_training_state` (model, optimizer, epoch, step and RNG in a checkpoint payload);
 - run files: `write_config` / `write_history` (config.json, history.json, and history.json drawn as curves.png by
@@ -34,9 +35,9 @@ from dvsa.data.distributed import (
 from dvsa.data.io import atomic_write_json
 
 __all__ = [
-    "amp_enabled", "autocast", "check_finite", "check_resumable", "clip_gradients", "lend_threads", "main_only",
-    "make_optimizer", "reclaim_threads", "end_lending", "restore_training_state", "scheduled_lr", "set_lr", "setup_device", "training_state", "wrap_ddp",
-    "write_config", "write_history",
+    "amp_enabled", "autocast", "check_finite", "check_resumable", "clip_gradients", "end_lending", "lend_threads",
+    "main_only", "make_optimizer", "reclaim_threads", "restore_training_state", "scheduled_lr", "set_lr",
+    "setup_device", "training_state", "wrap_ddp", "write_config", "write_history",
 ]
 
 

@@ -84,23 +84,26 @@ class Runner:
         reason = stage.applies(self.run) if stage.applies else None
         return (reason, f"not applicable: {reason}") if reason else None
 
+    def stage_state(self, stage) -> tuple[dict, str, dict | None]:
+        """(`stage`'s config, its fingerprint, its done file or None), its inputs' fingerprints being known; the
+        fingerprint is recorded for the stages that read this one."""
+        config = self.stage_config(stage)
+        fp = self.fingerprints[stage.name] = fingerprint(config)
+        return config, fp, read_json(self.out / f"{stage.name}.done.json")
+
     def cached(self, stage) -> dict | None:
-        """`stage`'s done file when it matches the stage's fingerprint now (its inputs' fingerprints are known)."""
-        fp = self.fingerprints[stage.name] = fingerprint(self.stage_config(stage))
-        done = read_json(self.out / f"{stage.name}.done.json")
+        """`stage`'s done file when it matches the stage's fingerprint now."""
+        _, fp, done = self.stage_state(stage)
         return done if done and done.get("fingerprint") == fp else None
 
     def run_stage(self, stage) -> None:
         run, done_path = self.run, self.out / f"{stage.name}.done.json"
-        config = self.stage_config(stage)
-        fp = fingerprint(config)
-        self.fingerprints[stage.name] = fp
+        config, fp, done = self.stage_state(stage)
         skip = self.skip_reason(stage)
         if skip:
             run.results[stage.name] = {"skipped": skip[0]}
             self.log(f"[{stage.name}] {skip[1]}")
             return
-        done = read_json(done_path)
         if done and done.get("fingerprint") == fp:
             run.results[stage.name] = done["result"]
             run.timings[stage.name] = done["seconds"]
@@ -166,7 +169,6 @@ class Runner:
         results["_ran"] = list(self.ran)
         return results
 
-
     # ------------------------------------------------------------------ stages beside the main line
     def start_beside(self, pending) -> None:
         """Start the first `beside` stage of `pending` whose input stages are done and that has work to do, in its
@@ -175,17 +177,15 @@ class Runner:
         if not can_run_beside(self.cfg) or self.beside:  # one at a time: the threads split in two
             return
         for stage in pending:
-            if self.beside:
-                return
             if (not stage.beside or stage.name in self.run.results or stage.name in self.joined
                     or not all(d in self.run.results for d in stage.deps)
                     or self.skip_reason(stage) or self.cached(stage)):
                 continue
             main, beside = thread_split(self.threads)
             self.log(f"[{stage.name}] running beside the main line ({beside} of {self.threads} threads)")
-            self.beside[stage.name] = Beside(self.cfg, stage.name, beside).start()
-            running = list(self.beside.values())
-            training.lend_threads(main, lambda: not any(b.alive() for b in running), self.threads)
+            child = self.beside[stage.name] = Beside(self.cfg, stage.name, beside).start()
+            training.lend_threads(main, lambda: not child.alive(), self.threads)
+            return
 
     def join_beside(self, name: str) -> None:
         """Wait for stage `name` running beside; its done file then holds its result (and how long the wait
@@ -193,8 +193,7 @@ class Runner:
         t0 = time.perf_counter()
         code = self.beside.pop(name).join()
         waited = time.perf_counter() - t0
-        if not self.beside:
-            training.end_lending(self.threads)
+        training.end_lending(self.threads)  # it was the only one (`start_beside`)
         done_path = self.out / f"{name}.done.json"
         done = read_json(done_path)
         if code != 0 or not done:
