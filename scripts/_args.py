@@ -27,6 +27,7 @@ from dvsa.generate.pipeline.run_files import RUN_FILES, resolve_checkpoint
 
 DEVICE = "cpu"  # the torch device of the commands that have no config dataclass with a device of its own
 DEVICES = ("cpu", "cuda", "auto")
+BOX_WEIGHT = 0.5  # --box-weight of a --box-scorer given without a run folder's own weight
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,6 +49,7 @@ class Parser(argparse.ArgumentParser):
             ns.set_items = list(ns.set)
             ns.set = overrides.parse_set(ns.set_items, self.set_stages)
         return ns
+
 
 
 def parser(prog: str, doc: str | None, quiet: str = "no progress bars") -> Parser:
@@ -186,7 +188,8 @@ def add_model_args(p: argparse.ArgumentParser, split: str) -> None:
     add_checkpoint_arg(p, "box_score", required=False, flag="--box-scorer",
                        help="a learned box score (dvsa align boxscore): WEIGHT x its score of a region is added "
                             "to every word's score for that region")
-    p.add_argument("--box-weight", type=float, default=0.5, help="WEIGHT of --box-scorer (default 0.5)")
+    p.add_argument("--box-weight", type=float, default=BOX_WEIGHT,
+                   help=f"WEIGHT of --box-scorer (default {BOX_WEIGHT:g})")
 
 
 def open_inputs(args):

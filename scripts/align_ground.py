@@ -37,6 +37,7 @@ from dvsa.data.reader_args import dataset_kwargs
 from dvsa.data.records import select_split
 from dvsa.generate.pipeline.run_files import resolve_checkpoint
 from dvsa.scripts._args import (
+    BOX_WEIGHT,
     add_beta_args,
     add_checkpoint_arg,
     add_data_args,
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="a learned box score (dvsa align boxscore) whose WEIGHT x score is added to every "
                             "word's score for a region (default: a run folder's own)")
     p.add_argument("--box-weight", type=nonneg_float, default=None,
-                   help="WEIGHT of the box score (default: the weight the run chose, else 0.5; 0: none)")
+                   help=f"WEIGHT of the box score (default: the weight the run chose, else {BOX_WEIGHT:g}; "
+                        "0: none)")
     p.add_argument("--iou", type=unit_float, default=0.5, help="IoU a box needs with the ground truth to count")
     p.add_argument("--batch-size", type=positive_int, default=SnippetConfig.batch_size)
     add_device_arg(p, SnippetConfig.device)
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer, weight = run_box_scorer(run)
         if args.box_scorer:
             scorer = load_box_scorer(resolve_checkpoint(args.box_scorer, "box_score"))
-            weight = weight or 0.5
+            weight = weight or BOX_WEIGHT
         weight = weight if args.box_weight is None else args.box_weight
         if scorer is not None and weight > 0:
             model = BoxPrior(model, scorer, weight)

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.prior_weight is not None:
         if not 0.0 <= args.prior_weight < 1.0:
             raise UsageError(f"--prior-weight must be in [0, 1), got {args.prior_weight}")
-        cfg.prior_weight = model.cfg.prior_weight = args.prior_weight  # the decoders read it from the model
+        cfg.prior_weight = args.prior_weight  # the model's own config: the decoders read it from there
     beam = args.beam if args.beam is not None else cfg.beam
     max_len = args.max_len if args.max_len is not None else cfg.max_len
     length_norm = args.length_norm if args.length_norm is not None else cfg.length_norm
