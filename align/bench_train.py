@@ -9,10 +9,10 @@ so that both see the same load of a shared machine:
 
 - "old": every batch collated from the store (`align.data.collate`), the words through every padded position
   (`AlignmentModel.embed_words_slow`), eq. 8's gradient by autograd through every region
-  (`image_sentence_scores(..., sparse_grad=False)`);
+  (`image_sentence_scores(..., sparse_grad=False)`), masks drawn by `torch.nn.Dropout` (`torch_dropout`);
 - "new": batches indexed from tensors collated once (`align.data.precollate`), the words' layers on real words
   only (`embed_words`), eq. 8's gradient to each word's best region only (`align.scores.WordMax`): what
-  `train_alignment` runs.
+  `train_alignment` runs, with `dvsa.data.dropout.Dropout`'s masks.
 
 Other steps (the script adds the generators', old and new) are given as functions that build a step. The floor
 of a step is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
@@ -36,6 +36,7 @@ from dvsa.align.data import PairSet, collate, epoch_batches, precollate
 from dvsa.align.model import AlignConfig, AlignmentModel
 from dvsa.align.train import batch_loss, make_optimizer
 from dvsa.data import training
+from dvsa.data.dropout import Dropout
 from dvsa.data.memstore import MemoryStore
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -89,7 +90,7 @@ def alignment_steps(cfg: TrainBenchConfig, acfg: AlignConfig, feat_dim: int) -> 
             torch.manual_seed(cfg.seed)
             model = AlignmentModel(acfg, cfg.vocab, feat_dim).train()
             if old:
-                old_words(model)
+                torch_dropout(old_words(model))
             opt = make_optimizer(acfg, model)
             n = [0]
 
@@ -116,6 +117,17 @@ def old_words(model: AlignmentModel) -> AlignmentModel:
     """`model` made to embed words as the old path did, through every padded position (`embed_words_slow`;
     this instance only). Returns it."""
     model.embed_words = model.embed_words_slow
+    return model
+
+
+def torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every `dvsa.data.dropout.Dropout` replaced by a `torch.nn.Dropout` of the same rate (its
+    masks drawn by `bernoulli_`, as before that layer existed). Returns it."""
+    for name, child in model.named_children():
+        if isinstance(child, Dropout):
+            setattr(model, name, torch.nn.Dropout(child.p))
+        else:
+            torch_dropout(child)
     return model
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
+from dvsa.data.dropout import Dropout
 from dvsa.data.standardize import standardization
 from torch import nn
 from torch.nn import functional as F
@@ -194,7 +195,7 @@ class AlignmentModel(nn.Module):
         self.fwd = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)  # W_f, b_f (eq. 4)
         self.bwd = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)  # W_b, b_b (eq. 5)
         self.word_out = nn.Linear(cfg.hidden_dim, cfg.embed_dim)  # W_d, b_d (eq. 6)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         # region feature normalisation x -> (x - feat_mean) * feat_scale; identity until set_feature_norm
         self.register_buffer("feat_mean", torch.zeros(self.in_dim))
         self.register_buffer("feat_scale", torch.ones(self.in_dim))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from dvsa.data.dropout import Dropout
 from dvsa.data.standardize import standardization
 from dvsa.data.text import PAD_ID
 from dvsa.generate.model import (
@@ -68,7 +69,7 @@ class AttentionModel(nn.Module):
         self.w_x = nn.Linear(E + H, 4 * H)  # LSTM input weights (word; context), bias b_h
         self.w_h = nn.Linear(H, 4 * H, bias=False)
         self.out = nn.Linear(H, vocab_size)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.register_buffer("feat_mean", torch.zeros(feat_dim))
         self.register_buffer("feat_scale", torch.ones(feat_dim))
         self.reset_parameters()

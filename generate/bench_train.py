@@ -4,7 +4,7 @@ config, which align/ does not import)."""
 from __future__ import annotations
 
 import torch
-from dvsa.align.bench_train import StepMaker, TrainBenchConfig
+from dvsa.align.bench_train import StepMaker, TrainBenchConfig, torch_dropout
 from dvsa.align.model import AlignConfig
 from dvsa.data.text import END_ID, START_ID
 from dvsa.generate.model import CaptionModel, GenConfig, caption_loss
@@ -24,18 +24,21 @@ def alignment_shapes(cfg: TrainBenchConfig, names) -> dict[str, tuple[AlignConfi
 def generator_steps(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int) -> dict[str, StepMaker]:
     """{"old": ..., "new": ...} makers of the generator's training step (teacher forcing, cross-entropy,
     backward, clipping, optimiser) on random features and sentences of `cfg.batch` pairs: "old" computes the
-    output layer at every padded position, "new" (`train_generator`'s) at the real targets only."""
+    output layer at every padded position with `torch.nn.Dropout`'s masks, "new" (`train_generator`'s) at the
+    real targets only with `dvsa.data.dropout.Dropout`'s."""
     return {"old": generator_step(cfg, gcfg, feat_dim, padded=True), "new": generator_step(cfg, gcfg, feat_dim)}
 
 
 def generator_step(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int, padded: bool = False) -> StepMaker:
     """A maker of the generator's training step on random inputs (see `generator_steps`); `padded`: the output
-    layer over every position."""
+    layer over every position and torch.nn.Dropout's masks."""
 
     def make():
         g = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         model = CaptionModel(gcfg, cfg.vocab, feat_dim).train()
+        if padded:
+            torch_dropout(model)
         opt = make_optimizer(gcfg, model.parameters())
         params = [p for p in model.parameters() if p.requires_grad]
         spread = max(0, min(4, cfg.words - 1))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from dvsa.data.dropout import Dropout
 from dvsa.data.standardize import standardization
 from dvsa.data.text import END_ID, PAD_ID, Vocabulary
 
@@ -213,7 +214,7 @@ class CaptionModel(nn.Module):
         else:
             self.w_img = nn.Linear(self.input_dim, E)  # image embedded as a word-sized input
         self.out = nn.Linear(H, vocab_size)  # W_oh, b_o
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         # input normalisation x -> (x - feat_mean) * feat_scale; identity until set_feature_norm
         self.register_buffer("feat_mean", torch.zeros(self.input_dim))
         self.register_buffer("feat_scale", torch.ones(self.input_dim))
