@@ -98,7 +98,9 @@ class AlignConfig:
     lr_gamma: float = 0.1
     patience: int = 5  # early stopping: epochs without a better validation R@K sum (0 = never stop early)
     val_images: int = 1000  # validation uses the first this many val images (the 1K protocol)
-    amp: bool = True  # bf16 autocast when training on CUDA (ignored on the CPU)
+    amp: bool = True  # bf16 autocast when training on CUDA (on the CPU only with cpu_amp)
+    # bf16 autocast when training on a CPU that computes bf16 natively (avx512_bf16 / amx_bf16; ignored elsewhere)
+    cpu_amp: bool = False
     precollate_gb: float = 4.0  # the train split's regions and sentences are collated once into memory when they
     #                             take at most this many GB (Flickr8k at D=1280: 0.6), else every batch is read
     #                             from the store; the same batches either way; 0 = always per batch

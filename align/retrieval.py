@@ -199,11 +199,13 @@ def score_collection(model, store, image_ids, token_lists, kind: str | None = No
 
 
 def evaluate_retrieval(model, store, records, vocab, protocol: str = "1k", sentences_per_image: int | None = 5,
-                       kind: str | None = None, device="cpu", progress: bool = True) -> dict:
+                       kind: str | None = None, device="cpu", progress: bool = True, keep_scores: bool = False) -> dict:
     """Retrieval metrics of a model on `records` (one split) whose images are in `store`.
 
     Returns {"annotation": {...}, "search": {...}, "rsum", "protocol", "folds": [...per fold...],
     "n_images", "n_sentences", "missing_images"} with recalls in percent. `progress`: a bar per fold's scoring.
+    `keep_scores`: also "scores", the first fold's float [S, N] score matrix (`score_collection` of its N images
+    and their S sentences, in `eval_items` order), so a caller that shows examples need not score them again.
     """
     ids, tokens, owner, _ = eval_items(records, store, vocab, sentences_per_image, model.cfg.max_words)
     folds = protocol_folds(len(ids), protocol)
@@ -217,7 +219,11 @@ def evaluate_retrieval(model, store, records, vocab, protocol: str = "1k", sente
         scores = score_collection(model, store, [ids[i] for i in fold], fold_tokens, kind=kind, device=device,
                                   progress=progress, desc=desc)
         results.append(retrieval_metrics(scores, owner[keep] - fold.start))
+        if keep_scores and f == 0:
+            first = scores
     out = average_metrics(results)
+    if keep_scores:
+        out["scores"] = first
     n = len(folds[0])
     out.update(protocol=protocol, folds=results, n_images=n, n_sentences=int(np.isin(owner, np.asarray(folds[0])).sum()),
                n_folds=len(folds), missing_images=sum(r.id not in store for r in records))

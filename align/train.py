@@ -47,7 +47,7 @@ KIND = "align"
 MODEL_KEYS = ("model", "config", "vocab", "feat_dim")
 RESUME_KEYS = (*MODEL_KEYS, "words_trained", "optimizer", "epoch", "step", "rng", "best", "bad_epochs", "history")
 # Fields that may change when a run is resumed (they do not change what was learnt so far).
-RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "precollate_gb"}
+RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "precollate_gb", "amp", "cpu_amp"}
 
 
 def learning_rate(cfg: AlignConfig, epoch: int) -> float:
@@ -77,7 +77,7 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch
         drop = (torch.rand(rmask.shape[0]) < cfg.whole_image_drop).to(device) & rmask[:, 1:].any(1)
         rmask = rmask.clone()
         rmask[:, 0] &= ~drop
-    with training.autocast(device, cfg.amp):
+    with training.autocast(device, cfg.amp, cfg.cpu_amp):
         v, s = model(feats, tokens, lengths, boxes)  # [b, R, H], [b, T, H]
     v, s = v.float(), s.float()  # every reduction below in fp32
     wmask = lengths_mask(lengths, tokens.shape[1])  # [b, T]

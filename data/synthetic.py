@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import colorsys
 import json
+import multiprocessing
 import os
-from dataclasses import asdict, dataclass, field, fields
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -354,6 +356,49 @@ def iter_scenes(cfg: SynthConfig, render: bool = True):
             yield f"{split}_{i:05d}", split, scene, scene_sentences(cfg, scene, rng)
 
 
+# fewer scenes than this are written in this process: a pool's start costs more than they take
+POOL_MIN_SCENES = 64
+
+
+def _scene_tasks(cfg: SynthConfig) -> list[tuple[str, int]]:
+    """(split, index) of every image, train then val then test (the order of `iter_scenes`)."""
+    return [(split, i) for split, count in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test))
+            for i in range(count)]
+
+
+def _write_scene(cfg: SynthConfig, image_dir: Path, task: tuple[str, int]):
+    """Lay out, render and save one image as ``image_dir/<id>.png``; returns (image id, split, the scene without
+    its pixels, its sentences). PNG is lossless at every level: level 1 writes the same pixels in half the time
+    of the default 6."""
+    split, i = task
+    scene, rng = make_scene(cfg, split, i)
+    image_id = f"{split}_{i:05d}"
+    Image.fromarray(scene.pixels, "RGB").save(image_dir / f"{image_id}.png", compress_level=1)
+    return image_id, split, replace(scene, pixels=None), scene_sentences(cfg, scene, rng)
+
+
+class _SceneWriter:
+    """`_write_scene` of one config and folder as a picklable callable (for a process pool's map)."""
+
+    def __init__(self, cfg: SynthConfig, image_dir: Path):
+        self.cfg, self.image_dir = cfg, image_dir
+
+    def __call__(self, task: tuple[str, int]):
+        return _write_scene(self.cfg, self.image_dir, task)
+
+
+def _written_scenes(cfg: SynthConfig, image_dir: Path, workers: int):
+    """Yield `_write_scene`'s result for every image in `_scene_tasks` order, from `workers` forked processes
+    (every image draws from its own seeded stream, so the files are the same whoever writes them); in this
+    process when workers <= 1, for a small set, or where fork is not the safe default (Linux only)."""
+    tasks, write = _scene_tasks(cfg), _SceneWriter(cfg, image_dir)
+    if workers <= 1 or len(tasks) < POOL_MIN_SCENES or not sys.platform.startswith("linux"):
+        yield from map(write, tasks)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(write, tasks, chunksize=16)
+
+
 def _dump(path: Path, obj) -> None:
     atomic_write_json(path, obj, indent=None, separators=(",", ":"), ensure_ascii=True)
 
@@ -372,11 +417,12 @@ def _is_complete(out: Path, cfg: SynthConfig) -> bool:
 
 
 def write_synthetic(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, *, force: bool = False,
-                    progress: bool = True, **overrides) -> Path:
+                    progress: bool = True, workers: int = -1, **overrides) -> Path:
     """Write the dataset of `cfg` (fields overridable by keyword: ``n_train=10, size=128``) into `out_dir`.
 
     A folder already holding the complete dataset of the same config is left as it is unless `force`; the
-    ground-truth file is written last (atomically), so an interrupted run is redone. Returns `out_dir`.
+    ground-truth file is written last (atomically), so an interrupted run is redone. `workers`: processes that
+    render and save the images (-1: one per CPU core; the files are the same for any number). Returns `out_dir`.
     """
     cfg = cfg or SynthConfig()
     if overrides:
@@ -394,11 +440,11 @@ def write_synthetic(out_dir: str | os.PathLike, cfg: SynthConfig | None = None, 
 
     images, gt_images = [], {}
     total = cfg.n_train + cfg.n_val + cfg.n_test
-    scenes = progress_bar(iter_scenes(cfg), total=total, desc="synth", unit="img", enabled=progress)
+    workers = (os.cpu_count() or 1) if workers < 0 else workers
+    scenes = progress_bar(_written_scenes(cfg, out / IMAGE_DIR, workers), total=total, desc="synth", unit="img",
+                          enabled=progress)
     sentid = 0
     for imgid, (image_id, split, scene, sents) in enumerate(scenes):
-        # PNG is lossless at every level: level 1 writes the same pixels in half the time of the default 6
-        Image.fromarray(scene.pixels, "RGB").save(out / IMAGE_DIR / f"{image_id}.png", compress_level=1)
         sentids = list(range(sentid, sentid + len(sents)))
         sentid += len(sents)
         images.append({

@@ -4,7 +4,8 @@
   with the backend of that device, set the CUDA device), `wrap_ddp`, `main_only`;
 - optimisation: `make_optimizer` (sgd / adam / rmsprop), `scheduled_lr` + `set_lr` (step and cosine schedules;
   the generators' cosine clamps the epoch at `epochs`, the aligner's does not: `clamp`), `clip_gradients`;
-- mixed precision: `amp_enabled` and `autocast` (bf16, CUDA only). Only the networks' forward belongs inside it:
+- mixed precision: `amp_enabled` and `autocast` (bf16 on CUDA; on the CPU only when asked, `cpu`, and where it
+  computes bf16 natively: `cpu_has_bf16`). Only the networks' forward belongs inside it:
   the callers cast its outputs to float32 (`.float()`) before any reduction (score sums, losses, metrics);
 - numerics: `check_finite` (the loss of a step is a finite number, else FloatingPointError);
 - threads: `lend_threads` / `reclaim_threads` / `end_lending` (the pipeline lends half the CPU threads to a stage
@@ -17,6 +18,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -35,7 +37,7 @@ from dvsa.data.distributed import (
 from dvsa.data.io import atomic_write_json
 
 __all__ = [
-    "amp_enabled", "autocast", "check_finite", "check_resumable", "clip_gradients", "end_lending", "lend_threads",
+    "amp_enabled", "autocast", "check_finite", "cpu_has_bf16", "check_resumable", "clip_gradients", "end_lending", "lend_threads",
     "main_only", "make_optimizer", "reclaim_threads", "restore_training_state", "scheduled_lr", "set_lr",
     "setup_device", "training_state", "wrap_ddp", "write_config", "write_history",
 ]
@@ -131,14 +133,27 @@ def clip_gradients(params: Iterable[torch.nn.Parameter], clip: float, mode: str 
 
 
 # ---------------------------------------------------------------- mixed precision and numerics
-def amp_enabled(amp: bool, device: torch.device) -> bool:
-    """bf16 autocast is used on CUDA only (`amp` is ignored on the CPU, so CPU runs are plain fp32)."""
-    return bool(amp) and device.type == "cuda"
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (the avx512_bf16 or amx_bf16 flag of /proc/cpuinfo; False where
+    there is no such file): elsewhere bf16 matrix products are emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(device: torch.device, amp: bool):
+def amp_enabled(amp: bool, device: torch.device, cpu: bool = False) -> bool:
+    """bf16 autocast: on CUDA with `amp`; on the CPU with `amp` and `cpu` where `cpu_has_bf16` (else plain fp32)."""
+    if not amp:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and bool(cpu) and cpu_has_bf16())
+
+
+def autocast(device: torch.device, amp: bool, cpu: bool = False):
     """The bf16 autocast context of a forward pass (disabled unless `amp_enabled`)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_enabled(amp, device))
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_enabled(amp, device, cpu))
 
 
 def check_finite(value: float, epoch: int, step: int) -> float:

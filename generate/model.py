@@ -82,7 +82,9 @@ class GenConfig:
     patience: int = 5  # early stopping: epochs without a better validation CIDEr; 0 disables
     val_images: int = 500  # validation images (or regions) decoded per epoch (greedy); 0 skips validation
     seed: int = 0
-    amp: bool = True  # bfloat16 autocast on a GPU (ignored on the CPU)
+    amp: bool = True  # bfloat16 autocast on a GPU (on the CPU only with cpu_amp)
+    # bfloat16 autocast when training on a CPU that computes bf16 natively (avx512_bf16 / amx_bf16)
+    cpu_amp: bool = False
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     # --- decoding
     beam: int = 7  # beam size for captions (paper: 7); 1 = greedy

@@ -51,7 +51,7 @@ from dvsa.generate.model import CaptionModel, GenConfig, caption_loss, frequency
 from pycocoevalcap.cider.cider import Cider
 
 # fields that may change when a run is resumed (everything else must match the checkpoint)
-RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "beam", "max_len", "length_norm"}
+RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "cpu_amp", "beam", "max_len", "length_norm"}
 
 
 def make_generator(cfg: GenConfig, vocab_size: int, feat_dim: int) -> CaptionModel | AttentionModel:
@@ -275,7 +275,7 @@ def _train_epoch(net, model, opt, data: CaptionData, cfg: GenConfig, epoch: int,
         mine = gb[rank::world]
         feats, inp, tgt = (x.to(device, non_blocking=True) for x in collate(data, mine))
         mask = collate_mask(data, mine)
-        with training.autocast(device, cfg.amp):
+        with training.autocast(device, cfg.amp, cfg.cpu_amp):
             if mask is None:
                 logits = net(feats, inp, targets=tgt)  # [n, V]: the real targets only
             else:  # the attention generator: region sets [b, N, D], alphas [b, T, N]

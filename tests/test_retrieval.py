@@ -92,6 +92,10 @@ def test_evaluate_retrieval_matches_direct_scoring(tmp_path):
     assert m["n_images"] == 12 and m["n_sentences"] == 36
     for d in ("annotation", "search"):
         assert m[d]["r1"] == pytest.approx(direct[d]["r1"]) and m[d]["medr"] == pytest.approx(direct[d]["medr"])
+    # the scores it can hand back (the pipeline's examples) are the same matrix
+    kept = evaluate_retrieval(model, store, records, vocab, protocol="all", sentences_per_image=3, keep_scores=True)
+    torch.testing.assert_close(kept.pop("scores"), b)
+    assert "scores" not in m and kept["annotation"] == m["annotation"]
 
 
 def test_known_ranks_on_a_3x6_matrix():

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dvsa.data import synthetic
 from dvsa.data.catalog import load_dataset
 from dvsa.data.records import DataError
 from dvsa.data.synthetic import (
@@ -58,6 +59,17 @@ def test_same_seed_same_bytes_and_pixels(tmp_path, synth_dir):
     other = write_synthetic(tmp_path / "c", **{**SMALL, "seed": 4})
     assert (other / "dataset_synthetic.json").read_bytes() != (synth_dir / "dataset_synthetic.json").read_bytes()
     assert not np.array_equal(_pixels(other)["train_00000.png"], a["train_00000.png"])
+
+
+def test_worker_processes_write_the_same_files(tmp_path, monkeypatch):
+    # a set small enough to be quick, large enough for the pool; one process is the slow twin
+    monkeypatch.setattr(synthetic, "POOL_MIN_SCENES", 4)
+    cfg = {**SMALL, "n_train": 40, "size": 64}
+    one = write_synthetic(tmp_path / "one", workers=1, progress=False, **cfg)
+    two = write_synthetic(tmp_path / "two", workers=2, progress=False, **cfg)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert len(files) == 48 and files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
 
 
 def test_val_and_test_do_not_depend_on_train_size():

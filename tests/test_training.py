@@ -72,7 +72,7 @@ def test_devices_and_backends_on_the_cpu(monkeypatch):
     assert training.setup_device("cpu") == torch.device("cpu")
     assert not training.amp_enabled(True, torch.device("cpu"))
     with training.autocast(torch.device("cpu"), True):
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32  # AMP is CUDA only
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32  # AMP on the CPU only with cpu=True
     m = torch.nn.Linear(2, 2)
     assert training.wrap_ddp(m, torch.device("cpu")) is m
     if not torch.cuda.is_available():
@@ -80,6 +80,50 @@ def test_devices_and_backends_on_the_cpu(monkeypatch):
             distributed.resolve_device("cuda")
     with pytest.raises(FloatingPointError, match="epoch 2 step 5"):
         training.check_finite(float("nan"), 1, 5)
+
+
+def test_cpu_bf16_only_when_asked_and_native(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    assert training.amp_enabled(True, cpu, cpu=True) and not training.amp_enabled(True, cpu)
+    assert not training.amp_enabled(False, cpu, cpu=True) and training.amp_enabled(True, cuda)
+    with training.autocast(cpu, True, cpu=True):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: False)  # emulated bf16 is slower: plain fp32
+    assert not training.amp_enabled(True, cpu, cpu=True)
+
+
+def test_bf16_steps_on_the_cpu_give_the_fp32_losses_within_bf16_rounding(monkeypatch):
+    """cpu_amp: the aligner's and the generator's batch losses under CPU bf16 autocast (forced here, so it runs on
+    any CPU) against the same fp32 step; bf16 keeps 8 bits of mantissa, so 3% is many rounding errors wide."""
+    import dvsa.align.train as align_train
+    from dvsa.align.model import AlignConfig, AlignmentModel
+    from dvsa.data.text import END_ID, START_ID
+    from dvsa.generate.model import CaptionModel, GenConfig, caption_loss
+
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    g = torch.Generator().manual_seed(0)
+    cfg = AlignConfig(embed_dim=32, hidden_dim=16, word_dim=8, dropout=0.0)
+    model = AlignmentModel(cfg, 30, 12).eval()
+    batch = {"feats": torch.rand(6, 4, 12, generator=g), "rmask": torch.ones(6, 4, dtype=torch.bool),
+             "tokens": torch.randint(1, 30, (6, 5), generator=g), "lengths": torch.full((6,), 5),
+             "image": torch.arange(6)}
+    fp32 = align_train.batch_loss(model, cfg, batch, cpu)
+    bf16 = align_train.batch_loss(model, AlignConfig(**{**vars(cfg), "cpu_amp": True}), batch, cpu)
+    assert bf16.dtype == torch.float32 and fp32.item() > 0
+    assert bf16.item() == pytest.approx(fp32.item(), rel=0.03)
+    gen = CaptionModel(GenConfig(hidden=32, embed=16, dropout=0.0), 30, 12).eval()
+    feats = torch.rand(5, gen.input_dim, generator=g)
+    words = torch.randint(4, 30, (5, 6), generator=g)
+    inp = torch.cat([torch.full((5, 1), START_ID), words[:, :-1]], 1)
+    tgt = torch.cat([words[:, :-1], torch.full((5, 1), END_ID)], 1)
+    losses = []
+    for on in (False, True):
+        with training.autocast(cpu, True, cpu=on):
+            logits = gen(feats, inp, targets=tgt)
+        losses.append(caption_loss(logits.float(), tgt).item())
+    assert losses[1] == pytest.approx(losses[0], rel=0.03)
 
 
 def test_aligner_reduces_in_fp32_when_the_forward_is_bf16(monkeypatch):

@@ -33,7 +33,6 @@ from dvsa.align.retrieval import (
     eval_items,
     evaluate_retrieval,
     protocol_folds,
-    score_collection,
 )
 from dvsa.align.show import picture
 from dvsa.align.snippets import SnippetConfig, write_snippets
@@ -127,14 +126,13 @@ def retrieval(run) -> dict:
     model, vocab, cfg = load_alignment(run)
     records = run.usable(run.eval)
     res = evaluate_retrieval(model, run.store(), records, vocab, protocol=run.cfg.retrieval_protocol,
-                             device=run.cfg.device)
+                             device=run.cfg.device, keep_scores=True)
     metrics = {d: {k: float(res[d][k]) for k in ("r1", "r5", "r10", "medr", "meanr") if k in res[d]}
                for d in ("annotation", "search")}
     ids, tokens, owner, sids = eval_items(records, run.store(), vocab, 5, cfg.max_words)
     fold = protocol_folds(len(ids), run.cfg.retrieval_protocol)[0]
     keep = np.isin(owner, np.asarray(fold))
-    scores = score_collection(model, run.store(), [ids[i] for i in fold], [t for t, k in zip(tokens, keep) if k],
-                              device=run.cfg.device)
+    scores = res["scores"]  # [S, N] of that fold, scored once
     by_id = {r.id: r for r in records}
     sent = {s.id: s for r in records for s in r.sentences}
     fold_recs = [by_id[ids[i]] for i in fold]
