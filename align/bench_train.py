@@ -12,7 +12,9 @@ so that both see the same load of a shared machine:
   (`image_sentence_scores(..., sparse_grad=False)`), masks drawn by `torch.nn.Dropout` (`torch_dropout`);
 - "new": batches indexed from tensors collated once (`align.data.precollate`), the words' layers on real words
   only (`embed_words`), eq. 8's gradient to each word's best region only (`align.scores.WordMax`): what
-  `train_alignment` runs, with `dvsa.data.dropout.Dropout`'s masks.
+  `train_alignment` runs, with `dvsa.data.dropout.Dropout`'s masks;
+- "bf16" (on a CPU with native bf16 only): the new path with the network's forward under bf16 autocast
+  (`AlignConfig.cpu_amp`).
 
 Other steps (the script adds the generators', old and new) are given as functions that build a step. The floor
 of a step is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -79,13 +81,14 @@ def random_pairs(cfg: TrainBenchConfig, feat_dim: int, g: np.random.Generator) -
 
 
 def alignment_steps(cfg: TrainBenchConfig, acfg: AlignConfig, feat_dim: int) -> dict[str, StepMaker]:
-    """{"old": ..., "new": ...} step makers of the alignment step with config `acfg` on random pairs."""
+    """{"old": ..., "new": ...} step makers of the alignment step with config `acfg` on random pairs, and "bf16"
+    (the new path under CPU bf16 autocast, `AlignConfig.cpu_amp`) on a CPU that computes bf16 natively."""
     pairs, store = random_pairs(cfg, feat_dim, np.random.default_rng(cfg.seed))
     tensors = precollate(pairs, store)
     batches = epoch_batches(len(pairs), cfg.batch, 0, cfg.seed)
     device = torch.device("cpu")
 
-    def maker(old: bool) -> StepMaker:
+    def maker(old: bool, acfg: AlignConfig) -> StepMaker:
         def make():
             torch.manual_seed(cfg.seed)
             model = AlignmentModel(acfg, cfg.vocab, feat_dim).train()
@@ -110,7 +113,11 @@ def alignment_steps(cfg: TrainBenchConfig, acfg: AlignConfig, feat_dim: int) -> 
 
         return make
 
-    return {"old": maker(True), "new": maker(False)}
+    plain = replace(acfg, cpu_amp=False)
+    makers = {"old": maker(True, plain), "new": maker(False, plain)}
+    if training.cpu_has_bf16():
+        makers["bf16"] = maker(False, replace(acfg, cpu_amp=True))
+    return makers
 
 
 def old_words(model: AlignmentModel) -> AlignmentModel:
@@ -168,8 +175,8 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
     other step in `others` {name: StepMaker, or {path: StepMaker} with paths "old" and "new" timed
     interleaved}. Returns a JSON-ready dict: "machine", "matmul_gflops" (mean of before / after, with
     "matmul_gflops_before" / "_after") and "rows": {"step", "path", "seconds", "pairs_per_s", "gflop" (counted,
-    of this path), "floor_seconds" (from the new path's FLOPs), "ratio_to_floor"} and, on new rows, "speedup"
-    (old seconds / new seconds)."""
+    of this path), "floor_seconds" (from the new path's FLOPs), "ratio_to_floor"} and, on the rows of a step
+    that has an "old" path, "speedup" of the others (old seconds / this path's seconds)."""
     cfg = cfg or TrainBenchConfig()
     shapes = shapes if shapes is not None else {"default": (AlignConfig(), 1280)}
     if cfg.threads:
@@ -191,7 +198,7 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
             floor = floor_flop / (rate * 1e9)
             row = {"step": name, "path": path, "seconds": sec, "pairs_per_s": pairs / sec, "gflop": flop / 1e9,
                    "floor_seconds": floor, "ratio_to_floor": sec / floor}
-            if path == "new" and "old" in paths:
+            if path != "old" and "old" in paths:
                 row["speedup"] = paths["old"][0] / sec
             rows.append(row)
     return {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -3,9 +3,12 @@ itself is `dvsa.align.bench_train`; this module lives in generate/ because it ne
 config, which align/ does not import)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from dvsa.align.bench_train import StepMaker, TrainBenchConfig, torch_dropout
 from dvsa.align.model import AlignConfig
+from dvsa.data import training
 from dvsa.data.text import END_ID, START_ID
 from dvsa.generate.model import CaptionModel, GenConfig, caption_loss
 from dvsa.generate.pipeline import DemoConfig
@@ -26,7 +29,11 @@ def generator_steps(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int) -> di
     backward, clipping, optimiser) on random features and sentences of `cfg.batch` pairs: "old" computes the
     output layer at every padded position with `torch.nn.Dropout`'s masks, "new" (`train_generator`'s) at the
     real targets only with `dvsa.data.dropout.Dropout`'s."""
-    return {"old": generator_step(cfg, gcfg, feat_dim, padded=True), "new": generator_step(cfg, gcfg, feat_dim)}
+    plain = replace(gcfg, cpu_amp=False)
+    makers = {"old": generator_step(cfg, plain, feat_dim, padded=True), "new": generator_step(cfg, plain, feat_dim)}
+    if training.cpu_has_bf16():  # the new path with the forward under CPU bf16 autocast (GenConfig.cpu_amp)
+        makers["bf16"] = generator_step(cfg, replace(gcfg, cpu_amp=True), feat_dim)
+    return makers
 
 
 def generator_step(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int, padded: bool = False) -> StepMaker:
@@ -49,9 +56,12 @@ def generator_step(cfg: TrainBenchConfig, gcfg: GenConfig, feat_dim: int, padded
         inp = torch.where(pos == 0, START_ID, torch.where(pos <= lengths[:, None], words.roll(1, 1), 0))
         tgt = torch.where(pos < lengths[:, None], words, torch.where(pos == lengths[:, None], END_ID, 0))
         feats = torch.randn(cfg.batch, model.input_dim, generator=g).relu()
+        device = torch.device("cpu")
 
         def step():
-            loss = caption_loss(model(feats, inp, targets=None if padded else tgt).float(), tgt)
+            with training.autocast(device, gcfg.amp, gcfg.cpu_amp):
+                logits = model(feats, inp, targets=None if padded else tgt)
+            loss = caption_loss(logits.float(), tgt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             clip_gradients(gcfg, params)

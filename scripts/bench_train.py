@@ -10,7 +10,9 @@ from tensors collated once, the gradient to each word's best region only), steps
 EfficientNet-Lite0) and "demo" (the demo's AlignConfig, `DemoConfig.align`, D = 1280). Then the generators'
 step (GenConfig's model, full frame and region+image, random features and sentences: the model step alone,
 without its collation), old (the output layer at every padded position) and new (at the real targets only).
-The floor is the step's matrix-product FLOPs at the matmul rate measured in the same run; old and new compare
+Old paths draw their dropout masks with `torch.nn.Dropout`, new ones with `dvsa.data.dropout.Dropout`. On a CPU
+that computes bf16 natively each step also has a "bf16" row: the new path with the forward under bf16 autocast
+(`cpu_amp`). The floor is the step's matrix-product FLOPs at the matmul rate measured in the same run; old and new compare
 within one run (a shared machine's load changes). The measuring code is
 `dvsa.align.bench_train`, the generators' step `dvsa.generate.bench_train`.
 """

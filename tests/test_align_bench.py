@@ -19,27 +19,31 @@ def test_bench_align_tiny(tmp_path, capsys):
     assert "ratio to floor" in capsys.readouterr().out
 
 
-def test_bench_train_tiny(tmp_path, capsys):
-    """dvsa bench train on tiny sizes: old and new rows per alignment size and per generator, each with its FLOP
-    floor; the new path's floor is the same for both paths of a step."""
+def test_bench_train_tiny(tmp_path, capsys, monkeypatch):
+    """dvsa bench train on tiny sizes: old, new and bf16 rows per alignment size and per generator (bf16 forced
+    here: it is shown only on CPUs with native bf16), each with its FLOP floor; the new path's floor is the same
+    for every path of a step."""
+    from dvsa.data import training
     from dvsa.scripts import bench, bench_train
 
+    monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
     out = tmp_path / "t.json"
     assert bench_train.main(["--steps", "1", "--n-images", "6", "--regions", "4", "--embed", "16", "--hidden", "8",
                              "--feat-dim", "8", "--paper-feat-dim", "12", "--batch", "5", "--vocab", "50",
                              "--threads", "1", "--matmul-size", "128", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     rows = res["rows"]
-    assert [r["path"] for r in rows] == ["old", "new"] * 5
+    assert [r["path"] for r in rows] == ["old", "new", "bf16"] * 5
     for r in rows:
         assert r["seconds"] > 0 and r["gflop"] > 0 and r["floor_seconds"] > 0
         assert abs(r["pairs_per_s"] - 5 / r["seconds"]) < 1e-6 * r["pairs_per_s"]
         assert abs(r["ratio_to_floor"] - r["seconds"] / r["floor_seconds"]) < 1e-9
-    for old, new in zip(rows[0::2], rows[1::2]):
-        assert old["step"] == new["step"] and old["floor_seconds"] == new["floor_seconds"]
+    for old, new, bf16 in zip(rows[0::3], rows[1::3], rows[2::3]):
+        assert old["step"] == new["step"] == bf16["step"] and old["floor_seconds"] == new["floor_seconds"]
         # alignment: the dense backward of eq. 8 does more products; generators: the output layer at padding
-        assert old["gflop"] > new["gflop"]
-        assert abs(new["speedup"] - old["seconds"] / new["seconds"]) < 1e-9
+        assert old["gflop"] > new["gflop"] and bf16["floor_seconds"] == new["floor_seconds"]
+        for r in (new, bf16):
+            assert abs(r["speedup"] - old["seconds"] / r["seconds"]) < 1e-9
     text = capsys.readouterr().out
     assert "x floor" in text and "alignment demo" in text and "generator region+image" in text
     assert "train" in bench.TABLE

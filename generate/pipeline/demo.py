@@ -43,11 +43,12 @@ class DemoConfig:
                                                  "dropout": 0.2, "geometry": True, "geometry_bins": 16,
                                                  "whole_image_drop": 0.5, "batch_size": 100, "epochs": 20,
                                                  "lr_schedule": "step", "lr_step": 16, "lr_gamma": 0.1,
-                                                 "patience": 0})
-    gen: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 20})
+                                                 "patience": 0, "cpu_amp": True})
+    # every trainer's forward in bf16 on a CPU that computes it natively, as in PipelineConfig
+    gen: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 20, "cpu_amp": True})
     # the MRF gives ~4 snippets per sentence, so 8 epochs on them are about as many steps as 32 on full frames
     gen_region: dict = field(default_factory=lambda: {"hidden": 256, "embed": 256, "epochs": 8,
-                                                      "input": "region+image"})
+                                                      "input": "region+image", "cpu_amp": True})
     # the learned box score leaves the whole image out (BoxScoreConfig.whole_image), and its weight is one of
     # these, as when the recipe was tuned
     box_score: dict = field(default_factory=lambda: {"whole_image": False})
