@@ -34,7 +34,7 @@ class PipelineConfig:
     seed: int = 0
     region: dict = field(default_factory=dict)  # overrides of align.regions.RegionConfig
     # The stages' own defaults are the paper's recipes. The pipeline overrides a few so that a whole Flickr8k run
-    # fits in 90 minutes on a 2-core CPU; measured on Flickr8k (500 held-out train images, R@K sum after epoch 3):
+    # fits in 45 minutes on a 2-core CPU; measured on Flickr8k (500 held-out train images, R@K sum after epoch 3):
     # SGD 3e-4 (the paper's optimiser) 77, Adam 5e-4 with dropout 0.2 175; word2vec on the train split as the
     # (trained) initial word vectors added 14 to the R@K sum after the first epoch. Box geometry with 16 bumps
     # per coordinate: R@K sum after 10 epochs 270.5 -> 279.4 (whole-image dropout 0.5: 234.7, hardest negatives
