@@ -21,6 +21,7 @@ at least 80% of each object's pixels stay visible, and no two objects share both
 from __future__ import annotations
 
 import colorsys
+import functools
 import json
 import multiprocessing
 import os
@@ -350,18 +351,21 @@ def scene_sentences(cfg: SynthConfig, scene: Scene, rng: np.random.Generator) ->
 
 def iter_scenes(cfg: SynthConfig, render: bool = True):
     """Yield ``(image_id, split, scene, sentences)`` for every image, train then val then test."""
-    for split, count in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
-        for i in range(count):
-            scene, rng = make_scene(cfg, split, i, render)
-            yield f"{split}_{i:05d}", split, scene, scene_sentences(cfg, scene, rng)
+    for split, i in _scene_tasks(cfg):
+        scene, rng = make_scene(cfg, split, i, render)
+        yield _image_id(split, i), split, scene, scene_sentences(cfg, scene, rng)
 
 
 # fewer scenes than this are written in this process: a pool's start costs more than they take
 POOL_MIN_SCENES = 64
 
 
+def _image_id(split: str, index: int) -> str:
+    return f"{split}_{index:05d}"
+
+
 def _scene_tasks(cfg: SynthConfig) -> list[tuple[str, int]]:
-    """(split, index) of every image, train then val then test (the order of `iter_scenes`)."""
+    """(split, index) of every image, train then val then test."""
     return [(split, i) for split, count in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test))
             for i in range(count)]
 
@@ -372,26 +376,16 @@ def _write_scene(cfg: SynthConfig, image_dir: Path, task: tuple[str, int]):
     of the default 6."""
     split, i = task
     scene, rng = make_scene(cfg, split, i)
-    image_id = f"{split}_{i:05d}"
+    image_id = _image_id(split, i)
     Image.fromarray(scene.pixels, "RGB").save(image_dir / f"{image_id}.png", compress_level=1)
     return image_id, split, replace(scene, pixels=None), scene_sentences(cfg, scene, rng)
-
-
-class _SceneWriter:
-    """`_write_scene` of one config and folder as a picklable callable (for a process pool's map)."""
-
-    def __init__(self, cfg: SynthConfig, image_dir: Path):
-        self.cfg, self.image_dir = cfg, image_dir
-
-    def __call__(self, task: tuple[str, int]):
-        return _write_scene(self.cfg, self.image_dir, task)
 
 
 def _written_scenes(cfg: SynthConfig, image_dir: Path, workers: int):
     """Yield `_write_scene`'s result for every image in `_scene_tasks` order, from `workers` forked processes
     (every image draws from its own seeded stream, so the files are the same whoever writes them); in this
     process when workers <= 1, for a small set, or where fork is not the safe default (Linux only)."""
-    tasks, write = _scene_tasks(cfg), _SceneWriter(cfg, image_dir)
+    tasks, write = _scene_tasks(cfg), functools.partial(_write_scene, cfg, image_dir)  # picklable for the pool
     if workers <= 1 or len(tasks) < POOL_MIN_SCENES or not sys.platform.startswith("linux"):
         yield from map(write, tasks)
         return

@@ -37,9 +37,9 @@ from dvsa.data.distributed import (
 from dvsa.data.io import atomic_write_json
 
 __all__ = [
-    "amp_enabled", "autocast", "check_finite", "cpu_has_bf16", "check_resumable", "clip_gradients", "end_lending", "lend_threads",
-    "main_only", "make_optimizer", "reclaim_threads", "restore_training_state", "scheduled_lr", "set_lr",
-    "setup_device", "training_state", "wrap_ddp", "write_config", "write_history",
+    "amp_enabled", "autocast", "check_finite", "check_resumable", "clip_gradients", "cpu_has_bf16", "end_lending",
+    "lend_threads", "main_only", "make_optimizer", "reclaim_threads", "restore_training_state", "scheduled_lr",
+    "set_lr", "setup_device", "training_state", "wrap_ddp", "write_config", "write_history",
 ]
 
 

@@ -51,7 +51,6 @@ class Parser(argparse.ArgumentParser):
         return ns
 
 
-
 def parser(prog: str, doc: str | None, quiet: str = "no progress bars") -> Parser:
     """A subcommand's parser, with ``--quiet`` (`quiet`: what it silences)."""
     p = Parser(prog=prog, description=doc.split("\n\n")[0] if doc else None)
