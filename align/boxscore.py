@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import torch
 from dvsa.align.grounding import evaluate_alignment
 from dvsa.align.model import box_geometry, geometry_dim
+from dvsa.align.score_cache import ScoreCache
 from dvsa.align.snippets import snippet_beta
 from dvsa.data.checkpoint import config_from, load_checkpoint, save_checkpoint
 from dvsa.data.progress import progress as progress_bar
@@ -223,7 +224,9 @@ def choose_box_weight(model, scorer: BoxScorer, vocab, store, calib_records: lis
     """The weight of `weights` (0 = no box score, always tried) with the best content-word accuracy on the
     phrase boxes of `val_records`, beta calibrated for each weight on `calib_records` as `snippet_cfg` says (or
     its fixed beta). Returns (weight, [{weight, beta, word_accuracy, phrase_accuracy}] per weight tried);
-    ties go to the smaller weight. `progress`: a bar over the weights."""
+    ties go to the smaller weight. `progress`: a bar over the weights. The model's scores are computed once
+    (`ScoreCache`): only the box score's share changes from one weight to the next."""
+    model = ScoreCache(model)
     rows = []
     ws = sorted({0.0, *(float(x) for x in weights)})
     for w in progress_bar(ws, total=len(ws), desc="box weight", unit="weight", enabled=progress):
