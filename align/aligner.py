@@ -91,6 +91,17 @@ def run_beta(run: Path | None) -> tuple[float, str]:
     return 0.0, "no calibrated beta in the run: 0 (each word on its best region)"
 
 
+def run_bank(run: Path | None) -> tuple[list[str], tuple, int] | None:
+    """(bank image ids, (annotation beta, search beta), sentences per bank image) of a run folder's retrieval
+    stage when it corrected its scores with a bank of train images (`align.hubness`), else None."""
+    if run is None:
+        return None
+    bank = _run_json(run / "retrieval.done.json").get("result", {}).get("bank") or {}
+    if not bank.get("beta") or not bank.get("ids"):
+        return None
+    return list(bank["ids"]), tuple(bank["beta"]), int(bank.get("sentences_per_image", 1))
+
+
 def run_box_scorer(run: Path | None):
     """(BoxScorer, weight) of a run folder's RUN/box_score.pt at the weight the pipeline chose, or (None, 0)."""
     if run is None or not (run / "box_score.pt").is_file():

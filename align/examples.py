@@ -10,12 +10,14 @@ from dvsa.data.text import tokenize
 
 
 def retrieval_examples(records, scores, sent_img, sents, n: int,
-                       image_path: Callable = lambda rec: rec.path) -> dict:
+                       image_path: Callable = lambda rec: rec.path, search_scores=None) -> dict:
     """Top-5 sentences of the first n images and top-3 images of n sentences (one per image).
 
     records: the fold's images; scores float [images, sentences]; sent_img[j] the index of sentence j's image;
-    sents the Sentence objects; image_path(record) the file shown for an image.
+    sents the Sentence objects; image_path(record) the file shown for an image; search_scores float [images,
+    sentences]: the images of a sentence ranked by these instead (`align.hubness`).
     """
+    search_scores = scores if search_scores is None else search_scores
     ann = []
     for k in range(min(n, len(records))):
         top = torch.argsort(scores[k], descending=True)[:5].tolist()
@@ -27,7 +29,7 @@ def retrieval_examples(records, scores, sent_img, sents, n: int,
         if k in seen:
             continue
         seen.add(k)
-        top = torch.argsort(scores[:, j], descending=True)[:3].tolist()
+        top = torch.argsort(search_scores[:, j], descending=True)[:3].tolist()
         search.append({"text": sents[j].raw, "truth": records[k].id,
                        "top": [{"image_id": records[i].id, "path": image_path(records[i]),
                                 "correct": i == k} for i in top]})

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 import torch
+from dvsa.align import hubness
 from dvsa.align.model import lengths_mask
 from dvsa.align.scores import image_sentence_scores_packed
 from dvsa.data.progress import progress as progress_bar
@@ -62,8 +63,10 @@ def retrieval_ranks(scores, sentence_image, chunk: int = 256) -> tuple[np.ndarra
     return ann.numpy(), search.numpy()
 
 
-def retrieval_metrics(scores, sentence_image) -> dict:
+def retrieval_metrics(scores, sentence_image, search_scores=None) -> dict:
     """{"annotation": {"r1", "r5", "r10", "medr", "meanr"}, "search": {...}, "rsum"}; recalls in percent.
+    `search_scores` float [N, S]: rank the images for each sentence by these instead of `scores` (a correction
+    that differs by direction, `align.hubness`).
 
     Reference: the paper's protocol (see `retrieval_ranks`): R@K = 100 * fraction of 1-based ranks <= K;
     Med r = median of the 1-based ranks (numpy's median: the mean of the middle two for an even count; the
@@ -71,6 +74,8 @@ def retrieval_metrics(scores, sentence_image) -> dict:
     sum of the six recalls.
     """
     ann, search = retrieval_ranks(scores, sentence_image)
+    if search_scores is not None:
+        search = retrieval_ranks(search_scores, sentence_image)[1]
     out = {"annotation": _ranks_summary(ann), "search": _ranks_summary(search)}
     out["rsum"] = sum(out[d][f"r{k}"] for d in ("annotation", "search") for k in RECALLS)
     return out
@@ -199,33 +204,64 @@ def score_collection(model, store, image_ids, token_lists, kind: str | None = No
 
 
 def evaluate_retrieval(model, store, records, vocab, protocol: str = "1k", sentences_per_image: int | None = 5,
-                       kind: str | None = None, device="cpu", progress: bool = True, keep_scores: bool = False) -> dict:
+                       kind: str | None = None, device="cpu", progress: bool = True, keep_scores: bool = False,
+                       bank: list | None = None, bank_sentences: int | None = None, betas: tuple = (1.0,)) -> dict:
     """Retrieval metrics of a model on `records` (one split) whose images are in `store`.
 
     Returns {"annotation": {...}, "search": {...}, "rsum", "protocol", "folds": [...per fold...],
     "n_images", "n_sentences", "missing_images"} with recalls in percent. `progress`: a bar per fold's scoring.
-    `keep_scores`: also "scores", the first fold's float [S, N] score matrix (`score_collection` of its N images
+    `keep_scores`: also "scores", the first fold's float [N, S] score matrix (`score_collection` of its N images
     and their S sentences, in `eval_items` order), so a caller that shows examples need not score them again.
+
+    `bank` (training records, `align.hubness.bank_records`; their first `bank_sentences` sentences, default
+    `sentences_per_image`): the scores are corrected with the inverted softmax over the bank (`align.hubness`)
+    at each element of `betas`, a beta for both directions or an (annotation beta, search beta) pair (None: that
+    direction uncorrected); the metrics above are then those of the first element, "plain" holds the
+    uncorrected ones and "bank" {"images", "sentences", "rows": [{beta: [annotation, search], annotation,
+    search, rsum}]} one row per element; with `keep_scores`, "scores_annotation" / "scores_search" are the first
+    fold's corrected matrices at the first element.
     """
     ids, tokens, owner, _ = eval_items(records, store, vocab, sentences_per_image, model.cfg.max_words)
     folds = protocol_folds(len(ids), protocol)
     if not ids:
         raise ValueError("no evaluation image has features in the store")
-    results = []
+    if bank is not None:
+        bank_ids, bank_tokens, _, _ = eval_items(bank, store, vocab, bank_sentences or sentences_per_image,
+                                                 model.cfg.max_words)
+        betas = [tuple(b) if isinstance(b, (tuple, list)) else (b, b) for b in betas]
+        if not bank_ids:
+            raise ValueError("no bank image has features in the store")
+    plain, per_beta, kept = [], [[] for _ in betas], {}
     for f, fold in enumerate(folds):
         keep = np.isin(owner, np.asarray(fold))
         fold_tokens = [t for t, k in zip(tokens, keep) if k]
+        fold_ids = [ids[i] for i in fold]
         desc = f"retrieval fold {f + 1}/{len(folds)}" if len(folds) > 1 else "retrieval"
-        scores = score_collection(model, store, [ids[i] for i in fold], fold_tokens, kind=kind, device=device,
+        scores = score_collection(model, store, fold_ids, fold_tokens, kind=kind, device=device,
                                   progress=progress, desc=desc)
-        results.append(retrieval_metrics(scores, owner[keep] - fold.start))
+        fold_owner = owner[keep] - fold.start
+        plain.append(retrieval_metrics(scores, fold_owner))
         if keep_scores and f == 0:
-            first = scores
-    out = average_metrics(results)
-    if keep_scores:
-        out["scores"] = first
+            kept["scores"] = scores
+        if bank is None:
+            continue
+        bank_images = score_collection(model, store, bank_ids, fold_tokens, kind=kind, device=device,
+                                       progress=progress, desc=desc + ", bank images")  # [Nb, S]
+        bank_sentence_scores = score_collection(model, store, fold_ids, bank_tokens, kind=kind, device=device,
+                                                progress=progress, desc=desc + ", bank sentences")  # [N, Sb]
+        for b, beta in enumerate(betas):
+            ann, search = hubness.corrected(scores, bank_images, bank_sentence_scores, *beta)
+            per_beta[b].append(retrieval_metrics(ann, fold_owner, search))
+            if keep_scores and f == 0 and b == 0:
+                kept.update(scores_annotation=ann, scores_search=search)
+    out = average_metrics(plain)
+    if bank is not None:
+        rows = [{"beta": list(beta), **average_metrics(m)} for beta, m in zip(betas, per_beta)]
+        out = {**{k: rows[0][k] for k in ("annotation", "search", "rsum")}, "plain": out,
+               "bank": {"images": len(bank_ids), "sentences": len(bank_tokens), "rows": rows}}
+    out.update(kept)
     n = len(folds[0])
-    out.update(protocol=protocol, folds=results, n_images=n, n_sentences=int(np.isin(owner, np.asarray(folds[0])).sum()),
+    out.update(protocol=protocol, folds=plain, n_images=n, n_sentences=int(np.isin(owner, np.asarray(folds[0])).sum()),
                n_folds=len(folds), missing_images=sum(r.id not in store for r in records))
     if math.isnan(out["rsum"]):
         raise ValueError("retrieval metrics are not finite")

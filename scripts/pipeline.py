@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if r:
         a, s = r["annotation"], r["search"]
         print(f"retrieval R@1/5/10 annotation {a['r1']:.1f}/{a['r5']:.1f}/{a['r10']:.1f}, "
-              f"search {s['r1']:.1f}/{s['r5']:.1f}/{s['r10']:.1f}")
+              f"search {s['r1']:.1f}/{s['r5']:.1f}/{s['r10']:.1f}"
+              + (f" (bank-corrected; eq. 8 alone: annotation R@1 {r['plain']['annotation']['r1']:.1f}, search R@1 "
+                 f"{r['plain']['search']['r1']:.1f})" if r.get("plain") else ""))
     return 0
 
 

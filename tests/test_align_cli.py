@@ -39,6 +39,19 @@ def test_train_eval_retrieve(tmp_path, capsys):
                               vocab, protocol="1k")
     assert {d: m[d] for d in ("annotation", "search")} == {d: want[d] for d in ("annotation", "search")}, (m, want)
     assert "R@1" in capsys.readouterr().out
+    # --bank-beta: corrected by a bank of train images (align.hubness), the plain ranking beside it
+    from dvsa.align.hubness import bank_records
+
+    assert align_eval.main(["--checkpoint", ck, *common, "--split", "test", "--bank-beta", "0.7", "--bank-images", "20",
+                            "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    train = [r for r in records if r.split == "train"]
+    want = evaluate_retrieval(model, FeatureStore(tmp_path / "store"), [r for r in records if r.split == "test"],
+                              vocab, protocol="1k", bank=bank_records(train, FeatureStore(tmp_path / "store"), 20),
+                              bank_sentences=1, betas=(0.7,))
+    assert m["bank"]["images"] == 20 and m["annotation"] == want["annotation"] and m["search"] == want["search"]
+    assert m["plain"]["annotation"] == want["plain"]["annotation"]
+    assert "eq. 8 scores alone" in capsys.readouterr().out
 
     assert retrieve.main(["--checkpoint", ck, *common, "--sentence", "w1 and w2", "--k", "3",
                           "--out", str(tmp_path / "s.json")]) == 0

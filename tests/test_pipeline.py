@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dvsa.align.hubness import HubnessConfig
 from dvsa.data.errors import ConfigError
 from dvsa.data.records import ImageRecord, Sentence
 from dvsa.generate.pipeline import PipelineConfig, apply_overrides, run_pipeline
@@ -301,6 +302,10 @@ def test_small_demo_end_to_end_then_resume(tmp_path, capsys):
     assert ret["distinct_scores"] > 0.5  # a collapsed model would tie everything
     recall_sum = sum(ret[d][k] for d in ("annotation", "search") for k in ("r5", "r10"))
     assert ret["search"]["r5"] >= 50 and recall_sum >= 200, ret
+    # the bank of train images corrects the scores only at a beta that helped on the validation scenes
+    assert ret["bank"]["images"] > 0
+    if ret["bank"]["beta"] is not None:
+        assert ret["bank"]["beta"] in HubnessConfig().betas and ret["plain"]["search"]["r5"] >= 0
 
     # word-to-region grounding: measured here, judged at the end of the test (see there)
     al = r["alignment"]

@@ -27,6 +27,7 @@ from dvsa.align.ground import (
     has_boxed_phrases,
 )
 from dvsa.align.grounding import evaluate_alignment, word_groups_for
+from dvsa.align.hubness import HubnessConfig, bank_records
 from dvsa.align.model import AlignConfig
 from dvsa.align.regions import RegionConfig, RegionEncoder, extract_features
 from dvsa.align.retrieval import (
@@ -120,25 +121,77 @@ def load_alignment(run):
     return model.eval(), vocab, cfg
 
 
+def _beta_name(beta: float | None) -> str:
+    return "plain" if beta is None else f"beta {beta:g}"
+
+
+def _direction_sum(m: dict) -> float:
+    return m["r1"] + m["r5"] + m["r10"]
+
+
+def _bank_betas(run, model, vocab, bank, hcfg: HubnessConfig) -> tuple[tuple, list[dict]]:
+    """((annotation beta, search beta), rows): `hcfg.beta` both ways when fixed; else, for each direction, the
+    beta of `hcfg.betas` with the best R@K sum of that direction on the validation images, or None (that
+    direction uncorrected) when none beats the plain scores or there are no validation images. rows: the
+    validation metrics, plain first, then per beta."""
+    if hcfg.beta is not None:
+        return (float(hcfg.beta), float(hcfg.beta)), []
+    val = run.usable(run.val)
+    if not val:
+        return (None, None), []
+    res = evaluate_retrieval(model, run.store(), val, vocab, protocol="1k", device=run.cfg.device, bank=bank,
+                             bank_sentences=hcfg.sentences_per_image, betas=tuple(hcfg.betas))
+    rows = [{"beta": None, **{k: res["plain"][k] for k in ("annotation", "search", "rsum")}}]
+    rows += [{"beta": r["beta"][0], **{k: r[k] for k in ("annotation", "search", "rsum")}} for r in res["bank"]["rows"]]
+    chosen = []
+    for d in ("annotation", "search"):
+        best = max(rows, key=lambda r: (_direction_sum(r[d]), r["beta"] is None))
+        chosen.append(best["beta"])
+        run.log(f"  {d}: validation R@K sum " + ", ".join(f"{_direction_sum(r[d]):.1f} ({_beta_name(r['beta'])})"
+                                                          for r in rows) + f" -> {_beta_name(best['beta'])}")
+    return tuple(chosen), rows
+
+
+def _metrics(res: dict) -> dict:
+    return {d: {k: float(res[d][k]) for k in ("r1", "r5", "r10", "medr", "meanr") if k in res[d]}
+            for d in ("annotation", "search")}
+
+
 def retrieval(run) -> dict:
     """Image annotation and image search on the eval split (`retrieval_protocol`, default the 1K protocol:
-    the first 1000 images, 5 sentences each), plus a few ranked examples of the first fold for the report."""
+    the first 1000 images, 5 sentences each), plus a few ranked examples of the first fold for the report.
+    With `hubness.images` > 0 the scores are corrected by a bank of train images (`align.hubness`) at the beta
+    chosen on the validation images (no correction when none helps there or there are none); the metrics are
+    then the corrected ones, and "plain" the model's own eq. 8 ranking."""
     model, vocab, cfg = load_alignment(run)
     records = run.usable(run.eval)
+    hcfg = dataclass_with(HubnessConfig, run.cfg.hubness)
+    bank = bank_records(run.usable(run.train), run.store(), hcfg.images, hcfg.seed) if hcfg.images > 0 else None
+    betas, val_rows = _bank_betas(run, model, vocab, bank, hcfg) if bank else ((None, None), [])
+    use = bank if any(b is not None for b in betas) else None
     res = evaluate_retrieval(model, run.store(), records, vocab, protocol=run.cfg.retrieval_protocol,
-                             device=run.cfg.device, keep_scores=True)
-    metrics = {d: {k: float(res[d][k]) for k in ("r1", "r5", "r10", "medr", "meanr") if k in res[d]}
-               for d in ("annotation", "search")}
+                             device=run.cfg.device, keep_scores=True, bank=use,
+                             bank_sentences=hcfg.sentences_per_image, betas=(betas,))
+    metrics = _metrics(res)
+    bank_info = {"images": len(use) if use else 0, "sentences_per_image": hcfg.sentences_per_image,
+                 "beta": list(betas) if use else None, "validation": val_rows,
+                 "ids": [r.id for r in use] if use else []}
+    if use:
+        run.log(f"  bank of {len(use)} train images, {_beta_name(betas[0])} / {_beta_name(betas[1])} (annotation / "
+                f"search); the plain "
+                f"eq. 8 scores: annotation R@1 {res['plain']['annotation']['r1']:.1f}, search R@1 "
+                f"{res['plain']['search']['r1']:.1f}")
     ids, tokens, owner, sids = eval_items(records, run.store(), vocab, 5, cfg.max_words)
     fold = protocol_folds(len(ids), run.cfg.retrieval_protocol)[0]
     keep = np.isin(owner, np.asarray(fold))
-    scores = res["scores"]  # [S, N] of that fold, scored once
+    scores = res["scores"]  # [N, S] of that fold, scored once
     by_id = {r.id: r for r in records}
     sent = {s.id: s for r in records for s in r.sentences}
     fold_recs = [by_id[ids[i]] for i in fold]
     fold_sents = [sent[i] for i, k in zip(sids, keep) if k]
-    examples = retrieval_examples(fold_recs, scores, torch.as_tensor(owner[keep] - fold.start), fold_sents,
-                                  run.cfg.show_images, image_path=run.image_path)
+    examples = retrieval_examples(fold_recs, res.get("scores_annotation", scores),
+                                  torch.as_tensor(owner[keep] - fold.start), fold_sents, run.cfg.show_images,
+                                  image_path=run.image_path, search_scores=res.get("scores_search"))
     (run.out / "retrieval_examples.json").write_text(json.dumps(examples))
     # Ties with the true item count in its favour in align.retrieval, so a collapsed model (every score equal)
     # would look perfect: report how many distinct scores there are, and say so loudly when there are few.
@@ -146,8 +199,12 @@ def retrieval(run) -> dict:
     if distinct < 0.5:
         run.log(f"  WARNING: only {100 * distinct:.1f}% of the image-sentence scores are distinct: the model has "
                 "collapsed and the recalls above are not meaningful")
-    return {"metrics": metrics, "distinct_scores": distinct, "rsum": float(res["rsum"]), "protocol": res["protocol"],
-            "n_folds": res["n_folds"], "fold_images": res["n_images"], "fold_sentences": res["n_sentences"]}
+    out = {"metrics": metrics, "distinct_scores": distinct, "rsum": float(res["rsum"]), "protocol": res["protocol"],
+           "n_folds": res["n_folds"], "fold_images": res["n_images"], "fold_sentences": res["n_sentences"],
+           "bank": bank_info}
+    if use:
+        out["plain"] = {**_metrics(res["plain"]), "rsum": float(res["plain"]["rsum"])}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ snippets and grounding

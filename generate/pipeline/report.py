@@ -88,9 +88,15 @@ def results_section(results: dict) -> str:
              f"{results.get('n_train_images')} train images).</p>"]
     r = results.get("retrieval")
     if r:
-        parts.append("<h3>Image-sentence ranking (R@K in %)</h3>" + _table(
-            [[d, r[d]["r1"], r[d]["r5"], r[d]["r10"], r[d]["medr"]] for d in ("annotation", "search")],
-            ["direction", "R@1", "R@5", "R@10", "Med r"]))
+        rows = [[d, r[d]["r1"], r[d]["r5"], r[d]["r10"], r[d]["medr"]] for d in ("annotation", "search")]
+        plain, bank = r.get("plain"), r.get("bank") or {}
+        if plain:  # the rows above are corrected by the bank of train images (align.hubness)
+            rows = [[f"{row[0]}, bank of {bank.get('images')} train images (beta {beta})"] + row[1:]
+                    for row, beta in zip(rows, bank.get("beta") or (None, None))]
+            rows += [[f"{d}, eq. 8 alone", plain[d]["r1"], plain[d]["r5"], plain[d]["r10"], plain[d]["medr"]]
+                     for d in ("annotation", "search")]
+        parts.append("<h3>Image-sentence ranking (R@K in %)</h3>" + _table(rows, ["direction", "R@1", "R@5", "R@10",
+                                                                               "Med r"]))
     beams = results.get("captioning_beams")
     if beams:
         keys = list(next(iter(beams.values())))

@@ -16,7 +16,12 @@ def assemble_results(run: Run) -> dict:
     if run.data_report is not None:
         out["data"] = run.data_report.summary()
     if "metrics" in R.get("retrieval", {}):
-        out["retrieval"] = {**R["retrieval"]["metrics"], "distinct_scores": R["retrieval"].get("distinct_scores")}
+        ret = R["retrieval"]
+        out["retrieval"] = {**ret["metrics"], "distinct_scores": ret.get("distinct_scores")}
+        bank = ret.get("bank") or {}
+        out["retrieval"]["bank"] = {"images": bank.get("images", 0), "beta": bank.get("beta")}
+        if "plain" in ret:  # the metrics above are bank-corrected; these are the model's own eq. 8 ranking
+            out["retrieval"]["plain"] = ret["plain"]
     beams = R.get("captions", {}).get("beams")
     if beams:
         key = str(cfg.report_beam) if str(cfg.report_beam) in beams else sorted(beams, key=int)[-1]

@@ -41,7 +41,7 @@ STAGES: list[Stage] = [
           doc="regions and CNN features of the train and eval images"),
     Stage("align_train", A.align_train, ("align", "word_vectors"), ("features",), ("align",),
           doc="stage-1 alignment model (BRNN + region projection, max-margin)"),
-    Stage("retrieval", A.retrieval, ("retrieval_protocol", "eval_split"), ("align_train",),
+    Stage("retrieval", A.retrieval, ("retrieval_protocol", "eval_split", "hubness"), ("align_train",),
           ("retrieval_examples.json",), doc="image-sentence ranking on the eval split (1K protocol)"),
     Stage("box_score", A.box_score, ("box_score", "box_weights", "snippets"), ("align_train",),
           ("box_score.pt",), doc="learned box score (whole object or not) and its weight in the MRF"),
