@@ -305,7 +305,8 @@ def test_small_demo_end_to_end_then_resume(tmp_path, capsys):
     # the bank of train images corrects the scores only at a beta that helped on the validation scenes
     assert ret["bank"]["images"] > 0
     if ret["bank"]["beta"] is not None:
-        assert ret["bank"]["beta"] in HubnessConfig().betas and ret["plain"]["search"]["r5"] >= 0
+        assert all(b is None or b in HubnessConfig().betas for b in ret["bank"]["beta"]), ret["bank"]
+        assert set(ret["plain"]) >= {"annotation", "search", "rsum"}
 
     # word-to-region grounding: measured here, judged at the end of the test (see there)
     al = r["alignment"]
