@@ -78,8 +78,7 @@ class PipelineConfig:
     max_len: int = 20  # longest generated caption (words)
     retrieval_protocol: str = "1k"  # align.retrieval protocols: "1k" (first 1000 images) | "coco1k" | "5k" | "all"
     # overrides of align.hubness.HubnessConfig: the retrieval scores corrected by a bank of train images (the
-    # inverted softmax), beta chosen on the validation images. On Flickr8k's 500 held-out train photos (the
-    # aligner of the default run): R@K sum 287.7 plain, 316.9 / 318.7 with a bank of 500 / 1,000 at beta 1
+    # inverted softmax), a beta per direction chosen on the validation images
     hubness: dict = field(default_factory=dict)
     dense_images: int = 8  # dense captions are drawn for this many eval images
     dense_eval_images: int = 100  # DenseCap mAP on at most this many eval images (where regions have text)
