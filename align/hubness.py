@@ -39,7 +39,7 @@ class HubnessConfig:
     # None: for each direction, the beta of `betas` with the best R@K sum of that direction on the validation
     # images (no correction in a direction none of them improves); a number: that beta for both directions
     beta: float | None = None
-    betas: tuple = (0.5, 0.7, 1.0, 1.5, 2.0)
+    betas: tuple = (0.5, 0.7, 1.0, 1.5, 2.0)  # the betas tried on the validation images
     seed: int = 0  # which training images form the bank
 
 
