@@ -77,8 +77,13 @@ def retrieval_metrics(scores, sentence_image, search_scores=None) -> dict:
     if search_scores is not None:
         search = retrieval_ranks(search_scores, sentence_image)[1]
     out = {"annotation": _ranks_summary(ann), "search": _ranks_summary(search)}
-    out["rsum"] = sum(out[d][f"r{k}"] for d in ("annotation", "search") for k in RECALLS)
+    out["rsum"] = recall_sum(out["annotation"]) + recall_sum(out["search"])
     return out
+
+
+def recall_sum(direction: dict) -> float:
+    """R@1 + R@5 + R@10 of one direction's metrics (half of rsum)."""
+    return sum(direction[f"r{k}"] for k in RECALLS)
 
 
 def retrieval_metrics_slow(scores, sentence_image) -> dict:

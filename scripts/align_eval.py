@@ -36,7 +36,7 @@ from dvsa.scripts._args import (
 )
 
 
-def open_bank(args, store, checkpoint: Path) -> tuple[list | None, tuple, int, str]:
+def open_bank(args, store) -> tuple[list | None, tuple, int, str]:
     """(bank records or None, (annotation beta, search beta), sentences per bank image, where they came from)
     for the flags (module doc)."""
     if args.no_bank:
@@ -45,7 +45,7 @@ def open_bank(args, store, checkpoint: Path) -> tuple[list | None, tuple, int, s
         train = load_records(args.dataset, args.root, "train", args.dataset_arg)
         return (bank_records(train, store, args.bank_images), (args.bank_beta, args.bank_beta),
                 HubnessConfig.sentences_per_image, "--bank-beta")
-    run = checkpoint.parent.parent if checkpoint.parent.name == "align" else None
+    run = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else None
     found = run_bank(run)
     if found is None:
         return None, (None, None), 0, ""
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab, cfg = load_alignment(checkpoint, device=args.device)
     records = load_records(args.dataset, args.root, args.split, args.dataset_arg)
     store = FeatureStore(args.store)
-    bank, beta, per_image, how = open_bank(args, store, checkpoint)
+    bank, beta, per_image, how = open_bank(args, store)
     try:
         m = evaluate_retrieval(model, store, records, vocab, protocol=args.protocol,
                                sentences_per_image=args.sentences_per_image, kind=args.score, device=args.device,

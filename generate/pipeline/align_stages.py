@@ -34,6 +34,7 @@ from dvsa.align.retrieval import (
     eval_items,
     evaluate_retrieval,
     protocol_folds,
+    recall_sum,
 )
 from dvsa.align.show import picture
 from dvsa.align.snippets import SnippetConfig, write_snippets
@@ -125,10 +126,6 @@ def _beta_name(beta: float | None) -> str:
     return "plain" if beta is None else f"beta {beta:g}"
 
 
-def _direction_sum(m: dict) -> float:
-    return m["r1"] + m["r5"] + m["r10"]
-
-
 def _bank_betas(run, model, vocab, bank, hcfg: HubnessConfig) -> tuple[tuple, list[dict]]:
     """((annotation beta, search beta), rows): `hcfg.beta` both ways when fixed; else, for each direction, the
     beta of `hcfg.betas` with the best R@K sum of that direction on the validation images, or None (that
@@ -145,9 +142,9 @@ def _bank_betas(run, model, vocab, bank, hcfg: HubnessConfig) -> tuple[tuple, li
     rows += [{"beta": r["beta"][0], **{k: r[k] for k in ("annotation", "search", "rsum")}} for r in res["bank"]["rows"]]
     chosen = []
     for d in ("annotation", "search"):
-        best = max(rows, key=lambda r: (_direction_sum(r[d]), r["beta"] is None))
+        best = max(rows, key=lambda r: (recall_sum(r[d]), r["beta"] is None))
         chosen.append(best["beta"])
-        run.log(f"  {d}: validation R@K sum " + ", ".join(f"{_direction_sum(r[d]):.1f} ({_beta_name(r['beta'])})"
+        run.log(f"  {d}: validation R@K sum " + ", ".join(f"{recall_sum(r[d]):.1f} ({_beta_name(r['beta'])})"
                                                           for r in rows) + f" -> {_beta_name(best['beta'])}")
     return tuple(chosen), rows
 
@@ -178,9 +175,8 @@ def retrieval(run) -> dict:
                  "ids": [r.id for r in use] if use else []}
     if use:
         run.log(f"  bank of {len(use)} train images, {_beta_name(betas[0])} / {_beta_name(betas[1])} (annotation / "
-                f"search); the plain "
-                f"eq. 8 scores: annotation R@1 {res['plain']['annotation']['r1']:.1f}, search R@1 "
-                f"{res['plain']['search']['r1']:.1f}")
+                f"search); the plain eq. 8 scores: annotation R@1 {res['plain']['annotation']['r1']:.1f}, search "
+                f"R@1 {res['plain']['search']['r1']:.1f}")
     ids, tokens, owner, sids = eval_items(records, run.store(), vocab, 5, cfg.max_words)
     fold = protocol_folds(len(ids), run.cfg.retrieval_protocol)[0]
     keep = np.isin(owner, np.asarray(fold))
