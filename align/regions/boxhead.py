@@ -18,6 +18,7 @@ File format (torch.save of plain tensors and JSON-able values; `torch.load(weigh
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -136,7 +137,10 @@ def save_box_head(head: BoxHead, path: str | Path, backbone: str, weights: str, 
 
 
 def load_box_head(path: str | Path, backbone: str, weights: str) -> BoxHead:
-    """The head in `path`, in eval mode; `BoxHeadMismatch` when it was fitted on another backbone / weights."""
+    """The head in `path`, in eval mode; `BoxHeadMismatch` when it was fitted on another backbone / weights,
+    FileNotFoundError when there is no such file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no box head file there (RegionConfig.box_head)")
     blob = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path}: not a box head file ({FORMAT})")
@@ -154,6 +158,18 @@ def load_box_head(path: str | Path, backbone: str, weights: str) -> BoxHead:
 def shipped_head_path(backbone: str) -> Path:
     """Where the package's head of `backbone` lives (it may not exist: only some backbones have one)."""
     return WEIGHTS_DIR / f"boxhead_{backbone}.pt"
+
+
+def file_id(path: str | Path) -> str:
+    """How a store's meta names the head it was ranked with: file name and the first 16 hex of its sha256."""
+    path = Path(path)
+    return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+
+
+def has_head(backbone: str, pretrained: bool, box_head: str = "") -> bool:
+    """Whether a learned head scores the proposals: a head file given (`RegionConfig.box_head`), or the
+    package's for this backbone with its ImageNet weights."""
+    return bool(box_head) or has_shipped_head(backbone, pretrained)
 
 
 def has_shipped_head(backbone: str, pretrained: bool) -> bool:

@@ -19,7 +19,7 @@ OBJECTNESS = ("learned", "entropy", "maxprob")
 # Recipe fields added later, with the value that older stores were made with: left out of recipe() at that
 # value, and filled in with it by from_dict when a store's recipe lacks them (so old stores rebuild as made).
 LATE_FIELDS = {"score_pooling": "roialign", "grid_levels": 0, "grid_min_frac": 0.08, "grid_step": 0.4,
-               "grid_max_ratio": 4.0}
+               "grid_max_ratio": 4.0, "box_head": ""}
 # The box recipe before issue 16 (selective search at 96 px, entropy ranking, no grid): `dvsa bench boxes`
 # measures it beside the defaults ("old" vs "new").
 PREVIOUS_RECIPE = {"ss_size": 96, "objectness": "entropy", "grid_levels": 0, "nms_iou": 0.4, "max_proposals": 1000}
@@ -51,6 +51,9 @@ class RegionConfig:
     # boxes by fit_boxhead.py; backbones without one, or pretrained=False, fall back to entropy) | entropy:
     # 1 - H(p)/log(C) of the ImageNet head | maxprob: max softmax probability
     objectness: str = "learned"
+    # the box head file that objectness "learned" ranks with (one written by fit_boxhead.py for this backbone);
+    # "" = the package's (boxhead.shipped_head_path). The store's meta records the file's digest either way
+    box_head: str = ""
     # how proposals are pooled for the objectness score: roialign (on the one whole-image pass: cheap, but a
     # 7x7 map at 224 px blurs small objects) | warp (R-CNN: every proposal cropped, warped to warp_size and run
     # through the CNN; with pooling="warp" the kept boxes reuse those features). On 400 synthetic scenes

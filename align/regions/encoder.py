@@ -25,7 +25,6 @@ Row 0 is always the whole image, box [0, 0, W, H], feature = the global pool of 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import warnings
 
 import numpy as np
@@ -35,7 +34,14 @@ from PIL import Image
 from torchvision.ops import roi_align
 
 from .backbones import Backbone, build_backbone
-from .boxhead import BoxHead, shipped_box_head, shipped_head_path
+from .boxhead import (
+    BACKBONE_WEIGHTS,
+    BoxHead,
+    file_id,
+    load_box_head,
+    shipped_box_head,
+    shipped_head_path,
+)
 from .config import RegionConfig
 from .images import to_rgb
 from .proposals import (
@@ -115,6 +121,9 @@ class RegionEncoder:
         if cfg.objectness == "learned" and cfg.backend == "rcnn":
             if box_head is not None:
                 self.box_head, self.box_head_id = box_head.eval(), "given"
+            elif cfg.box_head:
+                self.box_head = load_box_head(cfg.box_head, cfg.backbone, BACKBONE_WEIGHTS.get(cfg.backbone, ""))
+                self.box_head_id = file_id(cfg.box_head)
             else:
                 self.box_head = shipped_box_head(cfg.backbone, cfg.pretrained)
                 if self.box_head is None:
@@ -122,8 +131,7 @@ class RegionEncoder:
                         warnings.warn(f"objectness 'learned': the package has no box head for {cfg.backbone}; "
                                       "scoring proposals by entropy", stacklevel=2)
                 else:
-                    digest = hashlib.sha256(shipped_head_path(cfg.backbone).read_bytes()).hexdigest()[:16]
-                    self.box_head_id = f"{shipped_head_path(cfg.backbone).name} sha256:{digest}"
+                    self.box_head_id = file_id(shipped_head_path(cfg.backbone))
             if self.box_head is not None:
                 self.box_head = self.box_head.to(self.device)
 

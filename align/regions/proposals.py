@@ -15,7 +15,7 @@ import torchvision.models.detection as det
 from dvsa.data.records import DataError, ImageRecord
 from torchvision.ops import box_iou, nms
 
-from .boxhead import has_shipped_head
+from .boxhead import has_head
 from .config import RegionConfig
 
 NMS_TOP = 1000  # select_boxes runs NMS on the best NMS_TOP boxes first (an exact shortcut, not a setting)
@@ -126,8 +126,9 @@ def grid_boxes(levels: int, min_frac: float, step: float, max_ratio: float) -> n
 
 
 def grid_in_use(cfg: RegionConfig) -> bool:
-    """True when the grid is part of the candidates: grid_levels > 0 and the package's learned head scores them."""
-    return cfg.grid_levels > 0 and cfg.objectness == "learned" and has_shipped_head(cfg.backbone, cfg.pretrained)
+    """True when the grid is part of the candidates: grid_levels > 0 and a learned head scores them (the
+    package's, or the file of cfg.box_head)."""
+    return cfg.grid_levels > 0 and cfg.objectness == "learned" and has_head(cfg.backbone, cfg.pretrained, cfg.box_head)
 
 
 def rcnn_proposals(rgb: np.ndarray, cfg: RegionConfig, grid: bool | None = None) -> np.ndarray:
