@@ -37,7 +37,7 @@ from .proposals import rcnn_proposals
 
 @dataclass
 class FitConfig:
-    images: int = 1000  # training photos, drawn with `seed` from the train split minus the held-out tail
+    images: int = 5500  # training photos, drawn with `seed` from the train split minus the held-out tail (all of it)
     held_out: int = 500  # the last `held_out` train photos are never used for fitting (they choose the recipe)
     per_image: int = 512  # candidates per image kept for training: every one with IoU >= 0.5 (up to half), random rest
     epochs: int = 12
