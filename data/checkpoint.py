@@ -42,6 +42,21 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getbuffer())
 
 
+def read_weights_only(path: str | os.PathLike, map_location="cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``, else `CheckpointNotFound` ("<what> not found", or a folder) or
+    `CheckpointError` ("not a readable dvsa <what> (...)": a truncated or foreign file, or pickled objects
+    that weights_only refuses), each naming `path` on one line."""
+    path = Path(path)
+    if not path.is_file():
+        why = f"is a folder, not a {what} file" if path.is_dir() else f"{what} not found"
+        raise CheckpointNotFound(f"{path}: {why}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable dvsa {what} ({type(e).__name__}: {first})") from e
+
+
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None, required: tuple[str, ...] | list = (),
                     map_location="cpu") -> dict[str, Any]:
     """Load a checkpoint safely (weights_only=True) and validate it, else raise `CheckpointError` naming `path`:
@@ -50,14 +65,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, required: 
     checkpoint, expected 'generate'"), holds every key of `required` ("hollow checkpoint: missing keys [...]"),
     and its "config" and "vocab", where present, are dicts."""
     path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a checkpoint file" if path.is_dir() else "checkpoint not found"
-        raise CheckpointNotFound(f"{path}: {what}")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated or foreign file, or pickled objects that weights_only refuses
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable dvsa checkpoint ({type(e).__name__}: {first})") from e
+    ck = read_weights_only(path, map_location)
     if not isinstance(ck, dict) or "format_version" not in ck:
         raise CheckpointError(f"{path}: not a dvsa checkpoint (no format_version; this dvsa reads format "
                               f"version {FORMAT_VERSION})")

@@ -180,9 +180,9 @@ def test_encoder_ranks_proposals_by_the_given_head():
     np.testing.assert_array_equal(boxes[1:], it["proposals"][select_boxes(it["proposals"], scores, cfg)])
 
 
-
 def test_a_head_file_in_the_config_ranks_like_the_given_head_and_names_itself_in_the_meta(tmp_path):
     from dvsa.align.regions.boxhead import BACKBONE_WEIGHTS, file_id
+    from dvsa.data.errors import CheckpointError
 
     cfg = RegionConfig(pretrained=False, image_size=64, warp_size=48, ss_size=64, max_boxes=4, grid_levels=3,
                        grid_min_frac=0.3, objectness="learned")
@@ -197,8 +197,12 @@ def test_a_head_file_in_the_config_ranks_like_the_given_head_and_names_itself_in
     np.testing.assert_array_equal(by_file.encode_batch([it])[0][0], given.encode_batch([it])[0][0])
     assert by_file.meta["box_head"] == file_id(path) and file_id(path).startswith("mine.pt sha256:")
     assert "box_head" not in RegionConfig().recipe()  # the package's head: old stores' recipes still match
-    with pytest.raises(FileNotFoundError, match="no box head file"):
+    with pytest.raises(FileNotFoundError, match="box head not found"):
         RegionEncoder(RegionConfig(**{**cfg.__dict__, "box_head": str(tmp_path / "none.pt")}), backbone=enc.backbone)
+    (tmp_path / "junk.pt").write_text("not a head")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable dvsa box head"):
+        RegionEncoder(RegionConfig(**{**cfg.__dict__, "box_head": str(tmp_path / "junk.pt")}), backbone=enc.backbone)
+
 
 # ---------------------------------------------------------------------------------------------------- bench
 def test_bench_boxes_runs_on_tiny_synthetic_scenes(tmp_path, capsys):

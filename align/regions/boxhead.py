@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from dvsa.data.checkpoint import read_weights_only
+from dvsa.data.errors import CheckpointError
 from torch import nn
 
 from .backbones import box_mean_pool
@@ -33,7 +35,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BACKBONE_WEIGHTS = {"efficientnet_lite0": "efficientnet-lite0-57934424"}
 
 
-class BoxHeadMismatch(ValueError):
+class BoxHeadMismatch(CheckpointError):
     """A box head file was fitted on another backbone (or other weights) than the one asked for."""
 
 
@@ -138,12 +140,11 @@ def save_box_head(head: BoxHead, path: str | Path, backbone: str, weights: str, 
 
 def load_box_head(path: str | Path, backbone: str, weights: str) -> BoxHead:
     """The head in `path`, in eval mode; `BoxHeadMismatch` when it was fitted on another backbone / weights,
-    FileNotFoundError when there is no such file."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no box head file there (RegionConfig.box_head)")
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+    `CheckpointNotFound` (a FileNotFoundError) when there is no such file, `CheckpointError` when it is no
+    readable head file."""
+    blob = read_weights_only(path, what="box head")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a box head file ({FORMAT})")
+        raise CheckpointError(f"{path}: not a box head file ({FORMAT})")
     if blob["backbone"] != backbone or blob["weights"] != weights:
         raise BoxHeadMismatch(
             f"{path}: this box head was fitted on {blob['backbone']} ({blob['weights']}), not on {backbone} "
