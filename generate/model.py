@@ -82,6 +82,11 @@ class GenConfig:
     patience: int = 5  # early stopping: epochs without a better validation CIDEr; 0 disables
     val_images: int = 500  # validation images (or regions) decoded per epoch (greedy); 0 skips validation
     seed: int = 0
+    # --- self-critical training (generate.scst), after the cross-entropy epochs, from their best epoch
+    scst_epochs: int = 0  # epochs of CIDEr-D policy gradient (0: none); full-frame "mrnn" models only
+    scst_lr: float = 2e-5  # its learning rate (the same optimiser, new state)
+    scst_samples: int = 5  # captions sampled per input; the others' mean reward is each one's baseline
+    scst_images: int = 50  # inputs per step (scst_images x scst_samples sampled captions)
     amp: bool = True  # bfloat16 autocast on a GPU (on the CPU only with cpu_amp)
     # bfloat16 autocast when training on a CPU that computes bf16 natively (avx512_bf16 / amx_bf16)
     cpu_amp: bool = False
@@ -118,6 +123,11 @@ class GenConfig:
             raise ValueError(f"clip_mode must be 'value' or 'norm', got {self.clip_mode!r}")
         if self.schedule not in ("none", "step", "cosine"):
             raise ValueError(f"schedule must be none|step|cosine, got {self.schedule!r}")
+        if self.scst_epochs and (self.arch != "mrnn" or self.input == "regions"):
+            raise ValueError(f"scst_epochs needs the multimodal RNN (arch='mrnn'), got arch={self.arch!r}")
+        if self.scst_epochs < 0 or self.scst_samples < 2 or self.scst_images < 1:
+            raise ValueError(f"scst_epochs must be >= 0, scst_samples >= 2 and scst_images >= 1, got "
+                             f"{self.scst_epochs}, {self.scst_samples}, {self.scst_images}")
         if not 0.0 <= self.prior_weight < 1.0:
             raise ValueError(f"prior_weight must be in [0, 1), got {self.prior_weight}")
         if self.optimizer not in ("rmsprop", "adam", "sgd"):

@@ -15,6 +15,9 @@ the best epoch is kept in ``model.pt`` and training stops after `patience` epoch
 group, optimisers, schedules, resume and run files come from `dvsa.data.training` (shared with the aligner).
 The attention generator (``arch="attention"``, `generate.attention`) trains in the same loop on region sets, its
 loss adding the doubly stochastic penalty (summed per sentence, divided by the same target-word count).
+With `scst_epochs` > 0 the full-frame model then trains by self-critical policy gradient on CIDEr-D
+(`generate.scst`), from its best cross-entropy epoch with a fresh optimiser at `scst_lr`, validated and kept the
+same way; ``last.pt`` records where that phase began (``scst_from``), so it resumes in the right phase.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.data.text import Vocabulary
 from dvsa.generate.attention import AttentionModel, doubly_stochastic
+from dvsa.generate.cider_reward import CiderReward
 from dvsa.generate.data import (
     CaptionData,
     build_vocab,
@@ -48,10 +52,13 @@ from dvsa.generate.data import (
 )
 from dvsa.generate.decode import greedy
 from dvsa.generate.model import CaptionModel, GenConfig, caption_loss, frequency_bias
+from dvsa.generate.scst import scst_epoch
 from pycocoevalcap.cider.cider import Cider
 
 # fields that may change when a run is resumed (everything else must match the checkpoint)
-RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "cpu_amp", "beam", "max_len", "length_norm"}
+# (the self-critical settings too: a trained generator may be fine-tuned by self-critical training afterwards)
+RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "cpu_amp", "beam", "max_len", "length_norm",
+                     "prior_weight", "scst_epochs", "scst_lr", "scst_samples", "scst_images"}
 
 
 def make_generator(cfg: GenConfig, vocab_size: int, feat_dim: int) -> CaptionModel | AttentionModel:
@@ -190,7 +197,11 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
     model.to(device)
     opt = make_optimizer(cfg, model.parameters())
     start_epoch, step, best, bad, history = 0, 0, float("-inf"), 0, []
+    scst_from = None  # the epoch after which self-critical training began (None: cross-entropy epochs)
     if ck is not None:
+        scst_from = ck.get("scst_from")
+        if scst_from is not None:  # the optimiser state in last.pt is the self-critical one
+            opt = make_optimizer(dataclasses.replace(cfg, lr=cfg.scst_lr), model.parameters())
         start_epoch, step = training.restore_training_state(ck, model, opt)
         best, bad, history = float(ck["best_cider"]), int(ck["bad_epochs"]), list(ck["history"])
         say(f"resuming {last} after epoch {start_epoch}")
@@ -207,9 +218,11 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
             "features": dict(store.meta),
             "feat_dim": store.dim, "input_dim": model.input_dim, "best_cider": best, "bad_epochs": bad,
             "history": history, "data": "snippets" if snippets is not None else "full_frame",
+            "scst_from": scst_from,
         }
 
-    stop = start_epoch >= cfg.epochs or (cfg.patience and val is not None and bad >= cfg.patience)
+    stop = (scst_from is not None or start_epoch >= cfg.epochs
+            or (cfg.patience and val is not None and bad >= cfg.patience))
     epoch = start_epoch
     while not stop:
         training.set_lr(opt, lr_at(cfg, epoch))
@@ -240,6 +253,38 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
             flag = torch.tensor([float(stop)], device=device)
             dist.broadcast(flag, 0)
             stop = bool(flag.item())
+    if cfg.scst_epochs:
+        if world > 1:
+            raise ValueError("self-critical training (scst_epochs) runs in one process; train it without torchrun")
+        if scst_from is None:  # begin from the best cross-entropy epoch, with a fresh optimiser
+            if (out / "model.pt").is_file():
+                model.load_state_dict(load_checkpoint(out / "model.pt", kind="generate", required=MODEL_KEYS)["model"])
+            scst_from, bad = epoch, 0
+            opt = make_optimizer(dataclasses.replace(cfg, lr=cfg.scst_lr), model.parameters())
+            say(f"self-critical training from epoch {epoch} (CIDEr-D reward, {cfg.scst_samples} samples per input)")
+        reward = CiderReward(train.refs)
+        while epoch < scst_from + cfg.scst_epochs and not (cfg.patience and val is not None and bad >= cfg.patience):
+            training.set_lr(opt, cfg.scst_lr)
+            t0 = time.time()
+            mean_reward, step = scst_epoch(model, opt, train, reward, vocab, cfg, epoch, step, device, progress)
+            epoch += 1
+            rec = {"epoch": epoch, "phase": "scst", "reward": mean_reward, "lr": cfg.scst_lr,
+                   "seconds": round(time.time() - t0, 2)}
+            improved = True
+            if val is not None:
+                cider, _ = validation_cider(model, val, vocab, cfg, cfg.val_images, progress=progress)
+                rec["val_cider"] = cider
+                improved = cider > best
+                best, bad = (cider, 0) if improved else (best, bad + 1)
+            history.append(rec)
+            say(f"epoch {epoch} (self-critical): sampled CIDEr-D {mean_reward:.4f}"
+                + (f", val CIDEr {rec['val_cider']:.4f} (best {best:.4f})" if val is not None else "")
+                + f", {rec['seconds']} s")
+            ckpt = payload(epoch)
+            save_checkpoint(last, ckpt)
+            if improved:
+                save_checkpoint(out / "model.pt", ckpt)
+            training.write_history(out, history, title=f"generator (self-critical): {out.name}")
     if rank == 0 and not last.is_file():  # epochs=0: keep the initial model (a baseline, benchmarks)
         save_checkpoint(last, payload(epoch))
         save_checkpoint(out / "model.pt", payload(epoch))
