@@ -37,6 +37,7 @@ from dvsa.align.regions.encoder import RegionEncoder
 from dvsa.align.regions.images import ImageError, load_rgb
 from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import DataError
+from dvsa.generate.consensus import bank_for, consensus_captions
 from dvsa.generate.decode import decode
 from dvsa.generate.dense import caption_inputs
 from dvsa.generate.densecap_eval import box_iou
@@ -90,10 +91,11 @@ class CaptionEvalConfig:
 
 def caption_split(model, vocab, gen_cfg, store, records, beam: int, max_len: int | None = None,
                   length_norm: float | None = None, batch: int = 256,
-                  progress: bool = True) -> tuple[dict[str, str], list[str]]:
+                  progress: bool = True, bank=None) -> tuple[dict[str, str], list[str]]:
     """Full-frame captions of records in the store: ({image_id: caption}, [ids not in the store]), with a
     progress bar (`dvsa.data.progress`) unless not `progress`. The attention generator (input "regions")
-    attends over each image's store regions (`caption_sets`)."""
+    attends over each image's store regions (`caption_sets`). With a `generate.consensus.CaptionBank` (and
+    `gen_cfg.consensus_k` > 0, beam > 1) the beam's captions are re-ranked by it (`consensus_captions`)."""
     ids = [r.id for r in records if r.id in store]
     skipped = [r.id for r in records if r.id not in store]
     max_len = max_len or gen_cfg.max_len
@@ -105,7 +107,11 @@ def caption_split(model, vocab, gen_cfg, store, records, beam: int, max_len: int
         caps = caption_sets(model, vocab, feats, mask, beam, max_len, length_norm, batch, progress=progress)
         return {i: c for i, (c, _, _) in zip(ids, caps)}, skipped
     feats = full_frame_features(store, ids, gen_cfg.input)  # [N, Din]
-    caps = caption_inputs(model, vocab, feats, beam, max_len, length_norm, batch, progress=progress)
+    if bank is not None and gen_cfg.consensus_k and beam > 1:
+        caps = consensus_captions(model, vocab, feats, bank, beam, max_len, length_norm, gen_cfg.consensus_k,
+                                  gen_cfg.consensus_weight, batch, progress=progress)
+    else:
+        caps = caption_inputs(model, vocab, feats, beam, max_len, length_norm, batch, progress=progress)
     return {i: c for i, (c, _, _) in zip(ids, caps)}, skipped
 
 
@@ -305,9 +311,11 @@ def evaluate_generator(model, vocab, gen_cfg, records, store, cfg: CaptionEvalCo
     if full_frame:
         gts = references_of(records)
         out["full_frame"] = {}
+        bank = bank_for(checkpoint, gen_cfg) if checkpoint else None
+        out["consensus_k"] = gen_cfg.consensus_k if bank is not None else 0
         for beam in cfg.beams:
             res, skipped = caption_split(model, vocab, gen_cfg, store, [r for r in records if r.id in gts], beam,
-                                         cfg.max_len, cfg.length_norm, cfg.batch)
+                                         cfg.max_len, cfg.length_norm, cfg.batch, bank=bank)
             if not res:
                 raise ValueError(f"no image of split {cfg.split!r} is in {store.path}")
             info: dict = {}

@@ -10,7 +10,8 @@ captions; else the full-frame model captions each region's crop, `DenseConfig.fu
 RUN/box_score.pt (joins the dense score, as in `generate.dense`). The region encoder is rebuilt once from the
 checkpoint's feature-store meta (`RegionEncoder.from_meta`; one per distinct meta). Captions are decoded by
 `generate.decode.decode` on the whole-frame input of `generate.captioning.whole_frame_input`; dense captions are
-`generate.dense.dense_captions` on the regions of an in-memory store.
+`generate.dense.dense_captions` on the regions of an in-memory store. A full-frame model's beam is re-ranked by the
+caption bank beside its checkpoint (`generate.consensus`), as in `dvsa caption`.
 
 An attention generator checkpoint (``GenConfig.arch = "attention"``; RUN/gen_attention/model.pt of a pipeline
 run, loaded by path) captions from the image's detected regions, and every caption then carries "attention":
@@ -32,7 +33,8 @@ from dvsa.data.errors import CheckpointError, UsageError
 from dvsa.data.images import MAX_PIXELS, as_rgb, image_name
 from dvsa.data.memstore import MemoryStore
 from dvsa.generate.captioning import region_set_input, whole_frame_input, word_attention
-from dvsa.generate.decode import decode
+from dvsa.generate.consensus import bank_for
+from dvsa.generate.decode import beam_search, decode
 from dvsa.generate.dense import dense_captions
 from dvsa.generate.inputs import pad_sets
 from dvsa.generate.train import load_generator
@@ -49,9 +51,11 @@ class Captioner:
     """Full-frame and dense captions of images (module doc). Thread-safe: one lock around the models."""
 
     def __init__(self, full, region=None, encoders=None, box_scorer=None, box_weight: float = 1.0,
-                 device: str = "cpu", max_pixels: int = MAX_PIXELS, checkpoints: dict | None = None):
+                 device: str = "cpu", max_pixels: int = MAX_PIXELS, checkpoints: dict | None = None, bank=None):
         """full, region: (model, vocab, cfg, ck) of `load_generator` (region None = use the full-frame model);
-        encoders: {"full": encoder, "region": encoder}."""
+        encoders: {"full": encoder, "region": encoder}; bank: the full-frame model's `generate.consensus`
+        caption bank (None: its beam's best caption as it is)."""
+        self.bank = bank
         self.full, self.region = full, region
         self.encoders = encoders or {}
         self.box_scorer, self.box_weight = box_scorer, float(box_weight)
@@ -88,7 +92,7 @@ class Captioner:
         scorer, weight = run_box_scorer(run)
         cks = {"full": str(full_ck), "region": str(region_ck) if region is not None else str(full_ck)}
         return cls(full, region, encoders, scorer, weight if scorer is not None else 1.0, device,
-                   checkpoints=cks)
+                   checkpoints=cks, bank=bank_for(full_ck, full[2]))
 
     def _images(self, images) -> tuple[list, bool]:
         single = isinstance(images, (str, Path, bytes, np.ndarray)) or hasattr(images, "getpixel")
@@ -125,6 +129,12 @@ class Captioner:
                 hyps = decode(model, feats, "sample", max_len=max_len, min_len=cfg.min_len, mask=mask,
                               attention=sets, temperature=float(temperature), generator=gen)
                 method = f"sample (temperature {temperature:g})"
+            elif self.bank is not None and cfg.consensus_k and beam > 1 and not sets:
+                cands = beam_search(model, feats, beam, max_len, cfg.length_norm, cfg.min_len)
+                texts = [[(" ".join(vocab.decode(c[0])), float(c[1]), len(c[0])) for c in h] for h in cands]
+                pick = self.bank.rerank(feats, texts, cfg.consensus_k, cfg.consensus_weight)
+                hyps = [h[i] for h, i in zip(cands, pick)]
+                method = f"beam {beam}, consensus of {cfg.consensus_k} neighbours"
             else:
                 hyps = decode(model, feats, "beam", beam, max_len, cfg.length_norm, cfg.min_len, mask=mask,
                               attention=sets)

@@ -58,7 +58,7 @@ def draw_attention(pil, caption: str, attention: list[dict], width: int = 448):
 
 def caption_images(model, vocab, gen_cfg, encoder, paths: list[Path], beam: int, max_len: int, length_norm: float,
                    batch: int, on_caption=None, log=None, progress: bool = True,
-                   attention_dir: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+                   attention_dir: str | Path | None = None, bank=None) -> tuple[list[dict], list[dict]]:
     """(captions, failed) of image files, in the order of `paths`.
 
     captions: [{"image_id": `formats.coco_image_id(path)` (the COCO id of a COCO file name, else the file name
@@ -70,6 +70,8 @@ def caption_images(model, vocab, gen_cfg, encoder, paths: list[Path], beam: int,
     is called for every caption as it comes. `progress`: a bar over the images (`dvsa.data.progress`).
     An attention generator's captions also carry "attention" (`word_attention`) and "boxes" (its regions); with
     `attention_dir` each image's `draw_attention` picture is written there as ``<n>_<file stem>.png``.
+    With a `generate.consensus.CaptionBank` as `bank` (a full-frame generator, `gen_cfg.consensus_k` > 0, beam
+    > 1) the caption is the consensus choice among the candidates (its "consensus" field: the candidate's index).
     """
     say = log or (lambda m: print(m, file=sys.stderr))
     sets = gen_cfg.input == "regions"
@@ -115,13 +117,20 @@ def caption_images(model, vocab, gen_cfg, encoder, paths: list[Path], beam: int,
             hyps = [[h] for h in greedy(model, x, max_len, gen_cfg.min_len, mask, attention=sets)]
         else:
             hyps = beam_search(model, x, beam, max_len, length_norm, gen_cfg.min_len, mask, attention=sets)
+        pick = [0] * len(hyps)
+        rerank = bank is not None and gen_cfg.consensus_k and beam > 1 and not sets
+        if rerank:
+            texts = [[(" ".join(vocab.decode(c[0])), float(c[1]), len(c[0])) for c in cands] for cands in hyps]
+            pick = bank.rerank(x, texts, gen_cfg.consensus_k, gen_cfg.consensus_weight)
         for n, ((iid, path), cands) in enumerate(zip(chunk, hyps)):
-            toks, lp = cands[0][:2]
+            toks, lp = cands[pick[n]][:2]
             words = vocab.decode(toks)
             text = " ".join(words)
             res = {"image_id": iid, "caption": text, "file_name": path.name, "path": str(path),
                    "logprob": float(lp), "score": float(lp) / (len(toks) + 1),
                    "candidates": [{"caption": " ".join(vocab.decode(c[0])), "logprob": float(c[1])} for c in cands]}
+            if rerank:
+                res["consensus"] = pick[n]
             if sets:
                 res["attention"] = word_attention(words, cands[0][2], boxes[n])
                 res["boxes"] = boxes[n].tolist()

@@ -9,7 +9,8 @@ Captions (``dvsa caption``, ``dvsa generate eval``) are written in the COCO resu
 ``COCO_val2014_000000391895.jpg``), or an integer where the image's key is one (``"42"``, ``42.jpg``), and
 otherwise the file name without extension (``"1000268201_693b08cb0e"``) or the dataset's id as it is
 (`coco_image_id`, `result_image_id`). With ``extras`` each entry also carries the per-image keys of the
-captioner (``file_name``, ``path``, ``logprob``, ``score``, ``candidates``); loadRes keeps extra keys.
+captioner (``file_name``, ``path``, ``logprob``, ``score``, ``candidates``, and ``consensus`` where the beam was re-ranked);
+loadRes keeps extra keys.
 
 Dense captions (``dvsa dense``, the pipeline's ``dense/captions.json``) are written in DenseCap's
 ``results.json`` layout (jcjohnson/densecap, run_model.lua)::

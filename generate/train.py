@@ -18,6 +18,8 @@ loss adding the doubly stochastic penalty (summed per sentence, divided by the s
 With `scst_epochs` > 0 the full-frame model then trains by self-critical policy gradient on CIDEr-D
 (`generate.scst`), from its best cross-entropy epoch with a fresh optimiser at `scst_lr`, validated and kept the
 same way; ``last.pt`` records where that phase began (``scst_from``), so it resumes in the right phase.
+A full-frame model (input "image") also gets ``bank.pt``: its training inputs and captions, which re-rank its
+beam (`generate.consensus`).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from dvsa.data.records import DataError, ImageRecord, select_split
 from dvsa.data.text import Vocabulary
 from dvsa.generate.attention import AttentionModel, doubly_stochastic
 from dvsa.generate.cider_reward import CiderReward
+from dvsa.generate.consensus import BANK_FILE, CaptionBank
 from dvsa.generate.data import (
     CaptionData,
     build_vocab,
@@ -58,7 +61,8 @@ from pycocoevalcap.cider.cider import Cider
 # fields that may change when a run is resumed (everything else must match the checkpoint)
 # (the self-critical settings too: a trained generator may be fine-tuned by self-critical training afterwards)
 RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "cpu_amp", "beam", "max_len", "length_norm",
-                     "prior_weight", "scst_epochs", "scst_lr", "scst_samples", "scst_images"}
+                     "prior_weight", "consensus_k", "consensus_weight", "scst_epochs", "scst_lr", "scst_samples",
+                     "scst_images"}
 
 
 def make_generator(cfg: GenConfig, vocab_size: int, feat_dim: int) -> CaptionModel | AttentionModel:
@@ -285,6 +289,8 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
             if improved:
                 save_checkpoint(out / "model.pt", ckpt)
             training.write_history(out, history, title=f"generator (self-critical): {out.name}")
+    if rank == 0 and snippets is None and cfg.input == "image":  # the captions that re-rank its beam
+        CaptionBank.from_data(train).save(out / BANK_FILE)
     if rank == 0 and not last.is_file():  # epochs=0: keep the initial model (a baseline, benchmarks)
         save_checkpoint(last, payload(epoch))
         save_checkpoint(out / "model.pt", payload(epoch))

@@ -30,6 +30,7 @@ import time
 from dvsa.align.regions.encoder import RegionEncoder
 from dvsa.data.errors import CheckpointError, UsageError
 from dvsa.generate.captioning import caption_images
+from dvsa.generate.consensus import bank_for
 from dvsa.generate.dense import image_files
 from dvsa.generate.formats import write_coco_results
 from dvsa.generate.metrics import format_vocabulary, vocabulary_use
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prior-weight", type=float, default=None,
                    help="specific captions: each word's log-probability minus this x its image-free one, in [0, 1) "
                         "(0: the plain model; default: GenConfig.prior_weight)")
+    p.add_argument("--consensus-k", type=int, default=None,
+                   help="re-rank the beam's captions by the captions of the k nearest training images (the bank.pt "
+                        "beside the checkpoint; 0: the beam's best; default: GenConfig.consensus_k)")
     p.add_argument("--batch", type=positive_int, default=32, help="images per decoding batch")
     add_device_arg(p)
     p.add_argument("--extras", action="store_true", help="per-image path, logprob, score, beam candidates in --out")
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # a run folder gives its attention generator when its attention is to be drawn, else its full-frame one
     role = "caption" if args.attention is None else "attention"
-    model, vocab, cfg, ck = load_generator(resolve_checkpoint(args.checkpoint, role), device=args.device)
+    ckpt = resolve_checkpoint(args.checkpoint, role)
+    model, vocab, cfg, ck = load_generator(ckpt, device=args.device)
     if args.attention is not None and cfg.arch != "attention":
         raise UsageError(f"--attention: {args.checkpoint} is not an attention generator (arch={cfg.arch!r})")
     try:
@@ -82,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.0 <= args.prior_weight < 1.0:
             raise UsageError(f"--prior-weight must be in [0, 1), got {args.prior_weight}")
         cfg.prior_weight = args.prior_weight  # the model's own config: the decoders read it from there
+    if args.consensus_k is not None:
+        if args.consensus_k < 0:
+            raise UsageError(f"--consensus-k must be >= 0, got {args.consensus_k}")
+        cfg.consensus_k = args.consensus_k
+    bank = bank_for(ckpt, cfg)
     beam = args.beam if args.beam is not None else cfg.beam
     max_len = args.max_len if args.max_len is not None else cfg.max_len
     length_norm = args.length_norm if args.length_norm is not None else cfg.length_norm
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     show = None if args.quiet else (lambda path, text: print(f"{path}\t{text}"))
     results, failed = caption_images(model, vocab, cfg, encoder, paths, beam, max_len, length_norm, args.batch,
-                                     on_caption=show, attention_dir=args.attention)
+                                     on_caption=show, attention_dir=args.attention, bank=bank)
     write_coco_results(args.out, results, extras=args.extras, indent=1)
     print(f"{len(results)} captioned, {len(failed)} skipped, {time.time() - t0:.1f} s -> {args.out}", file=sys.stderr)
     if results:

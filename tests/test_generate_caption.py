@@ -183,7 +183,8 @@ def test_caption_output_is_read_by_pycocotools_and_pycocoevalcap(tmp_path, monke
     extra = json.loads(out.read_text())
     assert [(r["image_id"], r["caption"]) for r in extra] == [(r["image_id"], r["caption"]) for r in res]
     for r in extra:
-        assert set(r) == {"image_id", "caption", "file_name", "path", "logprob", "score", "candidates"}
+        # "consensus": the candidate chosen by the caption bank beside the checkpoint (generate.consensus)
+        assert set(r) == {"image_id", "caption", "file_name", "path", "logprob", "score", "candidates", "consensus"}
         assert r["candidates"][0] == {"caption": r["caption"], "logprob": r["logprob"]}
         assert 1 <= len(r["candidates"]) <= 3 and r["logprob"] <= r["score"] <= 0
     assert len(coco.loadRes(str(out)).getImgIds()) == len(images)

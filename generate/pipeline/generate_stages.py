@@ -12,6 +12,7 @@ from dvsa.align.boxscore import load_box_scorer
 from dvsa.align.regions import RegionEncoder
 from dvsa.data.io import atomic_write_json
 from dvsa.generate.caption_eval import caption_region_items, caption_split, region_items
+from dvsa.generate.consensus import bank_for
 from dvsa.generate.dense import DenseConfig, dense_captions, resolve_config
 from dvsa.generate.densecap_eval import densecap_evaluate
 from dvsa.generate.formats import write_densecap_results
@@ -75,8 +76,9 @@ def captions(run) -> dict:
     out = run.out / "captions"
     out.mkdir(parents=True, exist_ok=True)
     vocab_use: dict = {}
-    result = {"beams": _score_beams(run, "gen_full", records, gts, out, "", vocab_use), "n_images": len(records),
-              "vocabulary": vocab_use}
+    info: dict = {}
+    result = {"beams": _score_beams(run, "gen_full", records, gts, out, "", vocab_use, info), "n_images": len(records),
+              "vocabulary": vocab_use, **info}
     if run.results.get("gen_attention", {}).get("trained"):
         att_use: dict = {}
         result["attention"] = {"beams": _score_beams(run, "gen_attention", records, gts, out, "attention_", att_use),
@@ -84,13 +86,18 @@ def captions(run) -> dict:
     return result
 
 
-def _score_beams(run, name: str, records, gts: dict, out, prefix: str, vocab_use: dict | None = None) -> dict:
+def _score_beams(run, name: str, records, gts: dict, out, prefix: str, vocab_use: dict | None = None,
+                 info: dict | None = None) -> dict:
     """{beam: metrics x100} of generator `name` on `records`; the captions go to ``out/<prefix>beam<K>.json``,
-    and `vocab_use` (when given) gets {beam: `generate.metrics.vocabulary_use` of them}."""
+    `vocab_use` (when given) gets {beam: `generate.metrics.vocabulary_use` of them} and `info` {"consensus_k"}.
+    A full-frame generator's beams are re-ranked by the caption bank beside it (`generate.consensus`)."""
     model, vocab, cfg = load_generator(run, name)
+    bank = bank_for(run.out / name / "model.pt", cfg)
+    if info is not None:  # the k of the consensus re-ranking of its beams (0: none, or no bank)
+        info["consensus_k"] = cfg.consensus_k if bank is not None else 0
     beams = {}
     for beam in run.cfg.beams:
-        res, _ = caption_split(model, vocab, cfg, run.store(), records, int(beam), run.cfg.max_len)
+        res, _ = caption_split(model, vocab, cfg, run.store(), records, int(beam), run.cfg.max_len, bank=bank)
         atomic_write_json(out / f"{prefix}beam{beam}.json", res, indent=0)
         beams[str(beam)] = _x100(caption_metrics(gts, res, meteor=run.meteor()))
         run.log(f"  {name}, beam {beam}: " + ", ".join(f"{k} {v}" for k, v in beams[str(beam)].items()))
