@@ -225,6 +225,25 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
             "scst_from": scst_from,
         }
 
+    def close_epoch(rec: dict, head: str, title: str) -> None:
+        """After an epoch (rank 0): validation CIDEr, the history and its curves, last.pt, and model.pt when the
+        validation improved (always without validation). `head` starts the epoch's log line."""
+        nonlocal best, bad
+        improved = True
+        if val is not None:
+            cider, _ = validation_cider(model, val, vocab, cfg, cfg.val_images, progress=progress)
+            rec["val_cider"] = cider
+            improved = cider > best
+            best, bad = (cider, 0) if improved else (best, bad + 1)
+        history.append(rec)
+        say(head + (f", val CIDEr {rec['val_cider']:.4f} (best {best:.4f})" if val is not None else "")
+            + f", {rec['seconds']} s")
+        ckpt = payload(rec["epoch"])
+        save_checkpoint(last, ckpt)
+        if improved:
+            save_checkpoint(out / "model.pt", ckpt)
+        training.write_history(out, history, title=title)
+
     stop = (scst_from is not None or start_epoch >= cfg.epochs
             or (cfg.patience and val is not None and bad >= cfg.patience))
     epoch = start_epoch
@@ -235,23 +254,9 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
                                   progress and rank == 0)
         epoch += 1
         rec = {"epoch": epoch, "loss": loss, "lr": lr_at(cfg, epoch - 1), "seconds": round(time.time() - t0, 2)}
-        improved = True
         if rank == 0:
-            if val is not None:
-                cider, _ = validation_cider(model, val, vocab, cfg, cfg.val_images, progress=progress)
-                rec["val_cider"] = cider
-                improved = cider > best
-                best, bad = (cider, 0) if improved else (best, bad + 1)
-            history.append(rec)
-            msg = f"epoch {epoch}: loss {loss:.4f}" + (f", val CIDEr {rec['val_cider']:.4f} (best {best:.4f})"
-                                                         if val is not None else "") + f", {rec['seconds']} s"
-            say(msg)
-            ckpt = payload(epoch)
-            save_checkpoint(last, ckpt)
-            if improved:
-                save_checkpoint(out / "model.pt", ckpt)
             data_kind = "snippets" if snippets is not None else "full frame"
-            training.write_history(out, history, title=f"generator ({data_kind}): {out.name}")
+            close_epoch(rec, f"epoch {epoch}: loss {loss:.4f}", f"generator ({data_kind}): {out.name}")
         stop = epoch >= cfg.epochs or bool(cfg.patience and val is not None and bad >= cfg.patience)
         if world > 1:
             flag = torch.tensor([float(stop)], device=device)
@@ -274,21 +279,8 @@ def train_generator(cfg: GenConfig, store: FeatureStore | str | os.PathLike, dat
             epoch += 1
             rec = {"epoch": epoch, "phase": "scst", "reward": mean_reward, "lr": cfg.scst_lr,
                    "seconds": round(time.time() - t0, 2)}
-            improved = True
-            if val is not None:
-                cider, _ = validation_cider(model, val, vocab, cfg, cfg.val_images, progress=progress)
-                rec["val_cider"] = cider
-                improved = cider > best
-                best, bad = (cider, 0) if improved else (best, bad + 1)
-            history.append(rec)
-            say(f"epoch {epoch} (self-critical): sampled CIDEr-D {mean_reward:.4f}"
-                + (f", val CIDEr {rec['val_cider']:.4f} (best {best:.4f})" if val is not None else "")
-                + f", {rec['seconds']} s")
-            ckpt = payload(epoch)
-            save_checkpoint(last, ckpt)
-            if improved:
-                save_checkpoint(out / "model.pt", ckpt)
-            training.write_history(out, history, title=f"generator (self-critical): {out.name}")
+            close_epoch(rec, f"epoch {epoch} (self-critical): sampled CIDEr-D {mean_reward:.4f}",
+                        f"generator (self-critical): {out.name}")
     if rank == 0 and snippets is None and cfg.input == "image":  # the captions that re-rank its beam
         CaptionBank.from_data(train).save(out / BANK_FILE)
     if rank == 0 and not last.is_file():  # epochs=0: keep the initial model (a baseline, benchmarks)
