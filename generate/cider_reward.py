@@ -49,6 +49,10 @@ class CiderReward:
         self.log_docs = math.log(float(len(cooked)))
         self.refs = {k: [self._vec(c) for c in counts] for k, counts in cooked.items()}
 
+    def cook(self, sentence: str) -> Vec:
+        """A sentence's tf-idf vectors, norms and length under this corpus' document frequencies."""
+        return self._vec(ngram_counts(sentence, self.n))
+
     def _vec(self, counts: dict[tuple, int]) -> Vec:
         vec: list[dict[tuple, float]] = [{} for _ in range(self.n)]
         norm = [0.0] * self.n
@@ -62,7 +66,8 @@ class CiderReward:
                 length += tf
         return vec, [math.sqrt(x) for x in norm], length
 
-    def _sim(self, hyp: Vec, ref: Vec) -> float:
+    def similarity(self, hyp: Vec, ref: Vec) -> float:
+        """The mean over n of the clipped, length-penalised cosine similarities of two cooked sentences."""
         (vh, nh, lh), (vr, nr, lr) = hyp, ref
         penalty = math.exp(-(float(lh - lr) ** 2) / (2 * self.sigma**2))
         total = 0.0
@@ -82,8 +87,12 @@ class CiderReward:
         refs = self.refs.get(key)
         if not refs:
             raise KeyError(f"no references for {key!r}")
-        hyp = self._vec(ngram_counts(caption, self.n))
-        return 10.0 * sum(self._sim(hyp, r) for r in refs) / len(refs)
+        return self.score_against(caption, refs)
+
+    def score_against(self, caption: str, refs: list[Vec]) -> float:
+        """CIDEr-D of one caption against cooked references (e.g. pooled from several keys of `refs`)."""
+        hyp = self.cook(caption)
+        return 10.0 * sum(self.similarity(hyp, r) for r in refs) / len(refs)
 
     def scores(self, keys: list[str], captions: list[str]) -> np.ndarray:
         """float64 [N]: captions[i] against refs[keys[i]]."""

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from dvsa.data.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dvsa.data.progress import progress as progress_bar
-from dvsa.generate.cider_reward import CiderReward, ngram_counts
+from dvsa.generate.cider_reward import CiderReward
 from dvsa.generate.decode import beam_search
 
 BANK_FILE = "bank.pt"
@@ -88,9 +88,7 @@ class CaptionBank:
 
     def consensus(self, caption: str, neighbours) -> float:
         """CIDEr-D of one caption against the pooled captions of bank images `neighbours`."""
-        refs = [v for j in neighbours for v in self.reward.refs[str(int(j))]]
-        hyp = self.reward._vec(ngram_counts(caption, self.reward.n))
-        return 10.0 * sum(self.reward._sim(hyp, r) for r in refs) / len(refs)
+        return self.reward.score_against(caption, [v for j in neighbours for v in self.reward.refs[str(int(j))]])
 
     def rerank(self, feats: np.ndarray, candidates: list[list[tuple[str, float, int]]], k: int,
                weight: float = 0.0) -> list[int]:
