@@ -311,7 +311,7 @@ def evaluate_generator(model, vocab, gen_cfg, records, store, cfg: CaptionEvalCo
     if full_frame:
         gts = references_of(records)
         out["full_frame"] = {}
-        bank = bank_for(checkpoint, gen_cfg) if checkpoint else None
+        bank = bank_for(checkpoint, gen_cfg, model.input_dim) if checkpoint else None
         out["consensus_k"] = gen_cfg.consensus_k if bank is not None else 0
         for beam in cfg.beams:
             res, skipped = caption_split(model, vocab, gen_cfg, store, [r for r in records if r.id in gts], beam,

@@ -92,7 +92,7 @@ class Captioner:
         scorer, weight = run_box_scorer(run)
         cks = {"full": str(full_ck), "region": str(region_ck) if region is not None else str(full_ck)}
         return cls(full, region, encoders, scorer, weight if scorer is not None else 1.0, device,
-                   checkpoints=cks, bank=bank_for(full_ck, full[2]))
+                   checkpoints=cks, bank=bank_for(full_ck, full[2], full[0].input_dim))
 
     def _images(self, images) -> tuple[list, bool]:
         single = isinstance(images, (str, Path, bytes, np.ndarray)) or hasattr(images, "getpixel")

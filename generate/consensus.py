@@ -126,10 +126,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def bank_for(checkpoint: str | os.PathLike, cfg) -> CaptionBank | None:
+def bank_for(checkpoint: str | os.PathLike, cfg, input_dim: int | None = None) -> CaptionBank | None:
     """The caption bank beside a generator checkpoint when its config re-ranks (`consensus_k` > 0) and the file
-    is there, else None (plain beam search)."""
+    is there, else None (plain beam search). A bank that cannot be read, or whose inputs are not of the
+    generator's `input_dim`, is a CheckpointError naming it."""
     path = Path(checkpoint).parent / BANK_FILE
     if not getattr(cfg, "consensus_k", 0) or not path.is_file():
         return None
-    return CaptionBank.load(path)
+    bank = CaptionBank.load(path)
+    if input_dim is not None and bank.feats.shape[1] != input_dim:
+        raise CheckpointError(f"{path}: a caption bank of {bank.feats.shape[1]}-d inputs beside a generator of "
+                              f"{input_dim}-d inputs (it belongs to another model: move it away or pass "
+                              "--consensus-k 0)")
+    return bank

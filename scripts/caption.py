@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.consensus_k < 0:
             raise UsageError(f"--consensus-k must be >= 0, got {args.consensus_k}")
         cfg.consensus_k = args.consensus_k
-    bank = bank_for(ckpt, cfg)
+    bank = bank_for(ckpt, cfg, model.input_dim)
     beam = args.beam if args.beam is not None else cfg.beam
     max_len = args.max_len if args.max_len is not None else cfg.max_len
     length_norm = args.length_norm if args.length_norm is not None else cfg.length_norm

@@ -91,3 +91,15 @@ def test_trained_generator_gets_a_bank_and_captions_follow_it(tmp_path):
         assert plain[r.id] == texts[0]
     cfg.consensus_k = 0
     assert bank_for(ckpt, cfg) is None  # off: plain beam search
+
+
+def test_a_bank_of_another_model_is_one_clear_error(tmp_path):
+    bank, _ = random_bank(3)  # 6-d inputs
+    bank.save(tmp_path / BANK_FILE)
+    cfg = small()
+    assert bank_for(tmp_path / "model.pt", cfg, 6) is not None
+    with pytest.raises(CheckpointError, match="belongs to another model"):
+        bank_for(tmp_path / "model.pt", cfg, 8)
+    (tmp_path / BANK_FILE).write_bytes(b"corrupt")
+    with pytest.raises(CheckpointError):
+        bank_for(tmp_path / "model.pt", cfg, 6)

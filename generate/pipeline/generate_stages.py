@@ -92,7 +92,7 @@ def _score_beams(run, name: str, records, gts: dict, out, prefix: str, vocab_use
     `vocab_use` (when given) gets {beam: `generate.metrics.vocabulary_use` of them} and `info` {"consensus_k"}.
     A full-frame generator's beams are re-ranked by the caption bank beside it (`generate.consensus`)."""
     model, vocab, cfg = load_generator(run, name)
-    bank = bank_for(run.out / name / "model.pt", cfg)
+    bank = bank_for(run.out / name / "model.pt", cfg, model.input_dim)
     if info is not None:  # the k of the consensus re-ranking of its beams (0: none, or no bank)
         info["consensus_k"] = cfg.consensus_k if bank is not None else 0
     beams = {}
