@@ -37,7 +37,7 @@ from dvsa.align.regions.encoder import RegionEncoder
 from dvsa.align.regions.images import ImageError, load_rgb
 from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import DataError
-from dvsa.generate.consensus import bank_for, consensus_captions
+from dvsa.generate.consensus import bank_for
 from dvsa.generate.decode import decode
 from dvsa.generate.dense import caption_inputs
 from dvsa.generate.densecap_eval import box_iou
@@ -95,7 +95,7 @@ def caption_split(model, vocab, gen_cfg, store, records, beam: int, max_len: int
     """Full-frame captions of records in the store: ({image_id: caption}, [ids not in the store]), with a
     progress bar (`dvsa.data.progress`) unless not `progress`. The attention generator (input "regions")
     attends over each image's store regions (`caption_sets`). With a `generate.consensus.CaptionBank` (and
-    `gen_cfg.consensus_k` > 0, beam > 1) the beam's captions are re-ranked by it (`consensus_captions`)."""
+    `gen_cfg.consensus_k` > 0, beam > 1) the beam's captions are re-ranked by it (`dense.caption_inputs`)."""
     ids = [r.id for r in records if r.id in store]
     skipped = [r.id for r in records if r.id not in store]
     max_len = max_len or gen_cfg.max_len
@@ -107,11 +107,7 @@ def caption_split(model, vocab, gen_cfg, store, records, beam: int, max_len: int
         caps = caption_sets(model, vocab, feats, mask, beam, max_len, length_norm, batch, progress=progress)
         return {i: c for i, (c, _, _) in zip(ids, caps)}, skipped
     feats = full_frame_features(store, ids, gen_cfg.input)  # [N, Din]
-    if bank is not None and gen_cfg.consensus_k and beam > 1:
-        caps = consensus_captions(model, vocab, feats, bank, beam, max_len, length_norm, gen_cfg.consensus_k,
-                                  gen_cfg.consensus_weight, batch, progress=progress)
-    else:
-        caps = caption_inputs(model, vocab, feats, beam, max_len, length_norm, batch, progress=progress)
+    caps = caption_inputs(model, vocab, feats, beam, max_len, length_norm, batch, progress=progress, bank=bank)
     return {i: c for i, (c, _, _) in zip(ids, caps)}, skipped
 
 

@@ -32,8 +32,8 @@ from dvsa.align.aligner import checkpoint_in, encoder_for, run_box_scorer
 from dvsa.data.errors import CheckpointError, UsageError
 from dvsa.data.images import MAX_PIXELS, as_rgb, image_name
 from dvsa.data.memstore import MemoryStore
+from dvsa.generate import consensus
 from dvsa.generate.captioning import region_set_input, whole_frame_input, word_attention
-from dvsa.generate.consensus import bank_for
 from dvsa.generate.decode import beam_search, decode
 from dvsa.generate.dense import dense_captions
 from dvsa.generate.inputs import pad_sets
@@ -92,7 +92,7 @@ class Captioner:
         scorer, weight = run_box_scorer(run)
         cks = {"full": str(full_ck), "region": str(region_ck) if region is not None else str(full_ck)}
         return cls(full, region, encoders, scorer, weight if scorer is not None else 1.0, device,
-                   checkpoints=cks, bank=bank_for(full_ck, full[2], full[0].input_dim))
+                   checkpoints=cks, bank=consensus.bank_for(full_ck, full[2], full[0].input_dim))
 
     def _images(self, images) -> tuple[list, bool]:
         single = isinstance(images, (str, Path, bytes, np.ndarray)) or hasattr(images, "getpixel")
@@ -129,11 +129,9 @@ class Captioner:
                 hyps = decode(model, feats, "sample", max_len=max_len, min_len=cfg.min_len, mask=mask,
                               attention=sets, temperature=float(temperature), generator=gen)
                 method = f"sample (temperature {temperature:g})"
-            elif self.bank is not None and cfg.consensus_k and beam > 1 and not sets:
+            elif consensus.reranks(self.bank, cfg, beam):
                 cands = beam_search(model, feats, beam, max_len, cfg.length_norm, cfg.min_len)
-                texts = [[(" ".join(vocab.decode(c[0])), float(c[1]), len(c[0])) for c in h] for h in cands]
-                pick = self.bank.rerank(feats, texts, cfg.consensus_k, cfg.consensus_weight)
-                hyps = [h[i] for h, i in zip(cands, pick)]
+                hyps = [h[i] for h, i in zip(cands, consensus.pick(self.bank, vocab, feats, cands, cfg))]
                 method = f"beam {beam}, consensus of {cfg.consensus_k} neighbours"
             else:
                 hyps = decode(model, feats, "beam", beam, max_len, cfg.length_norm, cfg.min_len, mask=mask,

@@ -16,6 +16,7 @@ from dvsa.align.draw import render_alignment
 from dvsa.align.regions.images import load_rgb
 from dvsa.data.io import atomic_write_with
 from dvsa.data.progress import progress as progress_bar
+from dvsa.generate import consensus
 from dvsa.generate.decode import beam_search, greedy
 from dvsa.generate.formats import coco_image_id
 from dvsa.generate.inputs import combine, pad_sets
@@ -117,11 +118,8 @@ def caption_images(model, vocab, gen_cfg, encoder, paths: list[Path], beam: int,
             hyps = [[h] for h in greedy(model, x, max_len, gen_cfg.min_len, mask, attention=sets)]
         else:
             hyps = beam_search(model, x, beam, max_len, length_norm, gen_cfg.min_len, mask, attention=sets)
-        pick = [0] * len(hyps)
-        rerank = bank is not None and gen_cfg.consensus_k and beam > 1 and not sets
-        if rerank:
-            texts = [[(" ".join(vocab.decode(c[0])), float(c[1]), len(c[0])) for c in cands] for cands in hyps]
-            pick = bank.rerank(x, texts, gen_cfg.consensus_k, gen_cfg.consensus_weight)
+        rerank = consensus.reranks(bank, gen_cfg, beam)
+        pick = consensus.pick(bank, vocab, x, hyps, gen_cfg) if rerank else [0] * len(hyps)
         for n, ((iid, path), cands) in enumerate(zip(chunk, hyps)):
             toks, lp = cands[pick[n]][:2]
             words = vocab.decode(toks)

@@ -11,7 +11,8 @@ bigrams, and so does this), the mean over n, the mean over references, times 10.
 document frequencies come from the corpus given here once (the training captions, as in Rennie et al. 2017's
 self-critical training with CIDEr-D), not from the references of each scored batch, so a caption's reward does
 not depend on which other images share its batch. Scored against the same corpus that it counts, a caption gets
-exactly pycocoevalcap's score (tests/test_cider_reward.py).
+exactly pycocoevalcap's score (tests/test_scst.py). The consensus re-ranking (`generate.consensus`) scores
+with it too.
 """
 from __future__ import annotations
 

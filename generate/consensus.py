@@ -21,14 +21,13 @@ Dimensions: M bank images, Din input size, B images being captioned, C candidate
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 from dvsa.data.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dvsa.data.progress import progress as progress_bar
 from dvsa.generate.cider_reward import CiderReward
-from dvsa.generate.decode import beam_search
 
 BANK_FILE = "bank.pt"
 
@@ -45,10 +44,15 @@ class CaptionBank:
         if not len(captions):
             raise ValueError("an empty caption bank")
         self.feats, self.mean, self.captions = feats, np.asarray(mean, np.float32), captions
-        self.reward = CiderReward({str(i): caps for i, caps in enumerate(captions)})
+
+    @cached_property
+    def reward(self) -> CiderReward:
+        """CIDEr-D with the bank captions' document frequencies, keyed by str(row); built on first use (saving a
+        bank needs none of it)."""
+        return CiderReward({str(i): caps for i, caps in enumerate(self.captions)})
 
     @classmethod
-    def build(cls, feats: np.ndarray, captions: list[list[str]]) -> "CaptionBank":
+    def build(cls, feats: np.ndarray, captions: list[list[str]]) -> CaptionBank:
         """From raw inputs float [M, Din] and their captions; inputs without a caption are left out."""
         keep = [i for i, c in enumerate(captions) if c]
         feats = np.asarray(feats, np.float32)[keep]
@@ -56,7 +60,7 @@ class CaptionBank:
         return cls(_unit(feats - mean), mean, [captions[i] for i in keep])
 
     @classmethod
-    def from_data(cls, data) -> "CaptionBank":
+    def from_data(cls, data) -> CaptionBank:
         """From a full-frame `generate.data.CaptionData` (feats [F, Din], refs by key)."""
         return cls.build(data.feats, [data.refs.get(k, []) for k in data.keys])
 
@@ -67,7 +71,7 @@ class CaptionBank:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CaptionBank":
+    def load(cls, path: str | os.PathLike) -> CaptionBank:
         ck = load_checkpoint(path, kind="caption_bank", required=("feats", "mean", "captions"))
         try:
             return cls(ck["feats"].float().numpy(), ck["mean"].float().numpy(), list(ck["captions"]))
@@ -104,22 +108,17 @@ class CaptionBank:
         return best
 
 
-def consensus_captions(model, vocab, feats: np.ndarray, bank: CaptionBank, beam: int, max_len: int,
-                       length_norm: float, k: int, weight: float = 0.0, batch: int = 256,
-                       progress: bool = False) -> list[tuple[str, float, int]]:
-    """`dense.caption_inputs` with the beam re-ranked: feats float [N, Din] -> N (caption text, logprob,
-    n_tokens), each the consensus choice among its image's finished beam captions."""
-    device = next(model.parameters()).device
-    out = []
-    bar = progress_bar(total=len(feats), desc="captions", unit="caption", enabled=progress)
-    for s in range(0, len(feats), batch):
-        x = np.asarray(feats[s : s + batch], np.float32)
-        hyps = beam_search(model, torch.as_tensor(x, device=device), beam, max_len, length_norm, model.cfg.min_len)
-        cands = [[(" ".join(vocab.decode(t)), float(lp), len(t)) for t, lp in h] for h in hyps]
-        out += [c[i] for c, i in zip(cands, bank.rerank(x, cands, k, weight))]
-        bar.update(len(x))
-    bar.close()
-    return out
+def reranks(bank: CaptionBank | None, cfg, beam: int) -> bool:
+    """Whether a decoder re-ranks its beam: a bank, `cfg.consensus_k` > 0, more than one beam and a full-frame
+    (not a region-set) generator."""
+    return bank is not None and cfg.consensus_k > 0 and beam > 1 and cfg.input != "regions"
+
+
+def pick(bank: CaptionBank, vocab, feats: np.ndarray, hyps: list[list[tuple]], cfg) -> list[int]:
+    """The consensus choice (`CaptionBank.rerank` with `cfg.consensus_k`, `cfg.consensus_weight`) among each
+    image's beam hypotheses (tokens, logprob, ...) of `generate.decode.beam_search`; feats float [B, Din]."""
+    texts = [[(" ".join(vocab.decode(h[0])), float(h[1]), len(h[0])) for h in cands] for cands in hyps]
+    return bank.rerank(np.asarray(feats, np.float32), texts, cfg.consensus_k, cfg.consensus_weight)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

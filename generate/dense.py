@@ -40,7 +40,8 @@ from dvsa.align.regions.images import ImageError, load_rgb
 from dvsa.data.errors import UsageError
 from dvsa.data.progress import progress as progress_bar
 from dvsa.data.records import ImageRecord
-from dvsa.generate.decode import decode
+from dvsa.generate import consensus
+from dvsa.generate.decode import beam_search, decode
 from dvsa.generate.densecap_eval import box_iou
 from dvsa.generate.inputs import FULL_FRAME_INPUTS, region_inputs  # noqa: F401  (re-exported: their old home)
 
@@ -71,18 +72,24 @@ class DenseConfig:
 
 
 def caption_inputs(model, vocab, feats: np.ndarray, beam: int, max_len: int, length_norm: float = 0.0,
-                   batch: int = 256, progress: bool = False) -> list[tuple[str, float, int]]:
+                   batch: int = 256, progress: bool = False, bank=None) -> list[tuple[str, float, int]]:
     """Best caption of every input row: feats float [N, Din] -> N (caption text, logprob, n_tokens).
 
     beam 1 is greedy decoding (exactly: beam search with one beam); logprob includes END when the caption ended.
-    Decoded by `generate.decode.decode`. `progress`: a bar over the rows (`dvsa.data.progress`).
+    Decoded by `generate.decode.decode`. `progress`: a bar over the rows (`dvsa.data.progress`). With a
+    `generate.consensus.CaptionBank` the best is the consensus choice among the beam's captions
+    (`consensus.reranks` says when).
     """
     device = next(model.parameters()).device
     out = []
     bar = progress_bar(total=len(feats), desc="captions", unit="caption", enabled=progress)
     for s in range(0, len(feats), batch):
         x = torch.as_tensor(np.asarray(feats[s : s + batch], np.float32), device=device)
-        hyps = decode(model, x, "beam", beam, max_len, length_norm)
+        if bank is not None and consensus.reranks(bank, model.cfg, beam):  # no bank: any decoder model, cfg or not
+            cands = beam_search(model, x, beam, max_len, length_norm, model.cfg.min_len)
+            hyps = [h[i] for h, i in zip(cands, consensus.pick(bank, vocab, x.cpu().numpy(), cands, model.cfg))]
+        else:
+            hyps = decode(model, x, "beam", beam, max_len, length_norm)
         out += [(" ".join(vocab.decode(toks)), float(lp), len(toks)) for toks, lp in hyps]
         bar.update(len(x))
     bar.close()

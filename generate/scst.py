@@ -93,11 +93,6 @@ def scst_loss(logprobs: torch.Tensor, advantages: torch.Tensor, n_words: int) ->
     return -(advantages.to(logprobs) * logprobs).sum() / max(1, n_words)
 
 
-def words_of(seq: list[int], vocab: Vocabulary) -> str:
-    """A sampled id list as the space-joined words the reward scores (END dropped)."""
-    return " ".join(vocab.decode([t for t in seq if t != END_ID]))
-
-
 def scst_epoch(model: CaptionModel, opt: torch.optim.Optimizer, data: CaptionData, reward: CiderReward,
                vocab: Vocabulary, cfg: GenConfig, epoch: int, step: int, device: torch.device,
                show: bool) -> tuple[float, int]:
@@ -118,7 +113,7 @@ def scst_epoch(model: CaptionModel, opt: torch.optim.Optimizer, data: CaptionDat
         with training.autocast(device, cfg.amp, cfg.cpu_amp):
             seqs = sample_policy(model, feats, cfg.max_len, gen)
         keys = [data.keys[i] for i in b for _ in range(K)]
-        r = reward.scores(keys, [words_of(s, vocab) for s in seqs]).reshape(len(b), K)
+        r = reward.scores(keys, [" ".join(vocab.decode(s)) for s in seqs]).reshape(len(b), K)  # decode stops at END
         adv = torch.from_numpy(leave_one_out(r).reshape(-1)).float().to(device)
         inp, tgt = (x.to(device) for x in teacher_inputs(seqs))
         with training.autocast(device, cfg.amp, cfg.cpu_amp):
