@@ -11,6 +11,8 @@ is `align.snippets.score_pairs` + `align.mrf.chain_mrf` + `align.snippets.batch_
 (``RUN/snippets.done.json``, else ``RUN/results.json`` alignment.beta, else `SnippetConfig.beta` when set,
 else 0 = the per-word argmax) and with the run's learned box score (``RUN/box_score.pt`` at the weight the
 pipeline chose) where it has one. Scores are `align.retrieval.score_collection` (eq. 8, the checkpoint's score).
+`search_bank` holds the run's bank of training sentences and the search beta its retrieval stage chose
+(``RUN/retrieval.done.json``; `align.hubness`), which a photo index built with this aligner uses (`align.index`).
 
 Images may be paths, PIL images, numpy arrays (H x W x 3 uint8) or bytes (`data.images.as_rgb`). Every fault is
 a `DvsaError` (`CheckpointError` for a missing or foreign checkpoint, `ImageInputError` for a bad image).
@@ -102,6 +104,19 @@ def run_bank(run: Path | None) -> tuple[list[str], tuple, int] | None:
     return list(bank["ids"]), tuple(bank["beta"]), int(bank.get("sentences_per_image", 1))
 
 
+def run_search_bank(run: Path | None) -> tuple[list[str], float] | None:
+    """(the bank's sentences as text, the search beta) of a run folder whose retrieval stage corrected image
+    search with a bank of train sentences (`align.hubness`), else None (no bank, no search beta, or a run written
+    before the stage kept the sentences)."""
+    if run is None:
+        return None
+    bank = _run_json(run / "retrieval.done.json").get("result", {}).get("bank") or {}
+    beta, texts = (bank.get("beta") or [None, None])[1], bank.get("texts")
+    if beta is None or not texts:
+        return None
+    return [str(t) for t in texts], float(beta)
+
+
 def run_box_scorer(run: Path | None):
     """(BoxScorer, weight) of a run folder's RUN/box_score.pt at the weight the pipeline chose, or (None, 0)."""
     if run is None or not (run / "box_score.pt").is_file():
@@ -128,6 +143,7 @@ class Aligner:
         self.box_weight = float(box_weight) if box_scorer is not None else 0.0
         self.aligned = BoxPrior(model, box_scorer.to(device), box_weight) if box_scorer is not None else model
         self.beta_source = ""
+        self.search_bank: tuple[list[str], float] | None = None  # (bank sentences, search beta): `run_search_bank`
         self.lock = threading.RLock()
 
     @classmethod
@@ -145,6 +161,7 @@ class Aligner:
         scorer, weight = run_box_scorer(run)
         out = cls(model, vocab, cfg, enc, b, scorer, weight, device, str(ck))
         out.beta_source = where
+        out.search_bank = run_search_bank(run)
         return out
 
     # ---------------------------------------------------------------------------------------------- regions

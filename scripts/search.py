@@ -2,8 +2,9 @@
 
     dvsa retrieve --index runs/mine_index "a dog runs on the beach" --k 10 --html top.html --out top.json
 
-FAISS candidates reranked exactly with eq. 8 (`dvsa.align.index`). Prints a table; --html writes a page of the
-photos, --out the JSON.
+FAISS candidates reranked exactly with eq. 8 (`dvsa.align.index`), less each photo's bank correction when the
+index was built from a run whose retrieval stage chose one (`align.hubness`). Prints a table; --html writes a
+page of the photos, --out the JSON.
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     sentence = " ".join(args.sentence)
     idx = Index.load(args.index, device=args.device)
     results = idx.search(sentence, args.k, args.candidates)
-    print(f"sentence: {sentence!r} ({len(idx)} photos, {idx.vectors.backend} + eq. 8 rerank)")
+    hub = idx.hubness
+    how = f"eq. 8 less the bank correction (beta {hub['beta']:g}, {hub['sentences']} sentences)" if hub else "eq. 8"
+    print(f"sentence: {sentence!r} ({len(idx)} photos, {idx.vectors.backend} candidates, {how})")
     print(f"{'rank':>4}  {'score':>9}  photo")
     for r in results:
         print(f"{r['rank']:>4}  {r['score']:>9.3f}  {r['path'] or r['image_id']}")

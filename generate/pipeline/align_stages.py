@@ -172,7 +172,10 @@ def retrieval(run) -> dict:
     metrics = _metrics(res)
     bank_info = {"images": len(use) if use else 0, "sentences_per_image": hcfg.sentences_per_image,
                  "beta": list(betas) if use else None, "validation": val_rows,
-                 "ids": [r.id for r in use] if use else []}
+                 "ids": [r.id for r in use] if use else [],
+                 # the bank's sentences, for the photo indexes built from this run (`align.index`)
+                 "texts": [" ".join(s.tokens) for r in use for s in [x for x in r.sentences if x.tokens]
+                           [: hcfg.sentences_per_image]] if use else []}
     if use:
         run.log(f"  bank of {len(use)} train images, {_beta_name(betas[0])} / {_beta_name(betas[1])} (annotation / "
                 f"search); the plain eq. 8 scores: annotation R@1 {res['plain']['annotation']['r1']:.1f}, search "
