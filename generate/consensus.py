@@ -13,6 +13,10 @@ over the generator's own candidates rather than over the neighbours' captions: t
 the training captions only vote among the beam's answers. On the Flickr8k pipeline's 500 held-out train photos
 (beam 7) it raised CIDEr from 40.1 to 46.1 (docs/experiments.md).
 
+In a run folder the run's alignment model votes too (`generate.align_vote`): each candidate's consensus score
+gains `GenConfig.align_vote` x the aligner's hub-corrected score of (image, caption), so that among captions the
+neighbours agree on, the one that fits this photo more than most wins (held-out photos, beam 15: CIDEr 49.4).
+
 `train_generator` writes ``bank.pt`` beside a full-frame model (`GenConfig.consensus_k` > 0 uses it; the
 pipeline's captions stage, `dvsa caption` and `dvsa generate eval` find it next to the checkpoint).
 
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from dvsa.data.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dvsa.generate.align_vote import AlignVote
 from dvsa.generate.cider_reward import CiderReward
 
 BANK_FILE = "bank.pt"
@@ -34,7 +39,8 @@ BANK_FILE = "bank.pt"
 
 class CaptionBank:
     """Training inputs (centred and unit-length, float32 [M, Din]), their mean (float32 [Din]) and their
-    reference captions (M lists of space-joined token strings)."""
+    reference captions (M lists of space-joined token strings); `vote`, when set, the run's aligner
+    (`generate.align_vote.AlignVote`), which `pick` adds to the consensus at `GenConfig.align_vote`."""
 
     def __init__(self, feats: np.ndarray, mean: np.ndarray, captions: list[list[str]]):
         feats = np.asarray(feats, np.float32)
@@ -44,6 +50,7 @@ class CaptionBank:
         if not len(captions):
             raise ValueError("an empty caption bank")
         self.feats, self.mean, self.captions = feats, np.asarray(mean, np.float32), captions
+        self.vote: AlignVote | None = None
 
     @cached_property
     def reward(self) -> CiderReward:
@@ -95,15 +102,18 @@ class CaptionBank:
         return self.reward.score_against(caption, [v for j in neighbours for v in self.reward.refs[str(int(j))]])
 
     def rerank(self, feats: np.ndarray, candidates: list[list[tuple[str, float, int]]], k: int,
-               weight: float = 0.0) -> list[int]:
+               weight: float = 0.0, extra: list[np.ndarray] | None = None) -> list[int]:
         """For each image (feats [B, Din]) the index of its best candidate (caption text, logprob, tokens):
-        consensus + weight x logprob / (tokens + 1). Ties keep the beam's order."""
-        if len(candidates) != len(feats):
+        consensus + weight x logprob / (tokens + 1) + extra (per image, one value per candidate: the aligner's
+        vote). Ties keep the beam's order."""
+        if len(candidates) != len(feats) or (extra is not None and len(extra) != len(feats)):
             raise ValueError(f"{len(candidates)} candidate lists for {len(feats)} inputs")
         nbrs = self.neighbours(feats, k)
         best = []
-        for cands, nb in zip(candidates, nbrs):
+        for b, (cands, nb) in enumerate(zip(candidates, nbrs)):
             scores = [self.consensus(c, nb) + (weight * lp / (n + 1) if weight else 0.0) for c, lp, n in cands]
+            if extra is not None:
+                scores = [x + float(e) for x, e in zip(scores, extra[b])]
             best.append(int(np.argmax(scores)) if scores else 0)
         return best
 
@@ -115,10 +125,15 @@ def reranks(bank: CaptionBank | None, cfg, beam: int) -> bool:
 
 
 def pick(bank: CaptionBank, vocab, feats: np.ndarray, hyps: list[list[tuple]], cfg) -> list[int]:
-    """The consensus choice (`CaptionBank.rerank` with `cfg.consensus_k`, `cfg.consensus_weight`) among each
-    image's beam hypotheses (tokens, logprob, ...) of `generate.decode.beam_search`; feats float [B, Din]."""
+    """The consensus choice (`CaptionBank.rerank` with `cfg.consensus_k`, `cfg.consensus_weight`, and the bank's
+    aligner vote at `cfg.align_vote` when it has one) among each image's beam hypotheses (tokens, logprob, ...) of
+    `generate.decode.beam_search`; feats float [B, Din]."""
+    feats = np.asarray(feats, np.float32)
     texts = [[(" ".join(vocab.decode(h[0])), float(h[1]), len(h[0])) for h in cands] for cands in hyps]
-    return bank.rerank(np.asarray(feats, np.float32), texts, cfg.consensus_k, cfg.consensus_weight)
+    extra = None
+    if bank.vote is not None and cfg.align_vote > 0:
+        extra = [cfg.align_vote * v for v in bank.vote.scores(feats, [[t for t, _, _ in ts] for ts in texts])]
+    return bank.rerank(feats, texts, cfg.consensus_k, cfg.consensus_weight, extra)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -128,7 +143,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def bank_for(checkpoint: str | os.PathLike, cfg, input_dim: int | None = None) -> CaptionBank | None:
     """The caption bank beside a generator checkpoint when its config re-ranks (`consensus_k` > 0) and the file
     is there, else None (plain beam search). A bank that cannot be read, or whose inputs are not of the
-    generator's `input_dim`, is a CheckpointError naming it."""
+    generator's `input_dim`, is a CheckpointError naming it. When the checkpoint is a run folder's
+    (RUN/gen_full/model.pt, the run holding align/) and `cfg.align_vote` > 0, the bank carries the run's aligner
+    vote (`AlignVote.from_run`: None, with a note, when the run lacks its bank or features)."""
     path = Path(checkpoint).parent / BANK_FILE
     if not getattr(cfg, "consensus_k", 0) or not path.is_file():
         return None
@@ -137,4 +154,7 @@ def bank_for(checkpoint: str | os.PathLike, cfg, input_dim: int | None = None) -
         raise CheckpointError(f"{path}: a caption bank of {bank.feats.shape[1]}-d inputs beside a generator of "
                               f"{input_dim}-d inputs (it belongs to another model: move it away or pass "
                               "--consensus-k 0)")
+    run = Path(checkpoint).resolve().parent.parent
+    if getattr(cfg, "align_vote", 0) > 0 and (run / "align").is_dir():
+        bank.vote = AlignVote.from_run(run, cfg.align_vote_beta)
     return bank

@@ -61,8 +61,8 @@ from pycocoevalcap.cider.cider import Cider
 # fields that may change when a run is resumed (everything else must match the checkpoint)
 # (the self-critical settings too: a trained generator may be fine-tuned by self-critical training afterwards)
 RESUMABLE_CHANGES = {"epochs", "patience", "val_images", "device", "amp", "cpu_amp", "beam", "max_len", "length_norm",
-                     "prior_weight", "consensus_k", "consensus_weight", "scst_epochs", "scst_lr", "scst_samples",
-                     "scst_images"}
+                     "prior_weight", "consensus_k", "consensus_weight", "align_vote", "align_vote_beta", "scst_epochs",
+                     "scst_lr", "scst_samples", "scst_images"}
 
 
 def make_generator(cfg: GenConfig, vocab_size: int, feat_dim: int) -> CaptionModel | AttentionModel:

@@ -73,8 +73,8 @@ class PipelineConfig:
     #                                  the train split | a word2vec file (fixed vectors, eq. 2)
     holdout_val: int = 500  # with eval split "val", validation (early stopping) uses this many held-out train
     #                         images instead (at most a tenth of them), so the reported split is never tuned on
-    beams: tuple = (1, 7)  # caption evaluation at each of these beam sizes
-    report_beam: int = 7  # the beam whose scores go into results["captioning"]
+    beams: tuple = (1, 7, 15)  # caption evaluation at each of these beam sizes (7: the paper's)
+    report_beam: int = 15  # the beam whose scores go into results["captioning"] (GenConfig.beam) and region captions
     max_len: int = 20  # longest generated caption (words)
     retrieval_protocol: str = "1k"  # align.retrieval protocols: "1k" (first 1000 images) | "coco1k" | "5k" | "all"
     # overrides of align.hubness.HubnessConfig: the retrieval scores corrected by a bank of train images (the
