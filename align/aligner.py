@@ -93,12 +93,17 @@ def run_beta(run: Path | None) -> tuple[float, str]:
     return 0.0, "no calibrated beta in the run: 0 (each word on its best region)"
 
 
+def _retrieval_bank(run: Path | None) -> dict:
+    """The "bank" of a run folder's retrieval stage result ({} when there is none)."""
+    if run is None:
+        return {}
+    return _run_json(run / "retrieval.done.json").get("result", {}).get("bank") or {}
+
+
 def run_bank(run: Path | None) -> tuple[list[str], tuple, int] | None:
     """(bank image ids, (annotation beta, search beta), sentences per bank image) of a run folder's retrieval
     stage when it corrected its scores with a bank of train images (`align.hubness`), else None."""
-    if run is None:
-        return None
-    bank = _run_json(run / "retrieval.done.json").get("result", {}).get("bank") or {}
+    bank = _retrieval_bank(run)
     if not bank.get("beta") or not bank.get("ids"):
         return None
     return list(bank["ids"]), tuple(bank["beta"]), int(bank.get("sentences_per_image", 1))
@@ -108,9 +113,7 @@ def run_search_bank(run: Path | None) -> tuple[list[str], float] | None:
     """(the bank's sentences as text, the search beta) of a run folder whose retrieval stage corrected image
     search with a bank of train sentences (`align.hubness`), else None (no bank, no search beta, or a run written
     before the stage kept the sentences)."""
-    if run is None:
-        return None
-    bank = _run_json(run / "retrieval.done.json").get("result", {}).get("bank") or {}
+    bank = _retrieval_bank(run)
     beta, texts = (bank.get("beta") or [None, None])[1], bank.get("texts")
     if beta is None or not texts:
         return None

@@ -25,10 +25,12 @@ retrieval stage corrects its search scores by a bank of training sentences (`ali
 softmax). A photo's correction, (1/beta) log sum_b exp(beta s(photo, b)) over the bank's sentences, depends on the
 photo alone, so it is computed once when the index is built (`penalty` float64 [N], `VectorIndex.bank_penalty`)
 and subtracted from the photo's score; the bound of a photo loses its own correction and stays a bound, so the
-proof above holds for the corrected ranking. `Index.build` does this when the aligner comes from a run folder
-whose retrieval stage chose a search beta (`Aligner.search_bank`). One pooled vector per photo (the mean of its regions, tried first) is
-a lower bound that dilutes the one region a word matches: on 3,000 synthetic photos it kept the exhaustive
-top 10 for 16% of the queries, against 100% for the region candidates (tests/test_index.py).
+proof above holds for the corrected ranking. `Index.build` and `search_recall` do this (`correct_for_hubs`) when
+the aligner comes from a run folder whose retrieval stage chose a search beta (`Aligner.search_bank`).
+
+One pooled vector per photo (the mean of its regions, tried first) is a lower bound that dilutes the one region
+a word matches: on 3,000 synthetic photos it kept the exhaustive top 10 for 16% of the queries, against 100% for
+the region candidates (tests/test_index.py).
 
 Files of a saved index: index.json (format, checkpoint, ids, paths, score kind and norm, "hubness": the bank's
 beta and size or null), regions.npy float32 [sum R_i, H], offsets.npy int64 [N + 1], penalty.npy float64 [N] (with
@@ -152,9 +154,10 @@ class VectorIndex:
         rest = float(np.sort(bound)[::-1][c]) if len(seen) > c else unseen
         return seen[order], bound[order], max(rest, unseen)
 
-    def exact_scores(self, words: np.ndarray, photos: np.ndarray | None = None, chunk: int = 4096) -> np.ndarray:
+    def exact_scores(self, words: np.ndarray, photos: np.ndarray | None = None, chunk: int = 4096,
+                     penalty: bool = True) -> np.ndarray:
         """Eq. 8 scores float32 of one sentence (words float [T, H]) with `photos` (default all), in order, less
-        each photo's penalty when the index has one."""
+        each photo's penalty when the index has one (and `penalty`)."""
         photos = np.arange(self.n) if photos is None else np.asarray(photos, np.int64)
         w = torch.from_numpy(np.ascontiguousarray(words, np.float32))
         counts = torch.tensor([len(w)])
@@ -163,7 +166,7 @@ class VectorIndex:
             v, mask = self._padded(photos[s0 : s0 + chunk])
             out[s0 : s0 + len(v)] = image_sentence_scores_packed(v, mask, w, counts, kind=self.kind,
                                                                  norm=self.norm)[:, 0].numpy()
-        if self.penalty is not None:
+        if self.penalty is not None and penalty:
             out = (out - self.penalty[photos]).astype(np.float32)
         return out
 
@@ -296,12 +299,7 @@ class Index:
         regions = np.concatenate(embs) if embs else np.zeros((0, 1), np.float32)
         offsets = np.concatenate([[0], np.cumsum([len(e) for e in embs])]).astype(np.int64)
         out = cls(aligner, ids, paths, regions, offsets, failed)
-        bank = getattr(aligner, "search_bank", None)
-        if bank is not None and ids:
-            texts, beta = bank
-            words = [w for w in (aligner.embed_sentence(t) for t in texts) if len(w)]
-            out.vectors.penalty = out.vectors.bank_penalty(words, beta)
-            out.hubness = {"beta": float(beta), "sentences": len(words)}
+        out.hubness = correct_for_hubs(aligner, out.vectors)
         if path is not None:
             out.save(path)
         return out
@@ -360,6 +358,18 @@ class Index:
                 for n, (i, s) in enumerate(zip(idx.tolist(), scores.tolist()))]
 
 
+def correct_for_hubs(aligner, vectors: VectorIndex) -> dict | None:
+    """Give `vectors` the bank correction of the aligner's `search_bank` (module doc); returns the bank's
+    {"beta", "sentences"}, or None (no bank: eq. 8 as it is)."""
+    bank = getattr(aligner, "search_bank", None)
+    if bank is None:
+        return None
+    texts, beta = bank
+    words = [w for w in (aligner.embed_sentence(t) for t in texts) if len(w)]
+    vectors.penalty = vectors.bank_penalty(words, beta)
+    return {"beta": float(beta), "sentences": len(words)}
+
+
 def _key(image, n: int) -> str:
     if isinstance(image, (str, os.PathLike)):
         return Path(image).as_posix()
@@ -379,14 +389,9 @@ def search_recall(aligner, store, records, k: int = 10, candidates: int | None =
         raise DataError(str(getattr(store, "path", store)), "no image of the records is in the store")
     ids = [r.id for r in recs]
     embs = aligner.embed_store(store, ids)
-    regions, offsets = np.concatenate(embs), np.concatenate([[0], np.cumsum([len(e) for e in embs])])
-    vi = plain = VectorIndex(regions, offsets, kind=aligner.cfg.score, norm=aligner.cfg.score_norm)
-    bank, hub = getattr(aligner, "search_bank", None), None
-    if bank is not None:
-        words = [w for w in (aligner.embed_sentence(t) for t in bank[0]) if len(w)]
-        vi = VectorIndex(regions, offsets, kind=aligner.cfg.score, norm=aligner.cfg.score_norm,
-                         penalty=plain.bank_penalty(words, bank[1]))
-        hub = {"beta": float(bank[1]), "sentences": len(words)}
+    vi = VectorIndex(np.concatenate(embs), np.concatenate([[0], np.cumsum([len(e) for e in embs])]),
+                     kind=aligner.cfg.score, norm=aligner.cfg.score_norm)
+    hub = correct_for_hubs(aligner, vi)
     hit_e = hit_a = hit_p = same = proven = n = 0
     queries = [(i, s.raw) for i, r in enumerate(recs) for s in r.sentences]
     for i, text in progress(queries, desc="search recall", unit="query", enabled=show_progress):
@@ -398,7 +403,8 @@ def search_recall(aligner, store, records, k: int = 10, candidates: int | None =
         e, _ = vi.exhaustive(words, k)
         hit_a += i in a.tolist()
         hit_e += i in e.tolist()
-        hit_p += i in (plain.exhaustive(words, k)[0].tolist() if hub else e.tolist())
+        hit_p += i in (np.argsort(-vi.exact_scores(words, penalty=False), kind="stable")[:k].tolist() if hub
+                       else e.tolist())
         same += set(a.tolist()) == set(e.tolist())
         n += 1
     return {"n_images": len(recs), "n_queries": n, "k": k, "backend": vi.backend, "hubness": hub,
