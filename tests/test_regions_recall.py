@@ -8,13 +8,15 @@ from dvsa.align.regions.boxhead import (
     BoxHead,
     BoxHeadConfig,
     BoxHeadMismatch,
+    decode_deltas,
+    encode_deltas,
     load_box_head,
     save_box_head,
 )
 from dvsa.align.regions.config import LATE_FIELDS
 from dvsa.align.regions.encoder import prepare
 from dvsa.align.regions.fit_boxhead import FitConfig, train_head
-from dvsa.align.regions.proposals import grid_boxes, select_boxes
+from dvsa.align.regions.proposals import filter_boxes, grid_boxes, select_boxes
 from dvsa.align.regions.recall import BoxRecall, image_objects, reached
 from dvsa.data.records import ImageRecord, Region
 from PIL import Image
@@ -73,9 +75,9 @@ def test_late_fields_rebuild_old_stores_as_they_were_made():
 
 
 # ---------------------------------------------------------------------------------------------------- head
-def _head(in_dim=16, seed=0):
+def _head(in_dim=16, seed=0, regress=False):
     torch.manual_seed(seed)
-    head = BoxHead(BoxHeadConfig(in_dim=in_dim, proj=4, hidden=8, context=2.0), stride=32)
+    head = BoxHead(BoxHeadConfig(in_dim=in_dim, proj=4, hidden=8, context=2.0, regress=regress), stride=32)
     with torch.no_grad():
         for p in head.parameters():
             p.normal_(0, 0.5)
@@ -89,10 +91,10 @@ def _boxes(k, side, seed):
                                          torch.tensor(float(side)))], 1)
 
 
-@pytest.mark.parametrize("mid_dim", [0, 5])
-def test_head_batched_scores_equal_the_one_box_twin(mid_dim):
+@pytest.mark.parametrize("mid_dim,regress", [(0, False), (5, False), (5, True)])
+def test_head_batched_scores_equal_the_one_box_twin(mid_dim, regress):
     torch.manual_seed(0)
-    head = BoxHead(BoxHeadConfig(in_dim=16, proj=4, hidden=8, bins=3, mid_dim=mid_dim), stride=32)
+    head = BoxHead(BoxHeadConfig(in_dim=16, proj=4, hidden=8, bins=3, mid_dim=mid_dim, regress=regress), stride=32)
     with torch.no_grad():
         for p in head.parameters():
             p.normal_(0, 0.5)
@@ -104,9 +106,54 @@ def test_head_batched_scores_equal_the_one_box_twin(mid_dim):
                 for i, bs in enumerate(boxes) for b in bs]
     assert fast.shape == (14,)
     np.testing.assert_allclose(fast.numpy(), slow, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        every = head.outputs(fmap, boxes, 224.0, mid)
+        every_slow = torch.stack([head.outputs_slow(fmap[i], b, 224.0, None if mid is None else mid[i])
+                                  for i, bs in enumerate(boxes) for b in bs])
+    assert every.shape == (14, 5 if regress else 1)
+    np.testing.assert_allclose(every.numpy(), every_slow.numpy(), rtol=1e-4, atol=1e-4)
     if mid_dim:
         with pytest.raises(ValueError, match="pass mid"):
             head.logits(fmap, boxes, 224.0)
+
+
+def test_offsets_decode_what_they_encode():
+    p, g = _boxes(50, 224, 4), _boxes(50, 224, 5)
+    d = encode_deltas(p, g)
+    torch.testing.assert_close(decode_deltas(p, d), g, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(decode_deltas(p, torch.zeros(50, 4)), p)
+    # by hand: a 10 x 20 box whose object is shifted right by 5 px and twice as tall
+    one = encode_deltas(torch.tensor([[0.0, 0, 10, 20]]), torch.tensor([[5.0, -10, 15, 30]]))
+    torch.testing.assert_close(one, torch.tensor([[0.5 / 0.1, 0.0, 0.0, float(np.log(2)) / 0.2]]))
+
+
+def test_refine_moves_boxes_step_after_step_by_the_predicted_offsets():
+    head = _head(seed=2, regress=True)
+    fmap, boxes = torch.rand(2, 16, 7, 7) * 4, [_boxes(7, 224, 6), _boxes(3, 224, 7)]
+    with torch.no_grad():
+        logits, moved = head.refine(fmap, boxes, 224.0, steps=2)
+        b = torch.cat(boxes)
+        once = decode_deltas(b, head.outputs(fmap, boxes, 224.0)[:, 1:]).clamp(0, 224)
+        out2 = head.outputs(fmap, list(torch.split(once, [7, 3])), 224.0)
+        twice = decode_deltas(once, out2[:, 1:]).clamp(0, 224)
+        torch.testing.assert_close(torch.cat(moved), twice)
+        torch.testing.assert_close(logits, out2[:, 0])  # the logits of the boxes the last step moved
+        l0, same = head.refine(fmap, boxes, 224.0, steps=0)
+        torch.testing.assert_close(l0, head.logits(fmap, boxes, 224.0))
+        assert all(torch.equal(a, c) for a, c in zip(same, boxes))
+        _, kept = _head(seed=2).refine(fmap, boxes, 224.0, steps=2)  # a head without regression moves nothing
+        assert all(torch.equal(a, c) for a, c in zip(kept, boxes))
+        # only the 3 best-scored boxes of each image move (the second image has just 3: all of them)
+        lt, mt = head.refine(fmap, boxes, 224.0, steps=2, top=3)
+        first = head.logits(fmap, boxes, 224.0)
+        best = set(first[:7].topk(3).indices.tolist()) | {7, 8, 9}
+        for i in range(10):
+            row = torch.cat(mt)[i]
+            if i in best:
+                torch.testing.assert_close(row, twice[i])
+                torch.testing.assert_close(lt[i], out2[i, 0])
+            else:
+                assert torch.equal(row, b[i]) and torch.equal(lt[i], first[i])
 
 
 def test_lite0_fmaps_is_fmap_and_the_stride_16_map():
@@ -156,6 +203,25 @@ def test_train_head_is_deterministic_and_learns_a_separable_target():
     assert ((la > 0).float() == t).float().mean() > 0.9
 
 
+def test_train_head_learns_the_offsets_to_the_object():
+    g = torch.Generator().manual_seed(1)
+    samples = []
+    for i in range(6):
+        boxes = _boxes(40, 224, 20 + i)
+        w = boxes[:, 2] - boxes[:, 0]
+        gt = boxes + torch.stack([0.2 * w, 0 * w, 0.2 * w, 0 * w], 1)  # every object a fifth of a width right
+        samples.append({"fmap": torch.rand(16, 7, 7, generator=g).half(), "boxes": boxes.numpy(),
+                        "target": np.full(40, 0.6, np.float32), "gt": gt.numpy()})
+    fit = FitConfig(epochs=40, batch_images=3, lr=3e-2, regress=True)
+    head = train_head(samples, 224.0, 32, fit, BoxHeadConfig(in_dim=16, proj=4, hidden=8, regress=True),
+                      log=lambda *_: None)
+    with torch.no_grad():
+        out = head.outputs(torch.stack([s["fmap"].float() for s in samples]),
+                           [torch.from_numpy(s["boxes"]) for s in samples], 224.0)
+    np.testing.assert_allclose(out[:, 1].numpy(), 0.2 / 0.1, atol=0.3)  # x offset 0.2 w, in DELTA_STD units
+    np.testing.assert_allclose(out[:, 2:].numpy(), 0.0, atol=0.3)
+
+
 def _scene(w=96, h=80):
     a = np.full((h, w, 3), 120, np.uint8)
     a[10:40, 12:50] = (220, 30, 30)
@@ -178,6 +244,36 @@ def test_encoder_ranks_proposals_by_the_given_head():
         net = torch.from_numpy(it["proposals"] * np.array([64 / 96, 64 / 80, 64 / 96, 64 / 80], np.float32))
         scores = head.logits(learned.backbone.fmap(x).float(), [net], 64.0).numpy()
     np.testing.assert_array_equal(boxes[1:], it["proposals"][select_boxes(it["proposals"], scores, cfg)])
+
+
+def test_encoder_ranks_the_boxes_a_regressing_head_moved():
+    cfg = RegionConfig(pretrained=False, image_size=64, warp_size=48, ss_size=64, max_boxes=4, grid_levels=3,
+                       grid_min_frac=0.3, objectness="learned", box_refine=2)
+    torch.manual_seed(0)
+    enc = RegionEncoder(cfg)
+    head = _head(in_dim=enc.dim, seed=4, regress=True)
+    with torch.no_grad():
+        head.mlp[-1].weight[1:] *= 0.02  # small moves: every box shifts, few leave the scene
+        head.mlp[-1].bias[1:] = torch.tensor([0.3, -0.3, -0.2, 0.1])
+    learned = RegionEncoder(cfg, backbone=enc.backbone, box_head=head)
+    it = prepare(_scene(), cfg)
+    proposed = it["proposals"].copy()
+    boxes = learned.encode_batch([it])[0][0]
+    f = np.array([64 / 96, 64 / 80, 64 / 96, 64 / 80], np.float32)
+    with torch.inference_mode():
+        fmap = learned.backbone.fmap(learned._to_input(it["net"][None])).float()
+        logits, moved = head.refine(fmap, [torch.from_numpy(proposed * f)], 64.0, steps=2, top=cfg.box_refine_top)
+    moved = (moved[0].numpy() / f).astype(np.float32)
+    ok = filter_boxes(moved, cfg, 96, 80)
+    np.testing.assert_array_equal(it["proposals"], moved[ok])  # the candidates the item reports are the moved ones
+    expect = moved[ok][select_boxes(moved[ok], logits.numpy()[ok], cfg)]
+    np.testing.assert_allclose(boxes[1:], expect, atol=1e-4)
+    assert len(boxes) > 1 and not np.isin(boxes[1:, 0], proposed[:, 0]).all()
+    still = RegionEncoder(RegionConfig(**{**cfg.__dict__, "box_refine": 0}), backbone=enc.backbone, box_head=head)
+    it0 = prepare(_scene(), still.cfg)
+    np.testing.assert_array_equal(it0["proposals"], proposed)
+    still.encode_batch([it0])
+    np.testing.assert_array_equal(it0["proposals"], proposed)  # no step: the proposals as they were
 
 
 def test_a_head_file_in_the_config_ranks_like_the_given_head_and_names_itself_in_the_meta(tmp_path):
@@ -228,7 +324,7 @@ def test_the_shipped_head_belongs_to_efficientnet_lite0():
 
     path = shipped_head_path("efficientnet_lite0")
     head = load_box_head(path, "efficientnet_lite0", BACKBONE_WEIGHTS["efficientnet_lite0"])
-    assert head.cfg.in_dim == 1280 and head.cfg.mid_dim == 112
+    assert head.cfg.in_dim == 1280 and head.cfg.mid_dim == 112 and head.cfg.regress  # it moves boxes too
     with pytest.raises(BoxHeadMismatch):
         load_box_head(path, "resnet50", BACKBONE_WEIGHTS["efficientnet_lite0"])
     assert shipped_box_head("resnet50", True) is None  # no head: the encoder scores by entropy

@@ -9,7 +9,11 @@ score(box) = MLP([pool(P fmap, cell) for the bins x bins cells of the box, pool(
 and the mean pool is linear, projecting the map first and pooling after equals pooling the full C-dim feature
 and projecting it (the slow twin `score_slow`): thousands of boxes cost one [K, h*w] @ [h*w, H] product.
 The head is fitted to predict the IoU of a box with its best-matching annotated box (`fit_boxhead`), so
-higher = more likely to hold a whole object. A head belongs to the backbone (and weights) it was fitted on:
+higher = more likely to hold a whole object. A head with cfg.regress also predicts, as R-CNN's box regression
+does, where that object is: 4 offsets t = ((gx - px) / pw, (gy - py) / ph, log(gw / pw), log(gh / ph)) / DELTA_STD
+of the annotated box g from the box p (centres x, y, sides w, h; `encode_deltas` / `decode_deltas`), so that
+`BoxHead.refine` can move a proposal onto the object it overlaps (step after step: each step re-reads the map
+under the moved box). A head belongs to the backbone (and weights) it was fitted on:
 `load_box_head` refuses another one.
 
 File format (torch.save of plain tensors and JSON-able values; `torch.load(weights_only=True)`):
@@ -33,6 +37,9 @@ FORMAT = "dvsa.boxhead/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # the ImageNet weights a head is tied to, per backbone (the identity written in the head's file)
 BACKBONE_WEIGHTS = {"efficientnet_lite0": "efficientnet-lite0-57934424"}
+# the scale of each regression offset (x, y, log w, log h), as in Fast R-CNN's target normalisation
+DELTA_STD = (0.1, 0.1, 0.2, 0.2)
+MAX_LOG_SCALE = 4.135  # log(1000 / 16): a side grows at most ~62x in one step (torchvision's BoxCoder clamp)
 
 
 class BoxHeadMismatch(CheckpointError):
@@ -48,6 +55,7 @@ class BoxHeadConfig:
     mid_dim: int = 0  # channels of the backbone's finer map (`Backbone.fmaps`, stride mid_stride); 0 = unused
     mid_stride: int = 16
     context: float = 2.0  # side factor of the enlarged box whose pooled feature is the context input
+    regress: bool = False  # also predict the 4 offsets of the overlapped object's box (heads fitted before: False)
 
 
 def geometry(boxes: torch.Tensor, side: float) -> torch.Tensor:
@@ -56,6 +64,29 @@ def geometry(boxes: torch.Tensor, side: float) -> torch.Tensor:
     w = (b[:, 2] - b[:, 0]).clamp(min=1e-3)
     h = (b[:, 3] - b[:, 1]).clamp(min=1e-3)
     return torch.cat([b, w.log()[:, None], h.log()[:, None]], 1)
+
+
+def _centre_size(b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    w, h = (b[:, 2] - b[:, 0]).clamp(min=1e-3), (b[:, 3] - b[:, 1]).clamp(min=1e-3)
+    return b[:, 0] + w / 2, b[:, 1] + h / 2, w, h
+
+
+def encode_deltas(boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[K, 4] boxes p and [K, 4] target boxes g (x1, y1, x2, y2) -> [K, 4] normalised offsets t of g from p."""
+    px, py, pw, ph = _centre_size(boxes.float())
+    gx, gy, gw, gh = _centre_size(targets.float())
+    t = torch.stack([(gx - px) / pw, (gy - py) / ph, (gw / pw).log(), (gh / ph).log()], 1)
+    return t / t.new_tensor(DELTA_STD)
+
+
+def decode_deltas(boxes: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """Inverse of `encode_deltas`: [K, 4] boxes p and offsets t -> [K, 4] moved boxes (the log-scales clamped at
+    MAX_LOG_SCALE)."""
+    d = deltas.float() * deltas.new_tensor(DELTA_STD, dtype=torch.float32)
+    px, py, pw, ph = _centre_size(boxes.float())
+    x, y = px + d[:, 0] * pw, py + d[:, 1] * ph
+    w, h = pw * d[:, 2].clamp(max=MAX_LOG_SCALE).exp(), ph * d[:, 3].clamp(max=MAX_LOG_SCALE).exp()
+    return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], 1)
 
 
 def cells(boxes: torch.Tensor, bins: int) -> torch.Tensor:
@@ -82,7 +113,8 @@ class BoxHead(nn.Module):
         self.proj = nn.Linear(cfg.in_dim, cfg.proj)
         self.proj_mid = nn.Linear(cfg.mid_dim, cfg.proj) if cfg.mid_dim else None
         n_in = (cfg.bins * cfg.bins + 1) * cfg.proj * (2 if cfg.mid_dim else 1) + 6
-        self.mlp = nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1))
+        n_out = 5 if cfg.regress else 1  # the logit, then the 4 offsets
+        self.mlp = nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, n_out))
 
     def _pooled(self, fmap: torch.Tensor, proj: nn.Linear, stride: int, boxes: list[torch.Tensor],
                 side: float) -> torch.Tensor:
@@ -94,12 +126,12 @@ class BoxHead(nn.Module):
         outer = box_mean_pool(p, [enlarge(b, self.cfg.context, side) for b in boxes], stride)  # [sum K, H]
         return torch.cat([(inner + proj.bias).reshape(k, -1), outer + proj.bias], 1)
 
-    def logits(self, fmap: torch.Tensor, boxes: list[torch.Tensor], side: float,
-               mid: torch.Tensor | None = None) -> torch.Tensor:
+    def outputs(self, fmap: torch.Tensor, boxes: list[torch.Tensor], side: float,
+                mid: torch.Tensor | None = None) -> torch.Tensor:
         """fmap [B, C, h, w] of the S x S input (S = `side`), B x [K_b, 4] boxes in its pixels (and the finer map
-        `mid` [B, C', h', w'] when cfg.mid_dim) -> [sum K_b] logits."""
+        `mid` [B, C', h', w'] when cfg.mid_dim) -> [sum K_b, 1 or 5]: the logit, then the offsets (cfg.regress)."""
         if sum(len(b) for b in boxes) == 0:
-            return fmap.new_zeros(0)
+            return fmap.new_zeros(0, 5 if self.cfg.regress else 1)
         boxes = [b.float() for b in boxes]
         parts = [self._pooled(fmap, self.proj, self.stride, boxes, side)]
         if self.proj_mid is not None:
@@ -107,11 +139,46 @@ class BoxHead(nn.Module):
                 raise ValueError("this box head also reads the backbone's finer map: pass mid")
             parts.append(self._pooled(mid, self.proj_mid, self.cfg.mid_stride, boxes, side))
         x = torch.cat(parts + [torch.cat([geometry(b, side) for b in boxes])], 1)  # [sum K, in]
-        return self.mlp(x)[:, 0]
+        return self.mlp(x)
 
-    def score_slow(self, fmap: torch.Tensor, box: torch.Tensor, side: float, mid: torch.Tensor | None = None) -> float:
+    def logits(self, fmap: torch.Tensor, boxes: list[torch.Tensor], side: float,
+               mid: torch.Tensor | None = None) -> torch.Tensor:
+        """As `outputs`, the logits only: [sum K_b]."""
+        return self.outputs(fmap, boxes, side, mid)[:, 0]
+
+    def refine(self, fmap: torch.Tensor, boxes: list[torch.Tensor], side: float, mid: torch.Tensor | None = None,
+               steps: int = 1, top: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Iterative box regression: `steps` times, score the boxes and move each by its predicted offsets
+        (clipped to the S x S input). Returns ([sum K_b] logits of the boxes the last step moved, B x [K_b, 4]
+        moved boxes). `top` > 0: only each image's `top` best-scored boxes (by the first scoring) move, the
+        others keep their box and first logit. steps = 0, or a head without cfg.regress: the logits of `boxes`
+        and `boxes` themselves."""
+        boxes = [b.float() for b in boxes]
+        out = self.outputs(fmap, boxes, side, mid)
+        logits = out[:, 0].clone()
+        if not steps or not self.cfg.regress:
+            return logits, boxes
+        sizes = [len(b) for b in boxes]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        # the moving boxes: rows of the flat [sum K_b] order, per image
+        rows = [start + (torch.arange(n, device=logits.device) if not top or n <= top
+                         else logits[start:start + n].topk(top).indices.sort().values)
+                for start, n in zip(starts, sizes)]
+        flat, pick = torch.cat(boxes), torch.cat(rows)
+        moving, offsets = flat[pick], out[pick, 1:]
+        for step in range(steps):
+            if step:
+                part = self.outputs(fmap, list(torch.split(moving, [len(r) for r in rows])), side, mid)
+                logits[pick], offsets = part[:, 0], part[:, 1:]
+            moving = decode_deltas(moving, offsets).clamp(0, side)
+        flat = flat.clone()
+        flat[pick] = moving
+        return logits, list(torch.split(flat, sizes))
+
+    def outputs_slow(self, fmap: torch.Tensor, box: torch.Tensor, side: float,
+                     mid: torch.Tensor | None = None) -> torch.Tensor:
         """The slow twin for ONE box [4] of one map [C, h, w] (and `mid` [C', h', w']): pool the full C-dim
-        feature of each cell, then project."""
+        feature of each cell, then project. -> [1 or 5] (the logit, then the offsets)."""
         one = box.float()[None]
         parts = []
         for m, proj, stride in ((fmap, self.proj, self.stride), (mid, self.proj_mid, self.cfg.mid_stride)):
@@ -122,7 +189,11 @@ class BoxHead(nn.Module):
             ctx = box_mean_pool(m, [enlarge(one, self.cfg.context, side)], stride)  # [1, C]
             parts += [proj(f) for f in feats] + [proj(ctx)]
         x = torch.cat(parts + [geometry(one, side)], 1)
-        return float(self.mlp(x)[0, 0])
+        return self.mlp(x)[0]
+
+    def score_slow(self, fmap: torch.Tensor, box: torch.Tensor, side: float, mid: torch.Tensor | None = None) -> float:
+        """The slow twin's logit for one box (see `outputs_slow`)."""
+        return float(self.outputs_slow(fmap, box, side, mid)[0])
 
 
 def save_box_head(head: BoxHead, path: str | Path, backbone: str, weights: str, fit: dict) -> Path:

@@ -19,7 +19,7 @@ OBJECTNESS = ("learned", "entropy", "maxprob")
 # Recipe fields added later, with the value that older stores were made with: left out of recipe() at that
 # value, and filled in with it by from_dict when a store's recipe lacks them (so old stores rebuild as made).
 LATE_FIELDS = {"score_pooling": "roialign", "grid_levels": 0, "grid_min_frac": 0.08, "grid_step": 0.4,
-               "grid_max_ratio": 4.0, "box_head": ""}
+               "grid_max_ratio": 4.0, "box_head": "", "box_refine": 0, "box_refine_top": 0}
 # The box recipe before issue 16 (selective search at 96 px, entropy ranking, no grid): `dvsa bench boxes`
 # measures it beside the defaults ("old" vs "new").
 PREVIOUS_RECIPE = {"ss_size": 96, "objectness": "entropy", "grid_levels": 0, "nms_iou": 0.4, "max_proposals": 1000}
@@ -54,6 +54,10 @@ class RegionConfig:
     # the box head file that objectness "learned" ranks with (one written by fit_boxhead.py for this backbone);
     # "" = the package's (boxhead.shipped_head_path). The store's meta records the file's digest either way
     box_head: str = ""
+    # steps of the box head's box regression (a head fitted with it): each step moves every proposal by the
+    # offsets the head predicts to the object it overlaps, then the moved boxes are ranked; 0 = as proposed
+    box_refine: int = 2
+    box_refine_top: int = 1000  # only each image's best-scored box_refine_top proposals move (0 = all of them)
     # how proposals are pooled for the objectness score: roialign (on the one whole-image pass: cheap, but a
     # 7x7 map at 224 px blurs small objects) | warp (R-CNN: every proposal cropped, warped to warp_size and run
     # through the CNN; with pooling="warp" the kept boxes reuse those features). On 400 synthetic scenes

@@ -10,7 +10,8 @@ Recipe for backend "rcnn" (offline R-CNN, the default):
    goes through the network's own head and ImageNet classifier (Fast R-CNN style scoring);
 3. objectness: cfg.objectness="learned" (the default) scores each proposal with the package's box-quality head
    of the backbone (`boxhead.BoxHead` on the feature map of step 2: an estimate of the box's IoU with an
-   object, fitted on Flickr8k train Entities boxes); backbones without a head, and untrained weights, fall back
+   object, fitted on Flickr8k train Entities boxes; a head fitted with box regression first moves every
+   proposal onto the object it overlaps, cfg.box_refine steps); backbones without a head, and untrained weights, fall back
    to "entropy": 1 - H(p)/log 1000, the normalised entropy of the ImageNet class distribution p of the box (a
    box the classifier is sure about, whatever the class, looks like one object); "maxprob" (max softmax
    probability) is the other alternative;
@@ -234,6 +235,31 @@ class RegionEncoder:
         f = torch.cat(feats) if feats else torch.zeros(0, self.dim)
         return list(torch.split(f, [len(k) for k in kept]))
 
+    def _refine(self, items: list[dict], fmap: torch.Tensor, net_boxes: list[torch.Tensor],
+                mid: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The box head's logits of the proposals ([sum P_b]) and the proposals in network-input pixels, after
+        cfg.box_refine steps of its box regression when it has one (`BoxHead.refine`). A moved proposal replaces
+        its item's ``proposals`` (original pixels) and goes through the size and whole-image filter again; given
+        boxes are never moved."""
+        s = float(self.cfg.image_size)
+        steps = self.cfg.box_refine if self.box_head.cfg.regress else 0
+        logits, moved = self.box_head.refine(fmap, net_boxes, s, mid, steps, self.cfg.box_refine_top)
+        if not steps:
+            return logits, net_boxes
+        per_image = list(torch.split(logits, [len(b) for b in net_boxes]))
+        for n, it in enumerate(items):
+            if it["given"]:
+                moved[n] = net_boxes[n]
+                continue
+            w, h = it["size"]
+            f = np.array([s / w, s / h, s / w, s / h], np.float32)
+            orig = (moved[n].cpu().numpy() / f).astype(np.float32)
+            ok = filter_boxes(orig, self.cfg, w, h)
+            it["proposals"] = orig[ok]
+            idx = torch.from_numpy(ok).to(moved[n].device)
+            moved[n], per_image[n] = moved[n][idx], per_image[n][idx]
+        return torch.cat(per_image), moved
+
     @torch.inference_mode()
     def encode_batch(self, items: list[dict]) -> list[Result]:
         """Items from `prepare` -> one `Result` per item (see `encode`)."""
@@ -257,18 +283,23 @@ class RegionEncoder:
                 f = np.array([s / w, s / h, s / w, s / h], np.float32)
                 # float32 even under fp16 autocast: box coordinates in fp16 lose up to half a pixel at S = 512
                 net_boxes.append(torch.from_numpy(it["proposals"] * f).to(self.device, torch.float32))
-            pooled_feats = (
-                self.backbone.region_features(fmap, net_boxes).float()
-                if sum(len(b) for b in net_boxes)
-                else torch.zeros(0, self.dim, device=self.device)
-            )  # [sum P, D]
-            per_image = list(torch.split(pooled_feats, [len(b) for b in net_boxes]))
-            # R-CNN scoring: every proposal of the images that need scores warped through the CNN, [P_b, D] each
-            # learned objectness: the box head on the feature map, every image's proposals at once, [P_b] each
+            # learned objectness: the box head on the feature map, every image's proposals at once, [P_b] each;
+            # a head that regresses first moves the proposals onto the objects they overlap (cfg.box_refine steps)
             learned: list[torch.Tensor] = []
             if self.box_head is not None:
-                logits = self.box_head.logits(fmap.float(), net_boxes, float(s), mid).float()  # [sum P]
-                learned = list(torch.split(logits, [len(b) for b in net_boxes]))
+                logits, net_boxes = self._refine(items, fmap.float(), net_boxes, mid)
+                learned = list(torch.split(logits.float(), [len(b) for b in net_boxes]))
+            # every proposal's pooled feature, [P_b, D] each: the regions of pooling "roialign", and the entropy
+            # objectness's input (unused with a box head and warped regions)
+            per_image: list = [None] * len(items)
+            if cfg.pooling != "warp" or self.box_head is None:
+                pooled_feats = (
+                    self.backbone.region_features(fmap, net_boxes).float()
+                    if sum(len(b) for b in net_boxes)
+                    else torch.zeros(0, self.dim, device=self.device)
+                )  # [sum P, D]
+                per_image = list(torch.split(pooled_feats, [len(b) for b in net_boxes]))
+            # R-CNN scoring: every proposal of the images that need scores warped through the CNN, [P_b, D] each
             warped: dict[int, torch.Tensor] = {}
             if cfg.score_pooling == "warp" and self.box_head is None:
                 todo = [n for n, it in enumerate(items) if not it["given"] and "scores" not in it]
