@@ -235,12 +235,12 @@ class RegionEncoder:
         f = torch.cat(feats) if feats else torch.zeros(0, self.dim)
         return list(torch.split(f, [len(k) for k in kept]))
 
-    def _refine(self, items: list[dict], fmap: torch.Tensor, net_boxes: list[torch.Tensor],
+    def _refine(self, items: list[dict], fmap: torch.Tensor, net_boxes: list[torch.Tensor], scales: list[np.ndarray],
                 mid: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The box head's logits of the proposals ([sum P_b]) and the proposals in network-input pixels, after
-        cfg.box_refine steps of its box regression when it has one (`BoxHead.refine`). A moved proposal replaces
-        its item's ``proposals`` (original pixels) and goes through the size and whole-image filter again; given
-        boxes are never moved."""
+        cfg.box_refine steps of its box regression when it has one (`BoxHead.refine`). `scales`: per item, the
+        [4] factors from original to network-input pixels. A moved proposal replaces its item's ``proposals``
+        (original pixels) and goes through the size and whole-image filter again; given boxes are never moved."""
         s = float(self.cfg.image_size)
         steps = self.cfg.box_refine if self.box_head.cfg.regress else 0
         logits, moved = self.box_head.refine(fmap, net_boxes, s, mid, steps, self.cfg.box_refine_top)
@@ -251,10 +251,8 @@ class RegionEncoder:
             if it["given"]:
                 moved[n] = net_boxes[n]
                 continue
-            w, h = it["size"]
-            f = np.array([s / w, s / h, s / w, s / h], np.float32)
-            orig = (moved[n].cpu().numpy() / f).astype(np.float32)
-            ok = filter_boxes(orig, self.cfg, w, h)
+            orig = (moved[n].cpu().numpy() / scales[n]).astype(np.float32)
+            ok = filter_boxes(orig, self.cfg, *it["size"])
             it["proposals"] = orig[ok]
             idx = torch.from_numpy(ok).to(moved[n].device)
             moved[n], per_image[n] = moved[n][idx], per_image[n][idx]
@@ -277,17 +275,15 @@ class RegionEncoder:
                 fmap = self.backbone.fmap(x)  # [B,C,h,w]
             whole = self.backbone.global_feature(fmap).float()  # [B,D]
             # boxes of every image in network-input pixels (anisotropic: the image was warped to S x S)
-            net_boxes = []
-            for it in items:
-                w, h = it["size"]
-                f = np.array([s / w, s / h, s / w, s / h], np.float32)
-                # float32 even under fp16 autocast: box coordinates in fp16 lose up to half a pixel at S = 512
-                net_boxes.append(torch.from_numpy(it["proposals"] * f).to(self.device, torch.float32))
+            scales = [np.array([s / w, s / h, s / w, s / h], np.float32) for w, h in (it["size"] for it in items)]
+            # float32 even under fp16 autocast: box coordinates in fp16 lose up to half a pixel at S = 512
+            net_boxes = [torch.from_numpy(it["proposals"] * f).to(self.device, torch.float32)
+                         for it, f in zip(items, scales)]
             # learned objectness: the box head on the feature map, every image's proposals at once, [P_b] each;
             # a head that regresses first moves the proposals onto the objects they overlap (cfg.box_refine steps)
             learned: list[torch.Tensor] = []
             if self.box_head is not None:
-                logits, net_boxes = self._refine(items, fmap.float(), net_boxes, mid)
+                logits, net_boxes = self._refine(items, fmap.float(), net_boxes, scales, mid)
                 learned = list(torch.split(logits.float(), [len(b) for b in net_boxes]))
             # every proposal's pooled feature, [P_b, D] each: the regions of pooling "roialign", and the entropy
             # objectness's input (unused with a box head and warped regions)
