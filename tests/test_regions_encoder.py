@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 from dvsa.align.regions import RegionConfig, RegionEncoder
-from dvsa.align.regions.backbones import box_mean_pool
+from dvsa.align.regions.backbones import box_grid_pool, box_mean_pool
+from dvsa.align.regions.boxhead import cells
 from dvsa.align.regions.proposals import select_boxes
 from PIL import Image
 from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
@@ -55,6 +56,26 @@ def test_box_mean_pool_is_the_limit_of_roi_align():
         fast = box_mean_pool(fm, boxes, stride)
         slow = roi_align(fm, boxes, 1, spatial_scale=1 / stride, sampling_ratio=128, aligned=True).flatten(1)
         np.testing.assert_allclose(fast.numpy(), slow.numpy(), atol=2e-4)
+
+
+def test_box_grid_pool_equals_pooling_every_cell():
+    """The separable grid pool against box_mean_pool of each cell, on maps of several shapes (one cell, not
+    square), boxes reaching past the map's border cells, and an image without boxes."""
+    torch.manual_seed(1)
+    for h, w, stride, bins in [(7, 7, 32, 3), (5, 9, 16, 2), (1, 1, 32, 3), (14, 14, 16, 1)]:
+        fm = torch.randn(3, 6, h, w, dtype=torch.float64)
+        size = torch.tensor([w * stride, h * stride], dtype=torch.float64)
+        boxes = []
+        for n in (12, 0, 7):
+            xy = torch.rand(n, 2, dtype=torch.float64) * size * 0.9
+            b = torch.cat([xy, torch.minimum(xy + torch.rand(n, 2, dtype=torch.float64) * size * 0.6 + 1, size)], 1)
+            if n:
+                b[0] = torch.cat([torch.zeros(2, dtype=torch.float64), size])  # the whole map: past the centres
+            boxes.append(b)
+        fast = box_grid_pool(fm, boxes, stride, bins)
+        slow = box_mean_pool(fm, [cells(b, bins) for b in boxes], stride)
+        assert fast.shape == (19 * bins * bins, 6)
+        np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-5, atol=1e-5)  # box edges in float32
 
 
 def _slow_select(boxes, scores, iou_thr, k):

@@ -99,7 +99,8 @@ def test_head_batched_scores_equal_the_one_box_twin(mid_dim, regress):
         for p in head.parameters():
             p.normal_(0, 0.5)
     fmap, mid = torch.rand(2, 16, 7, 7) * 6, (torch.rand(2, 5, 14, 14) * 6 if mid_dim else None)
-    boxes = [_boxes(9, 224, 1), _boxes(5, 224, 2)]
+    fmap, mid = torch.cat([fmap, fmap[:1]]), (None if mid is None else torch.cat([mid, mid[:1]]))
+    boxes = [_boxes(9, 224, 1), _boxes(5, 224, 2), _boxes(0, 224, 3)]  # the third image has no boxes
     with torch.no_grad():
         fast = head.logits(fmap, boxes, 224.0, mid)
         slow = [head.score_slow(fmap[i], b, 224.0, None if mid is None else mid[i])
@@ -110,8 +111,10 @@ def test_head_batched_scores_equal_the_one_box_twin(mid_dim, regress):
         every = head.outputs(fmap, boxes, 224.0, mid)
         every_slow = torch.stack([head.outputs_slow(fmap[i], b, 224.0, None if mid is None else mid[i])
                                   for i, bs in enumerate(boxes) for b in bs])
+        every_concat = head.outputs_concat(fmap, boxes, 224.0, mid)
     assert every.shape == (14, 5 if regress else 1)
     np.testing.assert_allclose(every.numpy(), every_slow.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(every_concat.numpy(), every_slow.numpy(), rtol=1e-4, atol=1e-4)
     if mid_dim:
         with pytest.raises(ValueError, match="pass mid"):
             head.logits(fmap, boxes, 224.0)

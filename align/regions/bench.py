@@ -153,7 +153,32 @@ def stage_rows(paths: list[str], cfg: RegionConfig, total: int, cores: int) -> l
         _row("proposals (resize + SS + filter)", prep.wall, prep.cpu, n, total, cores),
         _row(f"CNN + scoring + pool (b={cfg.batch_size})", cnn.wall, cnn.cpu, n, total, cores),
         _row("sum of stages", dec.wall + prep.wall + cnn.wall, dec.cpu + prep.cpu + cnn.cpu, n, total, cores),
-    ]
+    ] + head_rows(enc, [prepare(im, cfg) for im in images], total, cores)
+
+
+def head_rows(enc: RegionEncoder, items: list[dict], total: int, cores: int) -> list[dict]:
+    """The box head alone, one pass over every proposal of the sample on its images' feature maps: the earlier
+    path (every cell pooled with its own weight map, the MLP's input concatenated: `BoxHead.outputs_concat`)
+    and the default (`BoxHead.outputs`). No rows without a box head."""
+    head, s = enc.box_head, float(enc.cfg.image_size)
+    if head is None:
+        return []
+    rows, n = [], len(items)
+    with torch.inference_mode():
+        maps = []
+        for i in range(0, n, enc.cfg.batch_size):
+            batch = items[i : i + enc.cfg.batch_size]
+            fmap, mid = enc.backbone.fmaps(enc._to_input(torch.stack([it["net"] for it in batch])))
+            boxes = [torch.from_numpy(it["proposals"] * np.array([s / it["size"][0], s / it["size"][1]] * 2,
+                                                                  np.float32)) for it in batch]
+            maps.append((fmap.float(), mid if head.cfg.mid_dim else None, boxes))
+        props = np.mean([len(b) for _, _, bs in maps for b in bs])
+        for name, fn in (("old: per-cell pooling", head.outputs_concat), ("new: separable pooling", head.outputs)):
+            with Clock() as t:
+                for fmap, mid, boxes in maps:
+                    fn(fmap, boxes, s, mid)
+            rows.append(_row(f"box head, {props:.0f} boxes, {name}", t.wall, t.cpu, n, total, cores))
+    return rows
 
 
 def end_to_end_row(paths: list[str], cfg: RegionConfig, spec: str, total: int, cores: int,
@@ -309,9 +334,9 @@ def format_features_table(rows: list[dict], skip_stages: bool = False) -> str:
         head = ["| stage | wall ms/img | cpu ms/img | images/s | wall min/total | proj min/total |",
                 "|---|---|---|---|---|---|"]
     else:
-        head = ["| stage                                      | wall ms/img | cpu ms/img | images/s | wall min/total "
+        head = ["| stage                                          | wall ms/img | cpu ms/img | images/s | wall min/total "
                 "| proj min/total |", "|---|---|---|---|---|---|"]
-    return "\n".join(head + [f"| {r['stage']:<42} | {r['wall_ms']:9.1f} | {r['cpu_ms']:9.1f} | "
+    return "\n".join(head + [f"| {r['stage']:<46} | {r['wall_ms']:9.1f} | {r['cpu_ms']:9.1f} | "
                              f"{r['images_per_s']:9.1f} | {r['wall_min_total']:9.1f} | {r['proj_min_total']:9.1f} |"
                              for r in rows])
 

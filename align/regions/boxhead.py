@@ -7,7 +7,8 @@ score(box) = MLP([pool(P fmap, cell) for the bins x bins cells of the box, pool(
 `context`), geometry(box)]), where P is a linear 1x1 projection C -> H and pool is the exact box mean
 (`backbones.box_mean_pool`). Because P is linear
 and the mean pool is linear, projecting the map first and pooling after equals pooling the full C-dim feature
-and projecting it (the slow twin `score_slow`): thousands of boxes cost one [K, h*w] @ [h*w, H] product.
+and projecting it (the slow twin `score_slow`): thousands of boxes cost a few products with the H-channel map
+(`backbones.box_grid_cells`).
 The head is fitted to predict the IoU of a box with its best-matching annotated box (`fit_boxhead`), so
 higher = more likely to hold a whole object. A head with cfg.regress also predicts, as R-CNN's box regression
 does, where that object is: 4 offsets t = ((gx - px) / pw, (gy - py) / ph, log(gw / pw), log(gh / ph)) / DELTA_STD
@@ -31,7 +32,7 @@ from dvsa.data.checkpoint import read_weights_only
 from dvsa.data.errors import CheckpointError
 from torch import nn
 
-from .backbones import box_mean_pool
+from .backbones import box_grid_cells, box_mean_pool
 
 FORMAT = "dvsa.boxhead/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -116,15 +117,37 @@ class BoxHead(nn.Module):
         n_out = 5 if cfg.regress else 1  # the logit, then the 4 offsets
         self.mlp = nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, n_out))
 
-    def _pooled(self, fmap: torch.Tensor, proj: nn.Linear, stride: int, boxes: list[torch.Tensor],
+    def _hidden(self, fmap: torch.Tensor, mid: torch.Tensor | None, boxes: list[torch.Tensor],
                 side: float) -> torch.Tensor:
-        """[B, C, h, w] -> [sum K, (bins² + 1) * H]: the projected map pooled on each box's cells and context.
-        The projection's bias is added after pooling (a mean keeps it), so the map is projected once."""
-        p = torch.einsum("bchw,kc->bkhw", fmap.float(), proj.weight)  # [B, H, h, w]
-        k = sum(len(b) for b in boxes)
-        inner = box_mean_pool(p, [cells(b, self.cfg.bins) for b in boxes], stride)  # [sum K * bins², H]
-        outer = box_mean_pool(p, [enlarge(b, self.cfg.context, side) for b in boxes], stride)  # [sum K, H]
-        return torch.cat([(inner + proj.bias).reshape(k, -1), outer + proj.bias], 1)
+        """The MLP's first layer before its ReLU, [sum K, M], without building its [sum K, in] input: the layer is
+        linear, so each block of its input (a map's bins² cells, its context, the geometry) meets its own columns
+        of the weight, image by image. Each map is projected once; the projection's bias is added after pooling
+        (a mean keeps it), so it folds into a constant of the layer."""
+        first = self.mlp[0]
+        m_, bins, h_ = self.cfg.hidden, self.cfg.bins, self.cfg.proj
+        maps = [(fmap, self.proj, self.stride)]
+        if self.proj_mid is not None:
+            if mid is None:
+                raise ValueError("this box head also reads the backbone's finer map: pass mid")
+            maps.append((mid, self.proj_mid, self.cfg.mid_stride))
+        const, blocks, col = first.bias, [], 0
+        for m, proj, stride in maps:
+            w_cells = first.weight[:, col:col + bins * bins * h_]  # [M, bins² H], columns (y, x, H)
+            w_ctx = first.weight[:, col + bins * bins * h_:col + (bins * bins + 1) * h_]  # [M, H]
+            const = const + (w_cells.reshape(m_, bins * bins, h_).sum(1) + w_ctx) @ proj.bias
+            w_cells = w_cells.reshape(m_, bins, bins, h_).transpose(2, 3).reshape(m_, -1)  # columns (y, H, x)
+            blocks.append((torch.einsum("bchw,kc->bkhw", m.float(), proj.weight), stride, w_cells, w_ctx))
+            col += (bins * bins + 1) * h_
+        w_geo = first.weight[:, col:]  # [M, 6]
+        out = []
+        for i, bx in enumerate(boxes):
+            acc = torch.addmm(const, geometry(bx, side), w_geo.T)  # [K, M]
+            big = enlarge(bx, self.cfg.context, side)
+            for p, stride, w_cells, w_ctx in blocks:  # p [B, H, h, w]
+                acc = torch.addmm(acc, box_grid_cells(p[i], bx, stride, bins).reshape(len(bx), w_cells.shape[1]), w_cells.T)
+                acc = torch.addmm(acc, box_grid_cells(p[i], big, stride, 1).reshape(len(bx), h_), w_ctx.T)
+            out.append(acc)
+        return torch.cat(out)
 
     def outputs(self, fmap: torch.Tensor, boxes: list[torch.Tensor], side: float,
                 mid: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,14 +155,22 @@ class BoxHead(nn.Module):
         `mid` [B, C', h', w'] when cfg.mid_dim) -> [sum K_b, 1 or 5]: the logit, then the offsets (cfg.regress)."""
         if sum(len(b) for b in boxes) == 0:
             return fmap.new_zeros(0, 5 if self.cfg.regress else 1)
+        return self.mlp[2](self.mlp[1](self._hidden(fmap, mid, [b.float() for b in boxes], side)))
+
+    def outputs_concat(self, fmap: torch.Tensor, boxes: list[torch.Tensor], side: float,
+                       mid: torch.Tensor | None = None) -> torch.Tensor:
+        """`outputs` the earlier way, the benchmark's "old" path and a batched twin: every cell pooled with its
+        own weight map (`box_mean_pool` of `cells`), the MLP's whole input concatenated, then the MLP."""
         boxes = [b.float() for b in boxes]
-        parts = [self._pooled(fmap, self.proj, self.stride, boxes, side)]
-        if self.proj_mid is not None:
-            if mid is None:
-                raise ValueError("this box head also reads the backbone's finer map: pass mid")
-            parts.append(self._pooled(mid, self.proj_mid, self.cfg.mid_stride, boxes, side))
-        x = torch.cat(parts + [torch.cat([geometry(b, side) for b in boxes])], 1)  # [sum K, in]
-        return self.mlp(x)
+        parts = []
+        for m, proj, stride in ((fmap, self.proj, self.stride), (mid, self.proj_mid, self.cfg.mid_stride)):
+            if proj is None:
+                continue
+            p = torch.einsum("bchw,kc->bkhw", m.float(), proj.weight)  # [B, H, h, w]
+            inner = box_mean_pool(p, [cells(b, self.cfg.bins) for b in boxes], stride)  # [sum K * bins², H]
+            outer = box_mean_pool(p, [enlarge(b, self.cfg.context, side) for b in boxes], stride)  # [sum K, H]
+            parts += [(inner + proj.bias).reshape(len(outer), -1), outer + proj.bias]
+        return self.mlp(torch.cat(parts + [torch.cat([geometry(b, side) for b in boxes])], 1))
 
     def logits(self, fmap: torch.Tensor, boxes: list[torch.Tensor], side: float,
                mid: torch.Tensor | None = None) -> torch.Tensor:
