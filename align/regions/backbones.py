@@ -160,14 +160,6 @@ def box_grid_cells(fmap: torch.Tensor, boxes: torch.Tensor, stride: int, bins: i
     return (rows.reshape(k, bins * c, w) @ wx.to(fmap.dtype).transpose(1, 2)).reshape(k, bins, c, bins)
 
 
-def box_grid_pool(fmap: torch.Tensor, boxes: list[torch.Tensor], stride: int, bins: int) -> torch.Tensor:
-    """``box_mean_pool(fmap, [cells(b, bins) for b in boxes], stride)`` by `box_grid_cells`: [B,C,h,w], B x [K_b,4]
-    -> [sum K_b * bins², C], each box's bins x bins cells row-major, box after box."""
-    c = fmap.shape[1]
-    return torch.cat([box_grid_cells(fmap[i], bx, stride, bins).transpose(2, 3).reshape(-1, c) if len(bx)
-                      else fmap.new_zeros(0, c) for i, bx in enumerate(boxes)])
-
-
 class Backbone(nn.Module):
     """Common interface; subclasses set `dim`, `stride`, `pool_size`, `mean`, `std`.
 

@@ -142,6 +142,7 @@ def stage_rows(paths: list[str], cfg: RegionConfig, total: int, cores: int) -> l
             selective_search(np.asarray(im), cfg)
     with Clock() as prep:
         items = [prepare(im, cfg) for im in images]
+    as_proposed = [dict(it) for it in items]  # encode_batch replaces an item's "proposals" with the moved boxes
     enc.encode_batch(items[: min(2, n)])  # warm-up
     with Clock() as cnn:
         for s in range(0, n, cfg.batch_size):
@@ -153,7 +154,7 @@ def stage_rows(paths: list[str], cfg: RegionConfig, total: int, cores: int) -> l
         _row("proposals (resize + SS + filter)", prep.wall, prep.cpu, n, total, cores),
         _row(f"CNN + scoring + pool (b={cfg.batch_size})", cnn.wall, cnn.cpu, n, total, cores),
         _row("sum of stages", dec.wall + prep.wall + cnn.wall, dec.cpu + prep.cpu + cnn.cpu, n, total, cores),
-    ] + head_rows(enc, [prepare(im, cfg) for im in images], total, cores)
+    ] + head_rows(enc, as_proposed, total, cores)
 
 
 def head_rows(enc: RegionEncoder, items: list[dict], total: int, cores: int) -> list[dict]:

@@ -144,7 +144,8 @@ class BoxHead(nn.Module):
             acc = torch.addmm(const, geometry(bx, side), w_geo.T)  # [K, M]
             big = enlarge(bx, self.cfg.context, side)
             for p, stride, w_cells, w_ctx in blocks:  # p [B, H, h, w]
-                acc = torch.addmm(acc, box_grid_cells(p[i], bx, stride, bins).reshape(len(bx), w_cells.shape[1]), w_cells.T)
+                inner = box_grid_cells(p[i], bx, stride, bins).reshape(len(bx), w_cells.shape[1])  # [K, bins² H]
+                acc = torch.addmm(acc, inner, w_cells.T)
                 acc = torch.addmm(acc, box_grid_cells(p[i], big, stride, 1).reshape(len(bx), h_), w_ctx.T)
             out.append(acc)
         return torch.cat(out)
