@@ -140,6 +140,15 @@ def box_mean_pool(fmap: torch.Tensor, boxes: list[torch.Tensor], stride: int) ->
     return torch.cat(out)
 
 
+def cell_edges(boxes: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[K, 4] boxes -> (x, y), each [K, bins + 1]: the edges of each box's bins x bins cells, left to right and
+    top to bottom, in the boxes' own coordinates and dtype."""
+    t = torch.arange(bins + 1, dtype=boxes.dtype, device=boxes.device) / bins  # [bins + 1]
+    x = boxes[:, 0:1] + (boxes[:, 2:3] - boxes[:, 0:1]) * t
+    y = boxes[:, 1:2] + (boxes[:, 3:4] - boxes[:, 1:2]) * t
+    return x, y
+
+
 def box_grid_cells(fmap: torch.Tensor, boxes: torch.Tensor, stride: int, bins: int) -> torch.Tensor:
     """One image's map [C,h,w] and its boxes [K,4] -> [K, bins(y), C, bins(x)]: the exact mean of each box's
     bins x bins cells (`box_mean_pool` of the cells), in the order the two products leave them.
@@ -150,10 +159,8 @@ def box_grid_cells(fmap: torch.Tensor, boxes: torch.Tensor, stride: int, bins: i
     """
     c, h, w = fmap.shape
     k = len(boxes)
-    t = torch.arange(bins + 1, dtype=torch.float32, device=fmap.device) / bins  # [bins + 1]
-    bx = boxes.to(torch.float32)
-    xs = (bx[:, 0:1] + (bx[:, 2:3] - bx[:, 0:1]) * t) / stride - 0.5  # [K, bins + 1] cell edges, map coords
-    ys = (bx[:, 1:2] + (bx[:, 3:4] - bx[:, 1:2]) * t) / stride - 0.5
+    xs, ys = cell_edges(boxes.to(torch.float32), bins)  # [K, bins + 1] each, input pixels
+    xs, ys = xs / stride - 0.5, ys / stride - 0.5  # map coordinates
     wx = _axis_weights(xs[:, :-1].reshape(-1), xs[:, 1:].reshape(-1), w).reshape(k, bins, w)  # [K, bins, w]
     wy = _axis_weights(ys[:, :-1].reshape(-1), ys[:, 1:].reshape(-1), h)  # [K*bins, h]
     rows = wy.to(fmap.dtype) @ fmap.permute(1, 0, 2).reshape(h, c * w)  # [K*bins, C*w]

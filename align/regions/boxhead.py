@@ -32,7 +32,7 @@ from dvsa.data.checkpoint import read_weights_only
 from dvsa.data.errors import CheckpointError
 from torch import nn
 
-from .backbones import box_grid_cells, box_mean_pool
+from .backbones import box_grid_cells, box_mean_pool, cell_edges
 
 FORMAT = "dvsa.boxhead/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -92,9 +92,7 @@ def decode_deltas(boxes: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 def cells(boxes: torch.Tensor, bins: int) -> torch.Tensor:
     """[K, 4] -> [K * bins * bins, 4]: each box cut into a bins x bins grid, row-major, box after box."""
-    t = torch.arange(bins + 1, dtype=boxes.dtype, device=boxes.device) / bins  # [bins + 1]
-    x = boxes[:, 0:1] + (boxes[:, 2:3] - boxes[:, 0:1]) * t  # [K, bins + 1]
-    y = boxes[:, 1:2] + (boxes[:, 3:4] - boxes[:, 1:2]) * t
+    x, y = cell_edges(boxes, bins)  # [K, bins + 1] each
     x1, x2 = x[:, None, :-1].expand(-1, bins, -1), x[:, None, 1:].expand(-1, bins, -1)  # [K, bins(y), bins(x)]
     y1, y2 = y[:, :-1, None].expand(-1, -1, bins), y[:, 1:, None].expand(-1, -1, bins)
     return torch.stack([x1, y1, x2, y2], -1).reshape(-1, 4)
