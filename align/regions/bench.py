@@ -29,7 +29,7 @@ import torch
 from dvsa.align.regions import extract_features
 from dvsa.align.regions.backbones import build_backbone
 from dvsa.align.regions.config import RegionConfig
-from dvsa.align.regions.encoder import RegionEncoder, prepare
+from dvsa.align.regions.encoder import RegionEncoder, net_scale, prepare
 from dvsa.align.regions.extract import resolve_workers
 from dvsa.align.regions.images import load_rgb
 from dvsa.align.regions.proposals import selective_search
@@ -170,8 +170,7 @@ def head_rows(enc: RegionEncoder, items: list[dict], total: int, cores: int) -> 
         for i in range(0, n, enc.cfg.batch_size):
             batch = items[i : i + enc.cfg.batch_size]
             fmap, mid = enc.backbone.fmaps(enc._to_input(torch.stack([it["net"] for it in batch])))
-            boxes = [torch.from_numpy(it["proposals"] * np.array([s / it["size"][0], s / it["size"][1]] * 2,
-                                                                  np.float32)) for it in batch]
+            boxes = [torch.from_numpy(it["proposals"] * net_scale(it["size"], s)) for it in batch]
             maps.append((fmap.float(), mid if head.cfg.mid_dim else None, boxes))
         props = np.mean([len(b) for _, _, bs in maps for b in bs])
         for name, fn in (("old: per-cell pooling", head.outputs_concat), ("new: separable pooling", head.outputs)):

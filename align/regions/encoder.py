@@ -93,6 +93,13 @@ def prepare(image: Image.Image, cfg: RegionConfig, boxes: np.ndarray | None = No
     return {"size": (w, h), "net": net, "work": work, "work_scale": work_scale, "proposals": proposals, "given": given}
 
 
+def net_scale(size: tuple[int, int], image_size: int) -> np.ndarray:
+    """float32 [4]: the factors that take an image's [x1, y1, x2, y2] from its own pixels (size = (W, H)) to the
+    network input's, where the image is warped to image_size x image_size."""
+    w, h = size
+    return np.array([image_size / w, image_size / h, image_size / w, image_size / h], np.float32)
+
+
 def objectness(logits: torch.Tensor, kind: str) -> torch.Tensor:
     """[K, C] logits -> [K] score in 0..1: max softmax probability, or 1 - normalised entropy."""
     logp = torch.log_softmax(logits.float(), dim=1)
@@ -275,7 +282,7 @@ class RegionEncoder:
                 fmap = self.backbone.fmap(x)  # [B,C,h,w]
             whole = self.backbone.global_feature(fmap).float()  # [B,D]
             # boxes of every image in network-input pixels (anisotropic: the image was warped to S x S)
-            scales = [np.array([s / w, s / h, s / w, s / h], np.float32) for w, h in (it["size"] for it in items)]
+            scales = [net_scale(it["size"], s) for it in items]
             # float32 even under fp16 autocast: box coordinates in fp16 lose up to half a pixel at S = 512
             net_boxes = [torch.from_numpy(it["proposals"] * f).to(self.device, torch.float32)
                          for it, f in zip(items, scales)]
