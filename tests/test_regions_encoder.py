@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 from dvsa.align.regions import RegionConfig, RegionEncoder
-from dvsa.align.regions.backbones import box_grid_cells, box_mean_pool
+from dvsa.align.regions.backbones import box_grid_cells, box_mean_pool, cell_edges
 from dvsa.align.regions.boxhead import cells
+from dvsa.align.regions.encoder import net_scale
 from dvsa.align.regions.proposals import select_boxes
 from PIL import Image
 from regions_fakes import _one_thread  # noqa: F401 (autouse fixture)
@@ -177,3 +178,13 @@ def test_crop_batch_changes_speed_not_features(encoder):
     for x, y in zip(a, b):
         for u, v in zip(x, y):
             np.testing.assert_allclose(u, v, atol=1e-4)
+
+
+def test_cell_edges_and_net_scale_by_hand():
+    x, y = cell_edges(torch.tensor([[0.0, 0.0, 30.0, 60.0], [10.0, 5.0, 16.0, 8.0]]), 3)
+    assert torch.allclose(x, torch.tensor([[0.0, 10.0, 20.0, 30.0], [10.0, 12.0, 14.0, 16.0]]))
+    assert torch.allclose(y, torch.tensor([[0.0, 20.0, 40.0, 60.0], [5.0, 6.0, 7.0, 8.0]]))
+    # the second box's middle cell, as `cells` lists it (row-major, box after box)
+    assert cells(torch.tensor([[10.0, 5.0, 16.0, 8.0]]), 3)[4].tolist() == [12.0, 6.0, 14.0, 7.0]
+    scale = net_scale((448, 112), 224)
+    assert scale.dtype == np.float32 and scale.tolist() == [0.5, 2.0, 0.5, 2.0]
