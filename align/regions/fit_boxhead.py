@@ -32,7 +32,7 @@ from torchvision.ops import box_iou
 from .backbones import build_backbone
 from .boxhead import BACKBONE_WEIGHTS, BoxHead, BoxHeadConfig, encode_deltas, save_box_head
 from .config import RegionConfig
-from .encoder import prepare
+from .encoder import net_scale, prepare
 from .images import load_rgb
 from .proposals import rcnn_proposals
 
@@ -90,9 +90,7 @@ def image_sample(record: ImageRecord, cfg: RegionConfig, backbone, rng: np.rando
     pos = rng.permutation(pos)[: per_image // 2]
     rest = rng.permutation(np.setdiff1d(np.arange(len(props)), pos))[: per_image - len(pos)]
     keep = np.sort(np.concatenate([pos, rest])).astype(np.int64)
-    w, h = it["size"]
-    s = cfg.image_size
-    scale = np.array([s / w, s / h, s / w, s / h], np.float32)
+    scale = net_scale(it["size"], cfg.image_size)
     out = {"fmap": fmap[0].half(), "boxes": (props[keep] * scale).astype(np.float32), "target": iou[keep].astype(np.float32),
            "gt": (gt[which[keep]] * scale).astype(np.float32).reshape(-1, 4)}
     if mid is not None:
