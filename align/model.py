@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 
 import torch
 from dvsa.data.dropout import Dropout
-from dvsa.data.standardize import standardization
+from dvsa.data.standardize import standardization, standardize
 from torch import nn
 from torch.nn import functional as F
 
@@ -251,7 +251,7 @@ class AlignmentModel(nn.Module):
         if feats.dim() != 3:
             raise ValueError(f"feats must be [B, R, {self.feat_dim}], got {list(feats.shape)}")
         feats = self.region_inputs(feats, boxes)
-        feats = (feats - self.feat_mean.to(feats.dtype)) * self.feat_scale.to(feats.dtype)
+        feats = standardize(feats, self.feat_mean, self.feat_scale)
         return self.region_proj(self.drop(feats))
 
     def embed_words(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from dvsa.data.dropout import Dropout
-from dvsa.data.standardize import standardization
+from dvsa.data.standardize import standardization, standardize
 from dvsa.data.text import PAD_ID
 from dvsa.generate.model import (
     GenConfig,
@@ -109,7 +109,7 @@ class AttentionModel(nn.Module):
     def init_state(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
         """feats float [B, N, D], mask bool [B, N] (True = real row) -> the state before START."""
         mask = self._check(feats, mask)
-        x = (feats - self.feat_mean) * self.feat_scale  # [B, N, D]
+        x = standardize(feats, self.feat_mean, self.feat_scale)  # [B, N, D]
         x = x * mask[..., None]  # padded rows are exactly 0 and never weighed
         mean = x.sum(1) / mask.sum(1, keepdim=True).to(x.dtype)  # [B, D]
         v = self.drop(self.w_v(x))  # [B, N, H]

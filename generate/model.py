@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from dvsa.data.dropout import Dropout
-from dvsa.data.standardize import standardization
+from dvsa.data.standardize import standardization, standardize
 from dvsa.data.text import END_ID, PAD_ID, Vocabulary
 
 ARCHS = ("mrnn", "attention")
@@ -293,7 +293,7 @@ class CaptionModel(nn.Module):
         self._check_feats(feats)
         B, H = feats.shape[0], self.cfg.hidden
         zeros = feats.new_zeros(B, H)
-        feats = (feats - self.feat_mean) * self.feat_scale  # identity unless set_feature_norm was called
+        feats = standardize(feats, self.feat_mean, self.feat_scale)  # identity unless set_feature_norm was called
         state = {"h": zeros, "c": zeros if self.cfg.cell == "lstm" else None, "bias": None}
         img = self.w_img(self.drop(feats))  # [B, G] (bias) or [B, E] (input)
         if self.cfg.image_at == "bias":
