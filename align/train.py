@@ -66,8 +66,10 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch
                sparse_grad: bool = True) -> torch.Tensor:
     """Eq. 9 on one global batch; the 0-based `epoch` picks the sum or the hardest negative (`hardest_from`).
     Under DDP each rank passes its share; embeddings are gathered (with gradient) so every rank computes the loss
-    of the whole global batch, in the global order. With `cfg.amp` on CUDA only the network's forward runs in
-    bf16: the embeddings are cast to fp32 before the gather, the score sums over words and regions and the loss.
+    of the whole global batch, in the global order. With `cfg.amp` on CUDA (or `cfg.cpu_amp` on a CPU with native
+    bf16) the network's forward runs in bf16, and eq. 8's dot products are bf16 products of those bf16 embeddings
+    (fp32 accumulation); the embeddings are cast to fp32 before the gather, the score sums over words and regions
+    and the loss.
     sparse_grad=False: eq. 8's gradient by autograd through every region (the old path; `image_sentence_scores`)."""
     feats = batch["feats"].to(device, non_blocking=True)
     tokens, lengths = batch["tokens"].to(device), batch["lengths"].to(device)
@@ -79,6 +81,8 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch
         rmask[:, 0] &= ~drop
     with training.autocast(device, cfg.amp, cfg.cpu_amp):
         v, s = model(feats, tokens, lengths, boxes)  # [b, R, H], [b, T, H]
+    # bf16 embeddings (autocast) keep bf16 dot products in eq. 8 (`image_sentence_scores`' dot_dtype)
+    dot_dtype = torch.bfloat16 if v.dtype == s.dtype == torch.bfloat16 else None
     v, s = v.float(), s.float()  # every reduction below in fp32
     wmask = lengths_mask(lengths, tokens.shape[1])  # [b, T]
     if dist.is_distributed():
@@ -91,7 +95,7 @@ def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch
         wmask = dist.all_gather_grad(pad(wmask.to(torch.uint8), (0, t - wmask.shape[1])), sizes).bool()
         image = dist.all_gather_grad(image, sizes)
     scores = image_sentence_scores(v, rmask, s, wmask, kind=cfg.score, norm=cfg.score_norm,
-                                   sparse_grad=sparse_grad)  # [B, B]
+                                   sparse_grad=sparse_grad, dot_dtype=dot_dtype)  # [B, B]
     same = image[:, None] == image[None, :]  # pairs that share an image are not negatives
     hardest = cfg.loss == "hardest" and epoch >= cfg.hardest_from
     return max_margin_loss(scores, cfg.margin, hardest=hardest, same=same)

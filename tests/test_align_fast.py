@@ -15,7 +15,7 @@ from dvsa.align.data import (
     precollate,
 )
 from dvsa.align.model import AlignmentModel
-from dvsa.align.scores import WordMax, image_sentence_scores, image_sentence_scores_slow
+from dvsa.align.scores import WordMax, _word_max, image_sentence_scores, image_sentence_scores_slow
 from dvsa.align.train import make_optimizer, train_alignment, train_epoch
 from dvsa.data.checkpoint import load_checkpoint
 from dvsa.data.memstore import MemoryStore
@@ -89,6 +89,27 @@ def test_word_max_gradient_reaches_only_the_winner_and_one_sided_inputs():
     WordMax.apply(v, w1, 7).sum().backward()
     torch.testing.assert_close(w1.grad, v[torch.arange(3)[:, None], best].sum(0), rtol=1e-12, atol=1e-12)
 
+
+def test_word_max_with_bf16_dot_products_keeps_each_words_best_region():
+    """dot_dtype=bfloat16 on embeddings that are bf16 values (as autocast returns them): each word's chosen region
+    is a best one up to bf16 rounding of the products, its value is the fp32 best within that rounding, and the
+    gradient is the fp32 WordMax gradient through the regions chosen."""
+    g = torch.Generator().manual_seed(5)
+    v = torch.randn(6, 5, 64, generator=g).bfloat16().float()
+    words = torch.randn(40, 64, generator=g).bfloat16().float()
+    best32, arg32 = _word_max(v, words, 1 << 20)
+    best16, arg16 = _word_max(v, words, 97, dot_dtype=torch.bfloat16)
+    assert best16.dtype == torch.float32 and arg16.shape == (6, 40)
+    chosen = torch.einsum("bwh,wh->bw", v[torch.arange(6)[:, None], arg16], words)  # fp32 products of the choice
+    tol = 2.0**-7 * best32.abs() + 1e-6  # a couple of bf16 roundings of the products
+    assert bool(((best32 - chosen) <= tol).all()) and bool(((best16 - best32).abs() <= tol).all())
+    assert (arg16 == arg32).float().mean() > 0.9  # rounding changes only near-ties
+    v1, w1 = v.clone().requires_grad_(), words.clone().requires_grad_()
+    WordMax.apply(v1, w1, 1 << 20, torch.bfloat16).sum().backward()
+    rows = arg16 + torch.arange(6)[:, None] * 5
+    torch.testing.assert_close(w1.grad, v.reshape(30, 64)[rows].sum(0))
+    assert v1.grad.dtype == torch.float32 and torch.equal(v1.grad.abs().sum(-1) > 0,
+                                                       torch.zeros(6, 5, dtype=torch.bool).scatter_(1, arg16, True))
 
 def varied_store(n_images=9, seed=0):
     """A MemoryStore whose images have 1..5 regions, and PairSet of 1..3 sentences of 1..6 words per image."""
