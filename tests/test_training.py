@@ -134,7 +134,8 @@ def test_aligner_reduces_in_fp32_when_the_forward_is_bf16(monkeypatch):
     seen = []
     real = train_mod.image_sentence_scores
     monkeypatch.setattr(train_mod, "image_sentence_scores",
-                        lambda v, rmask, s, *a, **k: seen.append((v.dtype, s.dtype)) or real(v, rmask, s, *a, **k))
+                        lambda v, rmask, s, *a, **k: seen.append((v.dtype, s.dtype, k["dot_dtype"]))
+                        or real(v, rmask, s, *a, **k))
     cfg = AlignConfig(embed_dim=8, hidden_dim=8, word_dim=8, dropout=0.0)
     model = AlignmentModel(cfg, 10, 6)
     forward = model.forward
@@ -142,7 +143,32 @@ def test_aligner_reduces_in_fp32_when_the_forward_is_bf16(monkeypatch):
     batch = {"feats": torch.randn(4, 3, 6), "rmask": torch.ones(4, 3, dtype=torch.bool),
              "tokens": torch.randint(1, 10, (4, 5)), "lengths": torch.full((4,), 5), "image": torch.arange(4)}
     loss = train_mod.batch_loss(model, cfg, batch, torch.device("cpu"))
-    assert seen == [(torch.float32, torch.float32)] and loss.dtype == torch.float32
+    # eq. 8's dot products stay bf16 (of bf16 values: `image_sentence_scores`' dot_dtype), every sum is fp32
+    assert seen == [(torch.float32, torch.float32, torch.bfloat16)] and loss.dtype == torch.float32
+    monkeypatch.setattr(model, "forward", forward)
+    train_mod.batch_loss(model, cfg, batch, torch.device("cpu"))
+    assert seen[1] == (torch.float32, torch.float32, None)  # an fp32 forward: fp32 products
+
+
+def test_feature_standardisation_is_skipped_while_it_is_the_identity():
+    from dvsa.data.standardize import standardize
+
+    x = torch.randn(3, 4, 5)
+    assert standardize(x, torch.zeros(5), torch.ones(5)) is x  # no pass over the inputs
+    mean, scale = torch.randn(5), torch.rand(5) + 0.5
+    torch.testing.assert_close(standardize(x, mean, scale), (x - mean) * scale)
+    torch.testing.assert_close(standardize(x, torch.zeros(5), scale), x * scale)
+    torch.testing.assert_close(standardize(x, mean, torch.ones(5)), x - mean)
+
+
+def test_the_cpu_allocator_keeps_freed_memory_where_the_c_library_allows():
+    """glibc's mallopt takes both settings (True); elsewhere the call is a no-op that says False."""
+    import platform
+
+    ok = training.retain_freed_memory()
+    assert isinstance(ok, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert ok
 
 
 def test_lent_threads_come_back_between_steps_once_the_borrower_ends():
