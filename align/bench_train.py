@@ -19,8 +19,8 @@ so that both see the same load of a shared machine:
 Other steps (the script adds the generators', old and new) are given as functions that build a step. The floor
 of a step is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
 plus the 2 x 2 B W H multiply-adds of `WordMax`'s backward, which it does not count) at the float32 matmul
-rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after). Times are the best of
-`steps` steps after one warm-up step.
+rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after). Times are the median of
+`steps` steps after one warm-up step, with the allocator as the trainers set it (`retain_memory`).
 
 Dimension glossary: B pairs in a batch, R regions, T words, W real words of the batch, D features, H embed.
 """
@@ -61,6 +61,8 @@ class TrainBenchConfig:
     matmul_size: int = 2048  # n of the n x n matmul that measures GFLOP/s
     threads: int = 0  # torch threads (0 = torch's default)
     seed: int = 0
+    retain_memory: bool = True  # the allocator as the trainers set it (`training.retain_freed_memory`); False =
+    #                             the C library's default (a process-wide setting: one run or the other)
 
 
 def random_pairs(cfg: TrainBenchConfig, feat_dim: int, g: np.random.Generator) -> tuple[PairSet, MemoryStore]:
@@ -147,16 +149,17 @@ def counted_flops(step: Callable[[], None]) -> float:
 
 
 def _time_interleaved(steps: dict[str, Callable[[], None]], n: int) -> dict[str, float]:
-    """Best seconds per call of each step, calling them in turn `n` times (after one warm-up call each)."""
-    best = {k: float("inf") for k in steps}
+    """Median seconds per call of each step, calling them in turn `n` times (after one warm-up call each): the
+    typical step, as a training run's throughput sees it (the best hides what only some steps pay)."""
+    times = {k: [] for k in steps}
     for f in steps.values():
         f()
     for _ in range(n):
         for k, f in steps.items():
             t0 = time.perf_counter()
             f()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return best
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def _measure(makers: dict[str, StepMaker], steps: int) -> dict[str, tuple[float, int, float, float]]:
@@ -181,6 +184,7 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
     shapes = shapes if shapes is not None else {"default": (AlignConfig(), 1280)}
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    retained = training.retain_freed_memory() if cfg.retain_memory else False
     load_before = os.getloadavg()
     rate_before = matmul_gflops(cfg.matmul_size)
     measured = []  # (step name, {path: (seconds, pairs, gflop counted, floor flop)})
@@ -202,7 +206,8 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
                 row["speedup"] = paths["old"][0] / sec
             rows.append(row)
     return {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                        "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())},
+                        "retain_freed_memory": retained, "loadavg_before": list(load_before),
+                        "loadavg_after": list(os.getloadavg())},
             "matmul_gflops": rate, "matmul_gflops_before": rate_before, "matmul_gflops_after": rate_after,
             "rows": rows}
 
@@ -213,7 +218,8 @@ def format_train_table(res: dict) -> str:
     machine = (f"machine: {m['cpus']} CPUs, torch {m['torch']} with {m['torch_threads']} threads; load average "
                f"{m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after; matmul "
                f"{res['matmul_gflops']:.1f} GFLOP/s ({res['matmul_gflops_before']:.1f} / "
-               f"{res['matmul_gflops_after']:.1f})")
+               f"{res['matmul_gflops_after']:.1f}); allocator "
+               f"{'keeps freed memory' if m.get('retain_freed_memory') else 'default'}")
     lines = [machine, "floor: the new path's matrix-product FLOPs at that rate; x floor = ms / floor ms"]
     head = ("path", "ms/step", "pairs/s", "GFLOP", "floor ms", "x floor", "speedup")
     table = [head]

@@ -11,15 +11,16 @@ from dvsa.align.model import AlignConfig
 from dvsa.data import training
 from dvsa.data.text import END_ID, START_ID
 from dvsa.generate.model import CaptionModel, GenConfig, caption_loss
-from dvsa.generate.pipeline import DemoConfig
+from dvsa.generate.pipeline import DemoConfig, PipelineConfig
 from dvsa.generate.train import clip_gradients, make_optimizer
 
-SHAPES = ("paper", "default", "demo")
+SHAPES = ("paper", "default", "pipeline", "demo")
 
 
 def alignment_shapes(cfg: TrainBenchConfig, names) -> dict[str, tuple[AlignConfig, int]]:
     """{name: (AlignConfig, D)} of the named sizes (see the module doc)."""
     table = {"paper": (AlignConfig(), cfg.paper_feat_dim), "default": (AlignConfig(), cfg.feat_dim),
+             "pipeline": (AlignConfig(**PipelineConfig().align), cfg.feat_dim),
              "demo": (AlignConfig(**DemoConfig().align), cfg.feat_dim)}
     return {n: table[n] for n in names}
 

@@ -1,18 +1,20 @@
 """``dvsa bench train``: training steps per second on this machine, each beside its FLOP floor.
 
-    dvsa bench train                            # alignment at the paper's, the default's and the demo's sizes
+    dvsa bench train                            # alignment at the paper's, default, pipeline and demo sizes
     dvsa bench train --steps 3 --shapes default --no-generators --out bench.json
 
 The alignment step (batches of 100 pairs, 20 regions, ~12 words) runs on the old path (every batch collated
 from the store, eq. 8's gradient through every region) and the new one (`train_alignment`'s: batches indexed
-from tensors collated once, the gradient to each word's best region only), steps interleaved, at three sizes:
+from tensors collated once, the gradient to each word's best region only), steps interleaved, at four sizes:
 "paper" (AlignConfig's model, D = 4096 as VGG fc7), "default" (AlignConfig's model, D = 1280 as
-EfficientNet-Lite0) and "demo" (the demo's AlignConfig, `DemoConfig.align`, D = 1280). Then the generators'
+EfficientNet-Lite0), "pipeline" (the Flickr8k pipeline's AlignConfig, `PipelineConfig.align`, D = 1280) and "demo"
+(the demo's AlignConfig, `DemoConfig.align`, D = 1280). Then the generators'
 step (GenConfig's model, full frame and region+image, random features and sentences: the model step alone,
 without its collation), old (the output layer at every padded position) and new (at the real targets only).
 Old paths draw their dropout masks with `torch.nn.Dropout`, new ones with `dvsa.data.dropout.Dropout`. On a CPU
 that computes bf16 natively each step also has a "bf16" row: the new path with the forward under bf16 autocast
-(`cpu_amp`). The floor is the step's matrix-product FLOPs at the matmul rate measured in the same run; the
+(`cpu_amp`). Times are medians, with the allocator keeping freed memory as the trainers have it
+(`dvsa.data.training.retain_freed_memory`; `--default-allocator` runs without it). The floor is the step's matrix-product FLOPs at the matmul rate measured in the same run; the
 paths compare within one run (a shared machine's load changes). The measuring code is `dvsa.align.bench_train`,
 the generators' step `dvsa.generate.bench_train`.
 """
@@ -30,7 +32,7 @@ from dvsa.scripts._args import nonneg_int, parser, positive_int
 def main(argv: list[str] | None = None) -> int:
     d = TrainBenchConfig()
     p = parser("dvsa bench train", __doc__)
-    p.add_argument("--steps", type=positive_int, default=d.steps, help="timed steps per path (the best is kept)")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="timed steps per path (their median is kept)")
     p.add_argument("--batch", type=positive_int, default=d.batch, help="pairs per step")
     p.add_argument("--regions", type=positive_int, default=d.regions)
     p.add_argument("--words", type=positive_int, default=d.words, help="mean words per sentence")
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="H of every alignment size and the generators' hidden and embedding size (tiny runs)")
     p.add_argument("--hidden", type=positive_int, default=None, help="K (BRNN) of every alignment size")
     p.add_argument("--no-generators", action="store_true", help="skip the generators' step")
+    p.add_argument("--default-allocator", dest="retain_memory", action="store_false",
+                   help="leave the C library's allocator at its default instead of keeping freed memory as the "
+                        "trainers do (the whole run: the setting is process-wide)")
     p.add_argument("--out", default=None, help="results JSON")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.shapes.split(",") if n.strip()]

@@ -33,7 +33,8 @@ def test_bench_train_tiny(tmp_path, capsys, monkeypatch):
                              "--threads", "1", "--matmul-size", "128", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     rows = res["rows"]
-    assert [r["path"] for r in rows] == ["old", "new", "bf16"] * 5
+    assert [r["path"] for r in rows] == ["old", "new", "bf16"] * 6  # paper, default, pipeline, demo, 2 generators
+    assert res["machine"]["retain_freed_memory"] is training.retain_freed_memory()
     for r in rows:
         assert r["seconds"] > 0 and r["gflop"] > 0 and r["floor_seconds"] > 0
         assert abs(r["pairs_per_s"] - 5 / r["seconds"]) < 1e-6 * r["pairs_per_s"]
@@ -45,7 +46,8 @@ def test_bench_train_tiny(tmp_path, capsys, monkeypatch):
         for r in (new, bf16):
             assert abs(r["speedup"] - old["seconds"] / r["seconds"]) < 1e-9
     text = capsys.readouterr().out
-    assert "x floor" in text and "alignment demo" in text and "generator region+image" in text
+    assert "x floor" in text and "alignment demo" in text and "alignment pipeline" in text
+    assert "generator region+image" in text
     assert "train" in bench.TABLE
 
 
