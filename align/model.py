@@ -96,7 +96,8 @@ class AlignConfig:
     lr_schedule: str = "step"  # "step" | "cosine" | "none"
     lr_step: int = 5  # step schedule: multiply lr by lr_gamma every lr_step epochs
     lr_gamma: float = 0.1
-    patience: int = 5  # early stopping: epochs without a better validation R@K sum (0 = never stop early)
+    patience: int = 5  # early stopping: epochs without a better validation R@K sum (0 = never stop early); a
+    #                    step schedule's next step is always reached (`align.train.should_stop`)
     val_images: int = 1000  # validation uses the first this many val images (the 1K protocol)
     amp: bool = True  # bf16 autocast when training on CUDA (on the CPU only with cpu_amp)
     # bf16 autocast when training on a CPU that computes bf16 natively (avx512_bf16 / amx_bf16; ignored elsewhere)

@@ -55,6 +55,16 @@ def learning_rate(cfg: AlignConfig, epoch: int) -> float:
     return training.scheduled_lr(cfg.lr, cfg.lr_schedule, epoch, cfg.epochs, cfg.lr_step, cfg.lr_gamma)
 
 
+def should_stop(cfg: AlignConfig, epoch: int, bad: int) -> bool:
+    """Early stopping before 0-based `epoch`, after `bad` epochs without a better validation R@K sum: at
+    `cfg.patience` of them, unless a step schedule still has a lower learning rate to come (the run goes on to
+    it: a plateau at the high rate is what the step is for; the best epoch is kept either way)."""
+    if not cfg.patience or bad < cfg.patience:
+        return False
+    now = learning_rate(cfg, epoch - 1)
+    return cfg.lr_schedule != "step" or all(learning_rate(cfg, e) >= now for e in range(epoch, cfg.epochs))
+
+
 def make_optimizer(cfg: AlignConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum (the paper) or Adam over the parameters that train."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -207,7 +217,7 @@ def train_alignment(records, store, out_dir, cfg: AlignConfig | None = None, dev
 
     stopped = False
     for epoch in range(start, cfg.epochs):
-        if cfg.patience and bad >= cfg.patience:
+        if should_stop(cfg, epoch, bad):
             stopped = True
             break
         training.set_lr(opt, learning_rate(cfg, epoch))

@@ -7,7 +7,7 @@ import torch
 from align_fakes import one_thread  # noqa: F401 (autouse fixture)
 from dvsa.align.model import AlignConfig
 from dvsa.align.retrieval import evaluate_retrieval
-from dvsa.align.train import load_alignment, train_alignment
+from dvsa.align.train import load_alignment, should_stop, train_alignment
 from dvsa.data.checkpoint import load_checkpoint
 from dvsa.data.features import FeatureStore, FeatureStoreWriter
 from dvsa.data.records import ImageRecord, Sentence
@@ -49,6 +49,15 @@ def toy_cfg(**kw):
     base.update(kw)
     return AlignConfig(**base)
 
+
+def test_early_stopping_waits_for_the_next_learning_rate_step():
+    """14 epochs with the rate / 10 after 11 and patience 3 (the pipeline's recipe): 3 bad epochs end the run only
+    once no lower rate is still to come; without a step schedule they end it at once."""
+    cfg = AlignConfig(epochs=14, lr_schedule="step", lr_step=11, lr_gamma=0.1, patience=3)
+    assert not should_stop(cfg, 11, 3) and not should_stop(cfg, 8, 5)  # the step at epoch 11 is ahead
+    assert should_stop(cfg, 13, 3) and not should_stop(cfg, 13, 2)  # after it, patience as usual
+    assert should_stop(AlignConfig(epochs=14, lr_schedule="none", patience=3), 11, 3)
+    assert not should_stop(AlignConfig(epochs=14, patience=0), 11, 9)
 
 def test_training_learns_the_toy_far_above_chance(tmp_path):
     records, store = make_toy(tmp_path / "store")
