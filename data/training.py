@@ -93,10 +93,11 @@ def retain_freed_memory() -> bool:
 
     A training step on the CPU allocates and frees the same tensors of a few MB every step (dropout masks,
     activations, their gradients); with the default each one comes back as fresh pages that the kernel must
-    fault in and zero, on every step. Kept in the heap, they are reused: the aligner's step at the pipeline's
-    sizes went from 200 to 146 ms (median of 30 steps, 2 threads, bf16; docs/experiments.md). This is what
-    PyTorch's CPU tuning guide gets from jemalloc or tcmalloc, done with the C library already loaded. A no-op
-    (False) where the C library has no mallopt (macOS, musl)."""
+    fault in and zero, on every step. Kept in the heap, they are reused: the aligner's bf16 step at the pipeline's
+    size went from 205.5 ms (``dvsa bench train --shapes pipeline --default-allocator``) to 152.1 ms (the same
+    without the flag; 2 threads, docs/experiments.md). This is what PyTorch's CPU tuning guide gets from jemalloc
+    or tcmalloc, done with the C library already loaded. A no-op (False) where the C library has no mallopt
+    (macOS, musl)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the symbols already loaded, the C library's among them
     except (OSError, AttributeError):

@@ -14,8 +14,9 @@ without its collation), old (the output layer at every padded position) and new 
 Old paths draw their dropout masks with `torch.nn.Dropout`, new ones with `dvsa.data.dropout.Dropout`. On a CPU
 that computes bf16 natively each step also has a "bf16" row: the new path with the forward under bf16 autocast
 (`cpu_amp`). Times are medians, with the allocator keeping freed memory as the trainers have it
-(`dvsa.data.training.retain_freed_memory`; `--default-allocator` runs without it). The floor is the step's matrix-product FLOPs at the matmul rate measured in the same run; the
-paths compare within one run (a shared machine's load changes). The measuring code is `dvsa.align.bench_train`,
+(`dvsa.data.training.retain_freed_memory`; `--default-allocator` runs without it). The floor is the step's
+matrix-product FLOPs at the matmul rate measured in the same run; the paths compare within one run (a shared
+machine's load changes). The measuring code is `dvsa.align.bench_train`,
 the generators' step `dvsa.generate.bench_train`.
 """
 from __future__ import annotations
