@@ -4,7 +4,8 @@ bounded whatever the collection size. Differentiable (used for training batches 
 
 Training (eq. 8 with a gradient): the gradient of a max is one-hot, so `WordMax` keeps only each word's best
 region per image (long [B, W]) and its backward sends the gradient to that region alone, as two fused
-gather-and-sum passes (`embedding_bag`) instead of autograd's dense products over every region.
+gather-and-sum passes (`embedding_bag`) instead of autograd's dense products over every region; with bf16 dot
+products, as two bf16 products with the one-hot matrix of the winners (faster than the gathers on a CPU with AMX).
 `sparse_grad=False` keeps plain autograd through the blocks (the old path, for tests and ``dvsa bench train``).
 
 Dimension glossary: B images, R regions, S sentences, T words of a padded sentence, W real words of all
@@ -58,14 +59,22 @@ class WordMax(torch.autograd.Function):
     dL/dwords[t] = sum_k g[k, t] v[k, i*(k, t)] and dL/dv[k, i] = sum over words t won by region i of
     g[k, t] words[t]: B x W x H multiply-adds each, not the B x R x W x H of a dense backward. A tie goes to one
     of the tied regions (autograd's amax would split it between them; equal for ties of measure zero).
-    dot_dtype: see `image_sentence_scores`; the backward is computed in v's dtype.
+    dot_dtype: see `image_sentence_scores`. None: the backward in v's dtype, as two gather-and-sum passes
+    (`embedding_bag`). bfloat16: as the backward of a linear layer under autocast, two bf16 matrix products (fp32
+    accumulation, bf16 results) with the one-hot matrix M [W, B x R] that holds g[k, t] at (t, row of i*(k, t)):
+    dL/dwords = M v, dL/dv = M^T words, when M has at most `chunk` elements (else the gather-and-sum passes).
+    The gradients come back in v's dtype, rounded to bf16 as the autocast forward's own cast would round them.
     """
 
     @staticmethod
     def forward(ctx, v, words, chunk, dot_dtype=None):
+        ctx.dense = dot_dtype is not None and words.shape[0] * v.shape[0] * v.shape[1] <= chunk
+        ctx.dtype = v.dtype
+        if ctx.dense:  # the products' operands, cast once for both passes
+            v, words = v.to(dot_dtype), words.to(dot_dtype)
         best, arg = _word_max(v, words, chunk, dot_dtype)
         ctx.save_for_backward(v, words, arg)
-        return best
+        return best.to(ctx.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -75,6 +84,13 @@ class WordMax(torch.autograd.Function):
         g = g.to(v.dtype).contiguous()
         rows = arg + torch.arange(b, device=arg.device)[:, None] * r  # [B, W] row of v.view(B * R, H)
         grad_v = grad_words = None
+        if ctx.dense:  # M [W, B * R]: g[k, t] at (t, rows[k, t]); one entry per (t, k). v, words: bf16 here
+            m = g.new_zeros(words.shape[0], b * r, dtype=v.dtype).scatter_(1, rows.T, g.T.to(v.dtype))
+            if ctx.needs_input_grad[1]:
+                grad_words = (m @ v.reshape(b * r, h)).to(ctx.dtype)  # [W, H]
+            if ctx.needs_input_grad[0]:
+                grad_v = (m.T @ words).to(ctx.dtype).view(b, r, h)  # [B, R, H]
+            return grad_v, grad_words, None, None
         if ctx.needs_input_grad[1]:
             # every word is a bag of its B winning region rows, weighted by g
             grad_words = F.embedding_bag(rows.T.contiguous(), v.reshape(b * r, h), mode="sum",
@@ -116,7 +132,8 @@ def image_sentence_scores(
     dot_dtype: the dtype of the dot products of eq. 8's `WordMax` (None = v's). Training under bf16 autocast
     passes bfloat16: v and s are then bf16 values already, so a bf16 matrix product (fp32 accumulation) gives their
     dot products with only each word's best value rounded to bf16, at a third of an fp32 product's time on a CPU
-    with native bf16. The sums over words and regions, and every gradient, stay in v's dtype.
+    with native bf16. The sums over words and regions stay in v's dtype; `WordMax`'s backward is then two bf16
+    products too (its gradients rounded to bf16, as the cast out of autocast rounds them anyway).
     """
     b, r, h = v.shape
     n_sent, t = s.shape[:2]
