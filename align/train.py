@@ -65,11 +65,11 @@ def should_stop(cfg: AlignConfig, epoch: int, bad: int) -> bool:
     return cfg.lr_schedule != "step" or all(learning_rate(cfg, e) >= now for e in range(epoch, cfg.epochs))
 
 
-def make_optimizer(cfg: AlignConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or Adam over the parameters that train."""
+def make_optimizer(cfg: AlignConfig, model: torch.nn.Module, fused: bool = True) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or Adam over the parameters that train (fused: `training.make_optimizer`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     return training.make_optimizer(cfg.optimizer, params, lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay)
+                                   weight_decay=cfg.weight_decay, fused=fused)
 
 
 def batch_loss(model, cfg: AlignConfig, batch: dict, device: torch.device, epoch: int = 0,

@@ -29,8 +29,30 @@ def test_optimizers_and_their_hyper_parameters():
     assert isinstance(training.make_optimizer("adam", p, lr=0.1), torch.optim.Adam)
     with pytest.raises(ValueError, match="optimizer"):
         training.make_optimizer("lbfgs", p, lr=0.1)
+    assert training.make_optimizer("adam", p, lr=0.1).defaults["fused"]
     training.set_lr(sgd, 0.5)
     assert sgd.param_groups[0]["lr"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_fused_optimizer_takes_the_steps_of_the_per_parameter_loop(name):
+    """fused=True (the default) and fused=False give the same parameters after a few steps, within float rounding."""
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(7, 5, generator=g), torch.randn(5, generator=g)]
+    grads = [[torch.randn(x.shape, generator=g) for x in start] for _ in range(4)]
+    out = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(x.clone()) for x in start]
+        opt = training.make_optimizer(name, params, lr=0.05, momentum=0.9, weight_decay=1e-2, fused=fused)
+        assert bool(opt.defaults["fused"]) == fused
+        for step in grads:
+            for p_, gr in zip(params, step):
+                p_.grad = gr.clone()
+            opt.step()
+        out.append(params)
+    for a, b in zip(*out):
+        assert not torch.equal(a, torch.zeros_like(a))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_check_names_the_fields():
