@@ -1,21 +1,40 @@
-"""data.dropout.Dropout against its slow twin (the formula with the same uniform draws) and nn.Dropout's law."""
+"""data.dropout.Dropout against its slow twin (the formula with the same draws) and nn.Dropout's law."""
 import pytest
 import torch
-from dvsa.data.dropout import Dropout
+from dvsa.data.dropout import STREAM_MIN, Dropout, uniform16
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
-def test_output_and_gradient_match_the_formula_with_the_same_draws(p):
-    x = torch.randn(7, 5, 33, requires_grad=True)
-    g = torch.randn(7, 5, 33)
+@pytest.mark.parametrize("shape", [(7, 5, 33), (70, 30, 33)])  # torch's draws; a seeded stream (>= STREAM_MIN)
+def test_output_and_gradient_match_the_formula_with_the_same_draws(p, shape):
+    x = torch.randn(*shape, requires_grad=True)
+    g = torch.randn(*shape)
     torch.manual_seed(3)
     y = Dropout(p).train()(x)
     y.backward(g)
     torch.manual_seed(3)
-    u = torch.rand(7, 5, 33)  # the twin: the same uniforms, the textbook inverted dropout
-    mask = (u < 1 - p).float()
-    torch.testing.assert_close(y, x.detach() * mask / (1 - p))
-    torch.testing.assert_close(x.grad, g * mask / (1 - p))
+    u = uniform16(shape).long() + 2**15  # the twin: the same draws, the textbook inverted dropout
+    q = round((1 - p) * 2**16) / 2**16  # the keep rate, 1 - p to 16 bits
+    mask = (u < q * 2**16).float()
+    torch.testing.assert_close(y, x.detach() * mask / q)
+    torch.testing.assert_close(x.grad, g * mask / q)
+
+
+@pytest.mark.parametrize("n", [STREAM_MIN - 1, 4 * STREAM_MIN + 3])
+def test_draws_are_uniform_and_follow_torchs_seed(n):
+    """Every 16-bit value is equally likely (each of the 256 high bytes, and the low bytes, within 6 standard
+    errors), successive draws differ, and torch.manual_seed fixes them."""
+    torch.manual_seed(0)
+    u = uniform16((n,))
+    assert u.dtype == torch.int16 and u.shape == (n,)
+    assert not torch.equal(u, uniform16((n,)))
+    torch.manual_seed(0)
+    assert torch.equal(u, uniform16((n,)))
+    v = u.long() + 2**15
+    for byte in (v >> 8, v & 255):
+        counts = torch.bincount(byte, minlength=256).double()
+        expected = n / 256
+        assert float(((counts - expected).abs() / expected**0.5).max()) < 6
 
 
 def test_keep_rate_and_mean_follow_nn_dropout():
