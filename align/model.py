@@ -173,6 +173,18 @@ def _step_order(lengths: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tens
     return fwd, bwd, live.sum(1).tolist()
 
 
+def _rows(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """x float [S, T, C] -> float [len(at), C]: the rows of x viewed as [S x T, C] at flat places `at` (long).
+    `index_select` (and `_padded`'s `index_copy`), whose backward is a plain gather or scatter: a boolean index's
+    backward accumulates into its zeros, about 10x slower on the CPU."""
+    return x.reshape(-1, x.shape[-1]).index_select(0, at)
+
+
+def _padded(rows: torch.Tensor, at: torch.Tensor, s: int, t: int) -> torch.Tensor:
+    """rows float [W, C] at flat places `at` (long [W], distinct) of an [S, T] grid -> float [S, T, C], 0 elsewhere."""
+    return rows.new_zeros(s * t, rows.shape[-1]).index_copy(0, at, rows).view(s, t, -1)
+
+
 def _inverse(perm: torch.Tensor) -> torch.Tensor:
     """The inverse of a permutation long [W]."""
     return torch.empty_like(perm).scatter_(0, perm, torch.arange(perm.numel(), device=perm.device))
@@ -268,17 +280,17 @@ class AlignmentModel(nn.Module):
             raise ValueError(f"tokens must be [S, T] and lengths [S], got {list(tokens.shape)}, {list(lengths.shape)}")
         lengths = lengths.to(tokens.device)
         s, t = tokens.shape
-        mask = lengths_mask(lengths, t)  # [S, T]
-        x = self.drop(self.words(tokens))  # [S, T, E]                              eq. 2
-        real = F.relu(self.word_in(x[mask]))  # [W, K] real words, sentence by sentence  eq. 3
+        real_at = lengths_mask(lengths, t).reshape(-1).nonzero().squeeze(1)  # [W] real words' places in S x T
+        x = _rows(self.drop(self.words(tokens)), real_at)  # [W, E] (dropout over [S, T, E])  eq. 2
+        real = F.relu(self.word_in(x))  # [W, K] real words, sentence by sentence          eq. 3
         fwd, bwd, running = _step_order(lengths, t)
-        hf = self._recur_packed(real[fwd], self.fwd, running)  # [W, K] step by step     eq. 4
-        hb = self._recur_packed(real[bwd], self.bwd, running)  # each sentence reversed  eq. 5
-        h = hf[_inverse(fwd)] + hb[_inverse(bwd)]  # [W, K] back in sentence order
+        # eqs. 4 and 5 side by side, step by step: left to right, and each sentence reversed within its length
+        hf, hb = self._recur_both(torch.stack([real.index_select(0, fwd), real.index_select(0, bwd)]), running)
+        h = hf.index_select(0, _inverse(fwd)) + hb.index_select(0, _inverse(bwd))  # [W, K] in sentence order
         if self.training and self.drop.p > 0:  # dropout drawn over the padded [S, T, K], as the padded twin
-            h = self.drop(h.new_zeros(s, t, h.shape[-1]).index_put((mask,), h))[mask]
+            h = _rows(self.drop(_padded(h, real_at, s, t)), real_at)
         out = F.relu(self.word_out(h))  # [W, H]                                    eq. 6
-        return out.new_zeros(s, t, out.shape[-1]).index_put((mask,), out)
+        return _padded(out, real_at, s, t)
 
     def embed_words_slow(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The padded twin of `embed_words`: every layer over all S x T positions, padding masked at the end."""
@@ -291,19 +303,23 @@ class AlignmentModel(nn.Module):
         out = F.relu(self.word_out(self.drop(hf + hb)))  # [S, T, H]
         return out * mask[..., None].to(out.dtype)
 
-    @staticmethod
-    def _recur_packed(e: torch.Tensor, lin: nn.Linear, running: list[int]) -> torch.Tensor:
-        """h_t = relu(e_t + W h_{t-1} + b), h_0 = 0, over e [W, K] in step order (`_step_order`: step 0 of the
-        running sentences, longest first, then step 1, ...) -> [W, K] in the same order."""
-        h = e.new_zeros(running[0] if running else 0, e.shape[1])
-        out, o = [], 0
-        for n in running:
-            if n == 0:
-                break
-            h = F.relu(e[o : o + n] + lin(h[:n]))  # [n, K]
+    def _recur_both(self, e: torch.Tensor, running: list[int]) -> torch.Tensor:
+        """Both recurrences at once: h_t = relu(e_t + W h_{t-1} + b), h_0 = 0, with (W, b) of `self.fwd` over
+        e[0] and of `self.bwd` over e[1]; e float [2, W, K] in step order (`_step_order`: step 0 of the running
+        sentences, longest first, then step 1, ...) -> [2, W, K] in the same order. One batched product per step
+        for the two directions, the bias added once, and the steps' inputs taken by one split (whose backward is
+        one concatenation, where a slice per step would fill a zero [W, K] gradient per step)."""
+        # [2, K, K] and [2, 1, K] in e's dtype (bf16 under autocast: cast once, not at every step)
+        weight = torch.stack([self.fwd.weight.T, self.bwd.weight.T]).to(e.dtype)
+        e = e + torch.stack([self.fwd.bias, self.bwd.bias])[:, None, :].to(e.dtype)
+        steps = [n for n in running if n > 0]
+        if not steps:
+            return e
+        h, out = None, []
+        for x in e.split(steps, dim=1):  # [2, n, K] the sentences running at this step
+            h = F.relu(x if h is None else x + torch.bmm(h[:, : x.shape[1]], weight))
             out.append(h)
-            o += n
-        return torch.cat(out) if out else e[:0]
+        return torch.cat(out, 1)
 
     @staticmethod
     def _recur(e: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
