@@ -52,9 +52,9 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """float32 GFLOP/s of an n x n matmul, best of `repeats`."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of an n x n matmul in `dtype` (float32; bfloat16 on a CPU with native bf16), best of `repeats`."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b  # warm-up
     return 2 * n**3 / _best_time(lambda: a @ b, repeats) / 1e9
 

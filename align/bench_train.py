@@ -19,7 +19,8 @@ so that both see the same load of a shared machine:
 Other steps (the script adds the generators', old and new) are given as functions that build a step. The floor
 of a step is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
 plus the 2 x 2 B W H multiply-adds of `WordMax`'s backward, which it does not count) at the float32 matmul
-rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after). Times are the median of
+rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after); the "bf16" path's floor
+is the same FLOPs at the bf16 matmul rate, measured likewise. Times are the median of
 `steps` steps after one warm-up step, with the allocator as the trainers set it (`retain_memory`).
 
 Dimension glossary: B pairs in a batch, R regions, T words, W real words of the batch, D features, H embed.
@@ -96,7 +97,7 @@ def alignment_steps(cfg: TrainBenchConfig, acfg: AlignConfig, feat_dim: int) -> 
             model = AlignmentModel(acfg, cfg.vocab, feat_dim).train()
             if old:
                 torch_dropout(old_words(model))
-            opt = make_optimizer(acfg, model)
+            opt = make_optimizer(acfg, model, fused=not old)
             n = [0]
 
             def step():
@@ -177,8 +178,9 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
     """Time the alignment step (old and new paths) for each named shape {name: (AlignConfig, D)} and every
     other step in `others` {name: StepMaker, or {path: StepMaker} with paths "old" and "new" timed
     interleaved}. Returns a JSON-ready dict: "machine", "matmul_gflops" (mean of before / after, with
-    "matmul_gflops_before" / "_after") and "rows": {"step", "path", "seconds", "pairs_per_s", "gflop" (counted,
-    of this path), "floor_seconds" (from the new path's FLOPs), "ratio_to_floor"} and, on the rows of a step
+    "matmul_gflops_before" / "_after"), "matmul_gflops_bf16" (0 without native bf16) and "rows": {"step", "path",
+    "seconds", "pairs_per_s", "gflop" (counted, of this path), "floor_seconds" (from the new path's FLOPs, at the
+    bf16 rate on the "bf16" path), "ratio_to_floor"} and, on the rows of a step
     that has an "old" path, "speedup" of the others (old seconds / this path's seconds)."""
     cfg = cfg or TrainBenchConfig()
     shapes = shapes if shapes is not None else {"default": (AlignConfig(), 1280)}
@@ -187,6 +189,8 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
     retained = training.retain_freed_memory() if cfg.retain_memory else False
     load_before = os.getloadavg()
     rate_before = matmul_gflops(cfg.matmul_size)
+    bf16 = training.cpu_has_bf16()
+    bf16_before = matmul_gflops(cfg.matmul_size, dtype=torch.bfloat16) if bf16 else 0.0
     measured = []  # (step name, {path: (seconds, pairs, gflop counted, floor flop)})
     for name, (acfg, feat_dim) in shapes.items():
         title = (f"alignment {name} (B={cfg.batch}, R={cfg.regions}, ~{cfg.words} words, D={feat_dim}, "
@@ -196,10 +200,11 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
         measured.append((name, _measure(makers if isinstance(makers, dict) else {"": makers}, cfg.steps)))
     rate_after = matmul_gflops(cfg.matmul_size)
     rate = (rate_before + rate_after) / 2
+    rate_bf16 = (bf16_before + matmul_gflops(cfg.matmul_size, dtype=torch.bfloat16)) / 2 if bf16 else 0.0
     rows = []
     for name, paths in measured:
         for path, (sec, pairs, flop, floor_flop) in paths.items():
-            floor = floor_flop / (rate * 1e9)
+            floor = floor_flop / ((rate_bf16 if path == "bf16" else rate) * 1e9)
             row = {"step": name, "path": path, "seconds": sec, "pairs_per_s": pairs / sec, "gflop": flop / 1e9,
                    "floor_seconds": floor, "ratio_to_floor": sec / floor}
             if path != "old" and "old" in paths:
@@ -209,7 +214,7 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
                         "retain_freed_memory": retained, "loadavg_before": list(load_before),
                         "loadavg_after": list(os.getloadavg())},
             "matmul_gflops": rate, "matmul_gflops_before": rate_before, "matmul_gflops_after": rate_after,
-            "rows": rows}
+            "matmul_gflops_bf16": rate_bf16, "rows": rows}
 
 
 def format_train_table(res: dict) -> str:
@@ -220,7 +225,10 @@ def format_train_table(res: dict) -> str:
                f"{res['matmul_gflops']:.1f} GFLOP/s ({res['matmul_gflops_before']:.1f} / "
                f"{res['matmul_gflops_after']:.1f}); allocator "
                f"{'keeps freed memory' if m.get('retain_freed_memory') else 'default'}")
-    lines = [machine, "floor: the new path's matrix-product FLOPs at that rate; x floor = ms / floor ms"]
+    if res.get("matmul_gflops_bf16"):
+        machine += f"; bf16 matmul {res['matmul_gflops_bf16']:.1f} GFLOP/s"
+    lines = [machine, "floor: the new path's matrix-product FLOPs at that rate (the bf16 path's at the bf16 rate); "
+                      "x floor = ms / floor ms"]
     head = ("path", "ms/step", "pairs/s", "GFLOP", "floor ms", "x floor", "speedup")
     table = [head]
     for r in res["rows"]:
