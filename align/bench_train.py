@@ -18,7 +18,8 @@ so that both see the same load of a shared machine:
 
 Other steps (the script adds the generators', old and new) are given as functions that build a step. The floor
 of a step is its matrix-product FLOPs (forward and backward, as `torch.utils.flop_counter` counts them on the new path,
-plus the 2 x 2 B W H multiply-adds of `WordMax`'s backward, which it does not count) at the float32 matmul
+plus the 2 x 2 B W H multiply-adds of `WordMax`'s gathers in the backward, which it does not count; the bf16
+path's backward products with the one-hot matrix, 2 x 2 W B R H, it counts) at the float32 matmul
 rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after); the "bf16" path's floor
 is the same FLOPs at the bf16 matmul rate, measured likewise. Times are the median of
 `steps` steps after one warm-up step, with the allocator as the trainers set it (`retain_memory`).
@@ -37,6 +38,7 @@ import torch
 from dvsa.align.bench import matmul_gflops
 from dvsa.align.data import PairSet, collate, epoch_batches, precollate
 from dvsa.align.model import AlignConfig, AlignmentModel
+from dvsa.align.scores import CHUNK
 from dvsa.align.train import batch_loss, make_optimizer
 from dvsa.data import training
 from dvsa.data.dropout import Dropout
@@ -111,7 +113,9 @@ def alignment_steps(cfg: TrainBenchConfig, acfg: AlignConfig, feat_dim: int) -> 
                 opt.step()
 
             real_words = float(np.mean([sum(len(pairs.tokens[i]) for i in b) for b in batches]))
-            extra = 0.0 if old or acfg.score != "max" else 4.0 * cfg.batch * real_words * acfg.embed_dim
+            # WordMax's gathers (the counter does not see them); its bf16 products are counted
+            products = acfg.cpu_amp and real_words * cfg.batch * cfg.regions <= CHUNK
+            extra = 0.0 if old or products or acfg.score != "max" else 4.0 * cfg.batch * real_words * acfg.embed_dim
             return step, cfg.batch, extra
 
         return make

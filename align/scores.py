@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+CHUNK = 1 << 24  # the default bound on the elements of each block of dot products (and of WordMax's one-hot M)
+
 
 def _sentence_groups(counts: torch.Tensor, max_words: int) -> list[tuple[int, int]]:
     """Split sentences 0..S-1 into consecutive groups of at most `max_words` real words (at least one sentence)."""
@@ -112,7 +114,7 @@ def image_sentence_scores(
     s: torch.Tensor,
     wmask: torch.Tensor,
     kind: str = "max",
-    chunk: int = 1 << 24,
+    chunk: int = CHUNK,
     norm: str = "none",
     sparse_grad: bool = True,
     dot_dtype: torch.dtype | None = None,
@@ -152,7 +154,7 @@ def image_sentence_scores_packed(
     words: torch.Tensor,
     counts: torch.Tensor,
     kind: str = "max",
-    chunk: int = 1 << 24,
+    chunk: int = CHUNK,
     norm: str = "none",
     sparse_grad: bool = True,
     dot_dtype: torch.dtype | None = None,
