@@ -22,7 +22,9 @@ plus the 2 x 2 B W H multiply-adds of `WordMax`'s gathers in the backward, which
 path's backward products with the one-hot matrix, 2 x 2 W B R H, it counts) at the float32 matmul
 rate measured in the same run (`align.bench.matmul_gflops`, mean of before and after); the "bf16" path's floor
 is the same FLOPs at the bf16 matmul rate, measured likewise. Times are the median of
-`steps` steps after one warm-up step, with the allocator as the trainers set it (`retain_memory`).
+`steps` steps after `warmup` untimed ones (the first pass over the random store's batches faults in the memory
+that later steps reuse: those steps took 2-3x the later ones), with the allocator as the trainers set it
+(`retain_memory`).
 
 Dimension glossary: B pairs in a batch, R regions, T words, W real words of the batch, D features, H embed.
 """
@@ -53,7 +55,8 @@ StepMaker = Callable[[], tuple[Callable[[], None], int, float]]
 class TrainBenchConfig:
     """Sizes of ``dvsa bench train`` (its flags override these); the models' sizes are their configs'."""
 
-    steps: int = 5  # timed steps per path (the best is kept), after one warm-up step
+    steps: int = 5  # timed steps per path (their median is kept), after `warmup` untimed steps
+    warmup: int = 6  # untimed steps per path first: one pass over the batches of the default store (600 pairs)
     batch: int = 100  # pairs per step (the paper: 100)
     regions: int = 20  # regions per image (the paper: 19 detections + the whole image)
     words: int = 12  # mean words per sentence (lengths words-4 .. words+4)
@@ -153,12 +156,13 @@ def counted_flops(step: Callable[[], None]) -> float:
     return float(counter.get_total_flops())
 
 
-def _time_interleaved(steps: dict[str, Callable[[], None]], n: int) -> dict[str, float]:
-    """Median seconds per call of each step, calling them in turn `n` times (after one warm-up call each): the
-    typical step, as a training run's throughput sees it (the best hides what only some steps pay)."""
+def _time_interleaved(steps: dict[str, Callable[[], None]], n: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each step, calling them in turn `n` times (after `warmup` untimed calls each):
+    the typical step, as a training run's throughput sees it (the best hides what only some steps pay)."""
     times = {k: [] for k in steps}
-    for f in steps.values():
-        f()
+    for _ in range(warmup):
+        for f in steps.values():
+            f()
     for _ in range(n):
         for k, f in steps.items():
             t0 = time.perf_counter()
@@ -167,12 +171,12 @@ def _time_interleaved(steps: dict[str, Callable[[], None]], n: int) -> dict[str,
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def _measure(makers: dict[str, StepMaker], steps: int) -> dict[str, tuple[float, int, float, float]]:
+def _measure(makers: dict[str, StepMaker], steps: int, warmup: int = 1) -> dict[str, tuple[float, int, float, float]]:
     """{path: (seconds, pairs, FLOPs counted, floor FLOPs)} of the steps `makers` build, timed interleaved; the
     floor is the "new" path's FLOPs (the only path's when there is one)."""
     made = {path: make() for path, make in makers.items()}
     flops = {path: counted_flops(f) + extra for path, (f, _, extra) in made.items()}
-    secs = _time_interleaved({path: f for path, (f, _, _) in made.items()}, steps)
+    secs = _time_interleaved({path: f for path, (f, _, _) in made.items()}, steps, warmup)
     floor = flops.get("new", next(iter(flops.values())))
     return {p: (secs[p], made[p][1], flops[p], floor) for p in made}
 
@@ -199,9 +203,9 @@ def bench_train(cfg: TrainBenchConfig | None = None, shapes: dict[str, tuple[Ali
     for name, (acfg, feat_dim) in shapes.items():
         title = (f"alignment {name} (B={cfg.batch}, R={cfg.regions}, ~{cfg.words} words, D={feat_dim}, "
                  f"H={acfg.embed_dim}, K={acfg.hidden_dim})")
-        measured.append((title, _measure(alignment_steps(cfg, acfg, feat_dim), cfg.steps)))
+        measured.append((title, _measure(alignment_steps(cfg, acfg, feat_dim), cfg.steps, cfg.warmup)))
     for name, makers in (others or {}).items():
-        measured.append((name, _measure(makers if isinstance(makers, dict) else {"": makers}, cfg.steps)))
+        measured.append((name, _measure(makers if isinstance(makers, dict) else {"": makers}, cfg.steps, cfg.warmup)))
     rate_after = matmul_gflops(cfg.matmul_size)
     rate = (rate_before + rate_after) / 2
     rate_bf16 = (bf16_before + matmul_gflops(cfg.matmul_size, dtype=torch.bfloat16)) / 2 if bf16 else 0.0

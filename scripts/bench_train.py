@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     d = TrainBenchConfig()
     p = parser("dvsa bench train", __doc__)
     p.add_argument("--steps", type=positive_int, default=d.steps, help="timed steps per path (their median is kept)")
+    p.add_argument("--warmup", type=nonneg_int, default=d.warmup,
+                   help="untimed steps per path first (the first pass over the batches faults in their memory)")
     p.add_argument("--batch", type=positive_int, default=d.batch, help="pairs per step")
     p.add_argument("--regions", type=positive_int, default=d.regions)
     p.add_argument("--words", type=positive_int, default=d.words, help="mean words per sentence")

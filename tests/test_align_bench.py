@@ -28,7 +28,7 @@ def test_bench_train_tiny(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(training, "cpu_has_bf16", lambda: True)
     out = tmp_path / "t.json"
-    assert bench_train.main(["--steps", "1", "--n-images", "6", "--regions", "4", "--embed", "16", "--hidden", "8",
+    assert bench_train.main(["--steps", "1", "--warmup", "1", "--n-images", "6", "--regions", "4", "--embed", "16", "--hidden", "8",
                              "--feat-dim", "8", "--paper-feat-dim", "12", "--batch", "5", "--vocab", "50",
                              "--threads", "1", "--matmul-size", "128", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
