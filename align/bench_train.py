@@ -40,7 +40,7 @@ import torch
 from dvsa.align.bench import matmul_gflops
 from dvsa.align.data import PairSet, collate, epoch_batches, precollate
 from dvsa.align.model import AlignConfig, AlignmentModel
-from dvsa.align.scores import CHUNK
+from dvsa.align.scores import WordMax
 from dvsa.align.train import batch_loss, make_optimizer
 from dvsa.data import training
 from dvsa.data.dropout import Dropout
@@ -117,7 +117,8 @@ def alignment_steps(cfg: TrainBenchConfig, acfg: AlignConfig, feat_dim: int) -> 
 
             real_words = float(np.mean([sum(len(pairs.tokens[i]) for i in b) for b in batches]))
             # WordMax's gathers (the counter does not see them); its bf16 products are counted
-            products = acfg.cpu_amp and real_words * cfg.batch * cfg.regions <= CHUNK
+            products = WordMax.uses_products(round(real_words), cfg.batch, cfg.regions,
+                                             dot_dtype=torch.bfloat16 if acfg.cpu_amp else None)
             extra = 0.0 if old or products or acfg.score != "max" else 4.0 * cfg.batch * real_words * acfg.embed_dim
             return step, cfg.batch, extra
 
@@ -156,7 +157,7 @@ def counted_flops(step: Callable[[], None]) -> float:
     return float(counter.get_total_flops())
 
 
-def _time_interleaved(steps: dict[str, Callable[[], None]], n: int, warmup: int = 1) -> dict[str, float]:
+def _time_interleaved(steps: dict[str, Callable[[], None]], n: int, warmup: int) -> dict[str, float]:
     """Median seconds per call of each step, calling them in turn `n` times (after `warmup` untimed calls each):
     the typical step, as a training run's throughput sees it (the best hides what only some steps pay)."""
     times = {k: [] for k in steps}
@@ -171,7 +172,7 @@ def _time_interleaved(steps: dict[str, Callable[[], None]], n: int, warmup: int 
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def _measure(makers: dict[str, StepMaker], steps: int, warmup: int = 1) -> dict[str, tuple[float, int, float, float]]:
+def _measure(makers: dict[str, StepMaker], steps: int, warmup: int) -> dict[str, tuple[float, int, float, float]]:
     """{path: (seconds, pairs, FLOPs counted, floor FLOPs)} of the steps `makers` build, timed interleaved; the
     floor is the "new" path's FLOPs (the only path's when there is one)."""
     made = {path: make() for path, make in makers.items()}

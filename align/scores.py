@@ -69,8 +69,15 @@ class WordMax(torch.autograd.Function):
     """
 
     @staticmethod
+    def uses_products(n_words: int, n_images: int, n_regions: int, chunk: int = CHUNK,
+                      dot_dtype: torch.dtype | None = None) -> bool:
+        """Whether the backward is the bf16 products with M (else the gathers): bf16 dot products, and M's
+        n_words x n_images x n_regions elements at most `chunk`."""
+        return dot_dtype is not None and n_words * n_images * n_regions <= chunk
+
+    @staticmethod
     def forward(ctx, v, words, chunk, dot_dtype=None):
-        ctx.dense = dot_dtype is not None and words.shape[0] * v.shape[0] * v.shape[1] <= chunk
+        ctx.dense = WordMax.uses_products(words.shape[0], v.shape[0], v.shape[1], chunk, dot_dtype)
         ctx.dtype = v.dtype
         if ctx.dense:  # the products' operands, cast once for both passes
             v, words = v.to(dot_dtype), words.to(dot_dtype)
@@ -87,7 +94,7 @@ class WordMax(torch.autograd.Function):
         rows = arg + torch.arange(b, device=arg.device)[:, None] * r  # [B, W] row of v.view(B * R, H)
         grad_v = grad_words = None
         if ctx.dense:  # M [W, B * R]: g[k, t] at (t, rows[k, t]); one entry per (t, k). v, words: bf16 here
-            m = g.new_zeros(words.shape[0], b * r, dtype=v.dtype).scatter_(1, rows.T, g.T.to(v.dtype))
+            m = g.new_zeros(words.shape[0], b * r).scatter_(1, rows.T, g.T)  # g is in v's bf16 already
             if ctx.needs_input_grad[1]:
                 grad_words = (m @ v.reshape(b * r, h)).to(ctx.dtype)  # [W, H]
             if ctx.needs_input_grad[0]:
