@@ -17,6 +17,7 @@ import sys
 
 from dvsa.align.regions import RegionConfig, extract_features
 from dvsa.align.regions.bottomup import import_bottomup
+from dvsa.align.regions.config import BACKBONES
 from dvsa.align.regions.proposals import load_given_boxes
 from dvsa.data.catalog import load_dataset
 from dvsa.data.errors import DvsaError, UsageError
@@ -39,7 +40,7 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, help="feature store folder (created or resumed)")
     p.add_argument("--split", help="comma-separated splits to encode (default: every record)")
     p.add_argument("--backend", choices=["rcnn", "frcnn", "given", "detectron2"])
-    p.add_argument("--backbone", choices=["efficientnet_lite0", "resnet50", "vgg16"])
+    p.add_argument("--backbone", choices=BACKBONES)
     p.add_argument("--pooling", choices=["warp", "roialign"])
     p.add_argument("--max-boxes", type=positive_int)
     p.add_argument("--boxes", help="JSON of given boxes {image_id: [[x1,y1,x2,y2], ...]} or a COCO instances file")

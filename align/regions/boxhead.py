@@ -32,12 +32,12 @@ from dvsa.data.checkpoint import read_weights_only
 from dvsa.data.errors import CheckpointError
 from torch import nn
 
-from .backbones import box_grid_cells, box_mean_pool, cell_edges
+from .backbones import LITE_WEIGHTS, box_grid_cells, box_mean_pool, cell_edges
 
 FORMAT = "dvsa.boxhead/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # the ImageNet weights a head is tied to, per backbone (the identity written in the head's file)
-BACKBONE_WEIGHTS = {"efficientnet_lite0": "efficientnet-lite0-57934424"}
+BACKBONE_WEIGHTS = {name: file_id for name, (_, _, file_id) in LITE_WEIGHTS.items()}
 # the scale of each regression offset (x, y, log w, log h), as in Fast R-CNN's target normalisation
 DELTA_STD = (0.1, 0.1, 0.2, 0.2)
 MAX_LOG_SCALE = 4.135  # log(1000 / 16): a side grows at most ~62x in one step (torchvision's BoxCoder clamp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 BACKENDS = ("rcnn", "frcnn", "given", "detectron2")
-BACKBONES = ("efficientnet_lite0", "resnet50", "vgg16")
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "vgg16")
 POOLINGS = ("warp", "roialign")
 
 # Run-time fields: they do not change the features and stay out of the store's meta.
@@ -76,7 +76,7 @@ class RegionConfig:
     detectron2_config: str = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
     detectron2_weights: str = ""  # a local .pkl/.pth; empty = the model zoo URL of detectron2_config
     # --- features ----------------------------------------------------------------------------------------
-    backbone: str = "efficientnet_lite0"  # efficientnet_lite0 (offline ImageNet weights) | resnet50 | vgg16
+    backbone: str = "efficientnet_lite0"  # efficientnet_lite0 / 1 / 2 (offline ImageNet weights) | resnet50 | vgg16
     pretrained: bool = True  # False = untrained weights (tests); True and unavailable = a clear error
     # warp (R-CNN: one CNN pass per box) | roialign (Fast R-CNN: one pass per image, ~3x cheaper). On synthetic
     # scenes, linear probes on ground-truth boxes read colour / shape from warp features at 76-80% / 98-100%,

@@ -34,7 +34,7 @@ from dvsa.data.distributed import resolve_device
 from PIL import Image
 from torchvision.ops import roi_align
 
-from .backbones import Backbone, build_backbone
+from .backbones import LITE_WEIGHTS, Backbone, build_backbone
 from .boxhead import (
     BACKBONE_WEIGHTS,
     BoxHead,
@@ -169,9 +169,8 @@ class RegionEncoder:
     @property
     def meta(self) -> dict:
         """JSON dict describing the features (the feature store's meta; also stored in generator checkpoints)."""
-        weights = {"efficientnet_lite0": "efficientnet-lite0-57934424 (ImageNet-1k, offline package)"}.get(
-            self.cfg.backbone, "torchvision IMAGENET1K_V1"
-        )
+        weights = (f"{LITE_WEIGHTS[self.cfg.backbone][2]} (ImageNet-1k, offline package)"
+                   if self.cfg.backbone in LITE_WEIGHTS else "torchvision IMAGENET1K_V1")
         head = {"box_head": self.box_head_id} if self.box_head_id else {}  # absent from stores without one
         return {
             **head,

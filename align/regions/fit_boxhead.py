@@ -160,14 +160,16 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="Flickr8k root (flickr8k-entities beside it)")
     p.add_argument("--out", required=True, help="head file to write")
+    p.add_argument("--backbone", choices=sorted(BACKBONE_WEIGHTS), default=RegionConfig.backbone,
+                   help="the backbone whose maps the head reads (default %(default)s)")
     d = FitConfig()
     for k, v in asdict(d).items():
         p.add_argument(f"--{k.replace('_', '-')}", dest=k, type=type(v), default=v)
     args = p.parse_args(argv)
     fit = FitConfig(**{k: getattr(args, k) for k in asdict(d)})
     # candidates only (the scorer is what is fitted), on the fitting grid
-    cfg = RegionConfig(objectness="entropy", progress=False, grid_levels=fit.grid_levels, grid_step=fit.grid_step,
-                       grid_max_ratio=fit.grid_max_ratio)
+    cfg = RegionConfig(backbone=args.backbone, objectness="entropy", progress=False, grid_levels=fit.grid_levels,
+                       grid_step=fit.grid_step, grid_max_ratio=fit.grid_max_ratio)
     records = load_dataset("flickr8k", args.root)
     if not any(r.regions for r in records):
         raise SystemExit(f"{args.root}: no Entities boxes (flickr8k-entities must be beside the Flickr8k root)")
