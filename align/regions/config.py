@@ -76,9 +76,10 @@ class RegionConfig:
     detectron2_config: str = "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"
     detectron2_weights: str = ""  # a local .pkl/.pth; empty = the model zoo URL of detectron2_config
     # --- features ----------------------------------------------------------------------------------------
-    # efficientnet_lite0 / 1 / 2 (offline ImageNet weights) | resnet50 | vgg16. Lite1 / Lite2 need a box head of
-    # their own (fit_boxhead --backbone); Lite2 on Flickr8k's held-out train photos: kept-box recall 65.3% against
-    # 65.9, the aligner's R@K sum 297.4 against 306.4, 9 more minutes (docs/experiments.md)
+    # efficientnet_lite0 / 1 / 2 (offline ImageNet weights) | resnet50 | vgg16. Only Lite0 has a shipped box head:
+    # the others rank by entropy unless box_head names one fitted for them (fit_boxhead --backbone). Lite2 with its
+    # head on Flickr8k's held-out train photos: kept-box recall 65.3% against 65.9, the aligner's R@K sum 297.4
+    # against 306.4, 9 more minutes (docs/experiments.md)
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True  # False = untrained weights (tests); True and unavailable = a clear error
     # warp (R-CNN: one CNN pass per box) | roialign (Fast R-CNN: one pass per image, ~3x cheaper). On synthetic

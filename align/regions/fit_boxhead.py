@@ -15,8 +15,8 @@ estimates the IoU) and, with `FitConfig.regress`, a smooth-L1 loss on the offset
 fixed seeds and `threads` torch threads, so the same machine, library versions and thread count give the same
 file. Dev photos and other datasets are never read here.
 
-Another backbone needs its own head: ``--backbone efficientnet_lite2 --out boxhead_lite2.pt`` (26 min on the 2
-CPU cores), then ``--set region.backbone=efficientnet_lite2 --set region.box_head=boxhead_lite2.pt``. Lite2 was
+Only Lite0's head is shipped; other backbones rank by entropy unless given one fitted for them: ``--backbone
+efficientnet_lite2 --out boxhead_lite2.pt`` (26 min on the 2 CPU cores), then ``--set region.backbone=efficientnet_lite2 --set region.box_head=boxhead_lite2.pt``. Lite2 was
 tried that way and not kept (docs/experiments.md, "EfficientNet-Lite2 regions").
 
 Glossary: N images, K candidates of one image (at most `per_image` kept for training), C, h, w the feature map.
